@@ -1,0 +1,208 @@
+"""`seqsentry ...` - one entry point for every tool.
+
+Errors a user can fix (broker unreachable, topic missing, unknown format, ...) end the
+command with one line saying what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from stream import progress
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _kafka_args(p: argparse.ArgumentParser, bootstrap_required: bool = True) -> None:
+    p.add_argument("--bootstrap", "-b", required=bootstrap_required, default=os.environ.get("SEQSENTRY_BOOTSTRAP"),
+                   help="Kafka bootstrap servers (env SEQSENTRY_BOOTSTRAP)")
+    p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="librdkafka setting passed through, e.g. -X security.protocol=SASL_SSL (repeatable)")
+
+
+def _log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", dest="fmt", choices=["jsonl", "csv", "parquet"], help="log format (default: from file name)")
+    p.add_argument("--map", dest="column_map", action="append", default=[], metavar="SRC=FIELD",
+                   help="map a source column onto a contract field, e.g. --map visitorid=user_id (repeatable)")
+    p.add_argument("--columns", help="comma-separated column names for a CSV without a header row")
+    p.add_argument("--delimiter", help="CSV delimiter (default: detected)")
+    p.add_argument("--ts-unit", default="ms", choices=["ms", "s", "us", "ns", "auto"], help="unit of numeric timestamps")
+    p.add_argument("--labels", type=Path, help="CSV with user_id,label[,attack] giving labels by user")
+
+
+def _log_spec(args: argparse.Namespace):
+    from stream import logs
+
+    return logs.LogSpec(
+        fmt=args.fmt,
+        columns=logs.parse_column_map(args.column_map),
+        column_names=args.columns.split(",") if args.columns else None,
+        delimiter=args.delimiter,
+        ts_unit=args.ts_unit,
+        labels=logs.read_labels(args.labels) if args.labels else None,
+    )
+
+
+def _options(args: argparse.Namespace) -> dict[str, str]:
+    from stream import kafka
+
+    return kafka.parse_options(args.kafka_options)
+
+
+# ---- commands ---------------------------------------------------------------------------
+def cmd_synth(args: argparse.Namespace) -> int:
+    from stream import logs
+    from training import synth
+
+    cfg = synth.SynthConfig(events=args.events, seed=args.seed, users=args.users,
+                            attacker_fraction=args.attacker_fraction)
+    with progress.bar(not args.quiet) as bar:
+        task = bar.add_task(f"synth → {args.out}", total=args.events, rate="")
+        done = 0
+
+        def chunks():
+            nonlocal done
+            for chunk in synth.generate(cfg):
+                done += len(chunk)
+                bar.update(task, completed=done)
+                yield chunk
+
+        n = logs.write_log(args.out, chunks(), fmt=args.fmt)
+    print(f"wrote {n:,} events to {args.out}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream import replay
+
+    stats = replay.replay(args.log, args.bootstrap, args.topic, spec=_log_spec(args), speed=args.speed,
+                          options=_options(args), limit=args.limit, show_progress=not args.quiet)
+    print(f"replayed {stats.sent:,} events to {args.topic} in {stats.seconds:.1f}s ({stats.rate:,.0f} ev/s)"
+          + (f"; {stats.unkeyed:,} had no user_id and were sent unkeyed" if stats.unkeyed else ""))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from stream import replay
+
+    n = replay.record(args.bootstrap, args.topic, args.out, options=_options(args), max_messages=args.count,
+                      idle_timeout=args.idle_timeout, show_progress=not args.quiet)
+    print(f"recorded {n:,} messages from {args.topic} to {args.out}")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from stream.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port).start()
+    topics = {t: args.partitions for t in args.topic}
+    if topics:
+        broker.create_topics(topics)
+    print(f"embedded broker on {broker.bootstrap} (in-memory; Ctrl-C stops it)"
+          + (f"; topics: {', '.join(topics)}" if topics else ""), flush=True)
+    stop = False
+
+    def handler(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqsentry", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=os.environ.get("SEQSENTRY_LOG_LEVEL", "WARNING"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate labelled synthetic traffic to a log file")
+    p.add_argument("out", type=Path, help="output log (.jsonl/.csv/.parquet, optionally .gz)")
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--users", type=int, help="normal users (default: events/60)")
+    p.add_argument("--attacker-fraction", type=float, default=0.03)
+    p.add_argument("--format", dest="fmt", choices=["jsonl", "csv", "parquet"])
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("replay", help="replay a recorded log into a topic, keyed by user id")
+    p.add_argument("log", type=Path)
+    p.add_argument("--topic", "-t", default="events")
+    p.add_argument("--speed", type=float, help="pace by event time, SPEED x faster (default: as fast as possible)")
+    p.add_argument("--limit", type=int, help="stop after this many events")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _kafka_args(p)
+    _log_args(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("record", help="record a topic to a JSONL file")
+    p.add_argument("out", type=Path, help="output file (.jsonl, optionally .gz)")
+    p.add_argument("--topic", "-t", default="events")
+    p.add_argument("--count", type=int, help="stop after this many messages")
+    p.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this many seconds without messages")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (in-memory) until Ctrl-C")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--topic", action="append", default=[], help="topic to create (repeatable)")
+    p.add_argument("--partitions", type=int, default=4)
+    p.set_defaults(func=cmd_broker)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list:
+    """Commands living beside their subsystems (training, service) register themselves here."""
+    regs = []
+    for mod_name in ("training.cli", "stream.service_cli"):
+        try:
+            mod = __import__(mod_name, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != mod_name:
+                raise
+            continue
+        regs.append(mod.register)
+    return regs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from stream.broker import BrokerError
+    from stream.kafka import KafkaUnavailable
+    from stream.logs import LogFormatError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, BrokerError, KafkaUnavailable, LogFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"seqsentry {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

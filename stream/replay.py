@@ -1,0 +1,173 @@
+"""Replay a recorded log into a topic, and record a topic back to a file.
+
+Replay keys every message by ``user_id`` (so one user's events stay in one partition,
+in order) and sends JSONL lines byte for byte - malformed lines included, so the
+detector's dead-letter path sees what the platform really produced. CSV and Parquet
+rows are sent as contract JSON after column mapping.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from stream import kafka, logs, progress
+from stream.events import Reject
+
+
+@dataclass
+class ReplayStats:
+    """What a replay sent: messages, those without a usable key (sent unkeyed), seconds."""
+
+    sent: int = 0
+    unkeyed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+
+def _key_and_ts(record: object) -> tuple[bytes | None, int | None]:
+    if not isinstance(record, dict):
+        return None, None
+    uid = record.get("user_id")
+    key = str(uid).encode() if isinstance(uid, str | int) and not isinstance(uid, bool) and uid != "" else None
+    ts = record.get("ts")
+    return key, ts if isinstance(ts, int) and not isinstance(ts, bool) else None
+
+
+def replay(
+    path: Path | str,
+    bootstrap: str,
+    topic: str,
+    *,
+    spec: logs.LogSpec | None = None,
+    speed: float | None = None,
+    options: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    show_progress: bool = False,
+) -> ReplayStats:
+    """Send a log's events to ``topic`` in file order.
+
+    ``speed`` None sends as fast as the broker takes them; otherwise events are paced by
+    their timestamps, ``speed`` times faster than recorded (2.0 = twice as fast).
+    """
+    if speed is not None and speed <= 0:
+        raise ValueError("speed must be > 0 (or omitted for as fast as possible)")
+    kafka.require_topic(bootstrap, topic, options)
+    prod = kafka.producer(bootstrap, options)
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    stats = ReplayStats()
+    t_wall0 = time.monotonic()
+    t_event0: int | None = None
+    size = Path(path).stat().st_size
+    with progress.bar(show_progress) as bar:
+        task = bar.add_task(f"replay → {topic}", total=limit, rate="")
+        for chunk in logs.iter_chunks(path, spec):
+            raws = chunk.raw
+            for i, record in enumerate(chunk.records):
+                if limit is not None and stats.sent >= limit:
+                    break
+                key, ts = (None, None) if isinstance(record, Reject) else _key_and_ts(record)
+                value = raws[i] if raws is not None else orjson.dumps(record, default=str)
+                if speed is not None and ts is not None:
+                    if t_event0 is None:
+                        t_event0 = ts
+                    ahead = (ts - t_event0) / 1000.0 / speed - (time.monotonic() - t_wall0)
+                    if ahead > 0:
+                        prod.poll(0)
+                        time.sleep(ahead)
+                while True:
+                    try:
+                        prod.produce(topic, value, key, on_delivery=on_delivery)
+                        break
+                    except BufferError:  # local queue full: let deliveries drain
+                        prod.poll(0.05)
+                stats.sent += 1
+                stats.unkeyed += key is None
+            prod.poll(0)
+            if errors:
+                break
+            elapsed = time.monotonic() - t_wall0
+            bar.update(task, completed=stats.sent, rate=f"{stats.sent / max(elapsed, 1e-9):,.0f} ev/s")
+            if limit is not None and stats.sent >= limit:
+                break
+        remaining = prod.flush(60)
+        stats.seconds = time.monotonic() - t_wall0
+        bar.update(task, completed=stats.sent, total=stats.sent)
+    if errors or remaining:
+        raise kafka.KafkaUnavailable(
+            f"replay of {path} ({size} bytes) incomplete: {len(errors)} delivery errors, {remaining} undelivered; "
+            f"first error: {errors[0] if errors else 'flush timed out'}"
+        )
+    return stats
+
+
+def record(
+    bootstrap: str,
+    topic: str,
+    path: Path | str,
+    *,
+    options: Mapping[str, str] | None = None,
+    max_messages: int | None = None,
+    idle_timeout: float = 5.0,
+    show_progress: bool = False,
+) -> int:
+    """Write every message of ``topic`` (all partitions, from the beginning) to a JSONL file.
+
+    Stops after ``max_messages`` or when nothing arrives for ``idle_timeout`` seconds -
+    not at the high watermark, which some Kafka-compatible brokers report inexactly.
+    Values are written one per line as they are; a value containing a newline is
+    re-serialised compactly if it is JSON, and otherwise written as a JSON string.
+    """
+    partitions = kafka.require_topic(bootstrap, topic, options)
+    cons: Consumer = kafka.consumer(bootstrap, "seqsentry-record", options)
+    cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    path = Path(path)
+    n = 0
+    out = gzip.open(path, "wb", compresslevel=5) if str(path).endswith(".gz") else open(path, "wb")  # noqa: SIM115
+    try:
+        with progress.bar(show_progress) as bar:
+            task = bar.add_task(f"record ← {topic}", total=max_messages, rate="")
+            last = time.monotonic()
+            t0 = last
+            while max_messages is None or n < max_messages:
+                want = 10_000 if max_messages is None else min(10_000, max_messages - n)
+                msgs = cons.consume(want, timeout=0.5)
+                if not msgs:
+                    if time.monotonic() - last > idle_timeout:
+                        break
+                    continue
+                last = time.monotonic()
+                lines = []
+                for m in msgs:
+                    if m.error():
+                        if m.error().code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise kafka.KafkaUnavailable(f"record failed: {m.error()}")
+                    value = m.value() or b""
+                    if b"\n" in value:
+                        try:
+                            value = orjson.dumps(orjson.loads(value))
+                        except orjson.JSONDecodeError:
+                            value = orjson.dumps(value.decode("utf-8", "replace"))
+                    lines.append(value)
+                out.write(b"\n".join(lines) + b"\n")
+                n += len(lines)
+                bar.update(task, completed=n, rate=f"{n / max(last - t0, 1e-9):,.0f} msg/s")
+    finally:
+        out.close()
+        cons.close()
+    return n

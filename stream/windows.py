@@ -1,0 +1,355 @@
+"""Per-user sliding-window store: the last N events within span T, in event-time order.
+
+Storage is one set of 2-D numpy ring buffers (slot x position), so a batch of events is
+written with a handful of vectorised scatters rather than per-event Python lists. Each
+user owns a slot; ``count[slot]`` is how many events it has ever accepted, and position
+``p`` of its history lives at column ``p % N``.
+
+Policies (all in event time, so replaying a log gives the same windows as the live run):
+
+* **Order.** Events are kept sorted by ``ts``. An event older than the user's newest
+  event but within ``allowed_lateness_ms`` is inserted in place. An event later than
+  that is *too late*: it is not placed in any window, it is counted, and its batch row
+  is returned so the caller can dead-letter it (nothing disappears silently).
+* **Span.** A window holds at most ``max_events`` events, and only those within
+  ``span_ms`` of the user's newest event count as part of it when it is read.
+* **Idle TTL.** A user whose newest event is ``idle_ttl_ms`` older than the newest event
+  the store has seen is evicted by :meth:`WindowStore.expire` (run automatically).
+* **Cap.** At most ``max_users`` users are tracked; a new user beyond the cap evicts
+  the least recently updated ones (never one touched by the batch being added).
+
+A batch is applied in *rounds*: round r holds the r-th event (in time order) of every
+user present in the batch, so the window that each event completes can be observed by
+an ``on_change`` callback before the next event of that user overwrites it. That is
+what makes scoring independent of how a stream happens to be cut into batches.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.events import EventBatch
+
+MAX_TYPES = 65_535  # type ids are uint16; id 0 collects every type past the cap
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    """Bounds of a window and of the store. Times in milliseconds."""
+
+    max_events: int = 64
+    span_ms: int = 3_600_000
+    allowed_lateness_ms: int = 60_000
+    idle_ttl_ms: int = 6 * 3_600_000
+    max_users: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_events < 1 or self.span_ms <= 0 or self.max_users < 1:
+            raise ValueError("max_events, span_ms and max_users must be positive")
+        if self.allowed_lateness_ms < 0 or self.idle_ttl_ms <= 0:
+            raise ValueError("allowed_lateness_ms must be >= 0 and idle_ttl_ms > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Windows that changed in one round: store slots and the batch row that changed each."""
+
+    slots: np.ndarray
+    rows: np.ndarray
+
+
+@dataclass(slots=True)
+class AddResult:
+    """Outcome of :meth:`WindowStore.add`.
+
+    ``slots``/``rows``: every user whose window changed, with the batch row of the newest
+    event that changed it (the trigger). ``too_late``: batch rows placed in no window.
+    """
+
+    slots: np.ndarray
+    rows: np.ndarray
+    too_late: np.ndarray
+
+
+@dataclass(slots=True)
+class Windows:
+    """Windows read from the store, oldest -> newest along axis 1, right-aligned.
+
+    Only the last ``length[b]`` columns of row ``b`` belong to the window.
+    """
+
+    user_id: list[str]
+    ts: np.ndarray  # int64 [B, N]
+    type: np.ndarray  # uint16 [B, N] store type ids (see WindowStore.type_names)
+    item: np.ndarray  # uint32 [B, N]
+    price: np.ndarray  # float32 [B, N]
+    label: np.ndarray  # int8 [B, N]
+    length: np.ndarray  # int64 [B]
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def valid(self) -> np.ndarray:
+        """Boolean [B, N] mask of the columns that belong to each window."""
+        n = self.ts.shape[1]
+        return np.arange(n)[None, :] >= (n - self.length)[:, None]
+
+
+class WindowStore:
+    """Vectorised per-user sliding windows. Not thread-safe: one owner (a partition) each."""
+
+    def __init__(self, config: WindowConfig | None = None, initial_capacity: int = 1024) -> None:
+        self.config = config or WindowConfig()
+        self.type_names: list[str] = ["<other>"]
+        self._type_ids: dict[str, int] = {}
+        self._slot: dict[str, int] = {}
+        self._free: list[int] = []
+        self._clock = 0
+        self._last_expiry_ts = 0
+        self.max_ts = 0  # newest event time seen: the store's event-time watermark
+        self.late_inserted = 0
+        self.too_late = 0
+        self.evicted_lru = 0
+        self.evicted_idle = 0
+        self._alloc(min(initial_capacity, self.config.max_users))
+
+    # ---- storage -------------------------------------------------------------------
+    def _alloc(self, capacity: int) -> None:
+        n = self.config.max_events
+        old = getattr(self, "capacity", 0)
+
+        def grow(name: str, shape: tuple[int, ...], dtype: type, fill: int | float) -> None:
+            arr = np.full(shape, fill, dtype=dtype)
+            if old:
+                arr[:old] = getattr(self, name)
+            setattr(self, name, arr)
+
+        grow("ts", (capacity, n), np.int64, 0)
+        grow("type", (capacity, n), np.uint16, 0)
+        grow("item", (capacity, n), np.uint32, 0)
+        grow("price", (capacity, n), np.float32, np.nan)
+        grow("label", (capacity, n), np.int8, -1)
+        grow("count", (capacity,), np.int64, 0)
+        grow("last_ts", (capacity,), np.int64, 0)
+        grow("touched", (capacity,), np.int64, 0)
+        self.user_of: list[str | None] = getattr(self, "user_of", []) + [None] * (capacity - old)
+        self._free.extend(range(capacity - 1, old - 1, -1))
+        self.capacity = capacity
+
+    @property
+    def users(self) -> int:
+        """Number of users currently tracked."""
+        return len(self._slot)
+
+    def slot_of(self, user_id: str) -> int | None:
+        """The slot holding ``user_id``'s window, or None if it is not tracked."""
+        return self._slot.get(user_id)
+
+    def nbytes(self) -> int:
+        """Bytes held by the store: arrays plus an estimate of the user index."""
+        arrays = sum(
+            getattr(self, a).nbytes for a in ("ts", "type", "item", "price", "label", "count", "last_ts", "touched")
+        )
+        index = sys.getsizeof(self._slot) + sys.getsizeof(self.user_of)
+        index += sum(sys.getsizeof(u) for u in self._slot)
+        return arrays + index
+
+    # ---- ingest --------------------------------------------------------------------
+    def _type_ids_for(self, names: list[str]) -> np.ndarray:
+        ids = self._type_ids
+        out = np.empty(len(names), dtype=np.uint16)
+        for i, name in enumerate(names):
+            t = ids.get(name)
+            if t is None:
+                t = len(self.type_names) if len(self.type_names) <= MAX_TYPES else 0
+                if t:
+                    ids[name] = t
+                    self.type_names.append(name)
+            out[i] = t
+        return out
+
+    def _evict(self, slots: np.ndarray) -> None:
+        for s in slots.tolist():
+            user = self.user_of[s]
+            if user is not None:
+                del self._slot[user]
+                self.user_of[s] = None
+                self._free.append(s)
+        self.count[slots] = 0
+        self.last_ts[slots] = 0
+        self.touched[slots] = 0
+
+    def _slots_for(self, user_ids: list[str]) -> np.ndarray:
+        get = self._slot.get
+        found = [get(u, -1) for u in user_ids]
+        slots = np.array(found, dtype=np.int64)
+        missing = slots < 0
+        if missing.any():
+            new_users = list(dict.fromkeys(u for u, s in zip(user_ids, found, strict=True) if s < 0))
+            self.touched[slots[~missing]] = self._clock  # protect this batch's users from LRU
+            need = len(new_users) - len(self._free)
+            if need > 0 and self.capacity < self.config.max_users:
+                self._alloc(min(self.config.max_users, max(self.capacity * 2, self.capacity + need)))
+                need = len(new_users) - len(self._free)
+            if need > 0:
+                in_use = np.flatnonzero(self.count > 0)
+                idle = in_use[self.touched[in_use] < self._clock]
+                # evict a little more than needed so floods do not pay for a partition per user
+                k = min(len(idle), max(need, self.config.max_users // 100))
+                victims = idle[np.argpartition(self.touched[idle], k - 1)[:k]] if k < len(idle) else idle
+                self._evict(victims)
+                self.evicted_lru += len(victims)
+            for u in new_users:
+                s = self._free.pop()
+                self._slot[u] = s
+                self.user_of[s] = u
+            slots[missing] = [self._slot[u] for u, m in zip(user_ids, missing.tolist(), strict=True) if m]
+        self.touched[slots] = self._clock
+        return slots
+
+    def add(self, batch: EventBatch, on_change: Callable[[Change], None] | None = None) -> AddResult:
+        """Add a batch of valid events; report which windows changed.
+
+        ``on_change`` (optional) is called once per round with the windows that round
+        changed, while they can still be read with :meth:`read`.
+        """
+        if len(batch) == 0:
+            empty = np.empty(0, dtype=np.int64)
+            return AddResult(empty, empty, empty)
+        chunk = max(1, self.config.max_users // 2)
+        if len(batch) > chunk:  # only with tiny caps: a chunk must fit beside the users it protects
+            parts = []
+            for start in range(0, len(batch), chunk):
+                sub = batch.take(np.arange(start, min(start + chunk, len(batch))))
+                shifted = None
+                if on_change is not None:
+                    def shifted(c: Change, o: int = start) -> None:
+                        on_change(Change(c.slots, c.rows + o))
+                parts.append(self.add(sub, shifted))
+            return _merge_results(parts, chunk)
+        self._clock += 1
+        slots = self._slots_for(batch.user_id)
+        types = self._type_ids_for(batch.type)
+        n = len(batch)
+        order = np.lexsort((np.arange(n), batch.ts, slots))
+        s_sorted = slots[order]
+        first = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
+        rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        changed_slots: list[np.ndarray] = []
+        changed_rows: list[np.ndarray] = []
+        late_rows: list[np.ndarray] = []
+        for r in range(int(rank.max()) + 1):
+            rows = order[rank == r]
+            placed, too_late = self._apply_round(rows, slots[rows], types, batch)
+            late_rows.append(too_late)
+            if len(placed):
+                change = Change(slots[placed], placed)
+                changed_slots.append(change.slots)
+                changed_rows.append(change.rows)
+                if on_change is not None:
+                    on_change(change)
+        self.max_ts = max(self.max_ts, int(batch.ts.max()))
+        if self.max_ts - self._last_expiry_ts > self.config.idle_ttl_ms // 10:
+            self.expire()
+        all_slots = np.concatenate(changed_slots) if changed_slots else np.empty(0, dtype=np.int64)
+        all_rows = np.concatenate(changed_rows) if changed_rows else np.empty(0, dtype=np.int64)
+        # later rounds hold later events, so the last occurrence of a slot is its trigger
+        rev_unique, rev_idx = np.unique(all_slots[::-1], return_index=True)
+        too_late_rows = np.sort(np.concatenate(late_rows))
+        self.too_late += len(too_late_rows)
+        return AddResult(rev_unique, all_rows[::-1][rev_idx], too_late_rows)
+
+    def _apply_round(
+        self, rows: np.ndarray, slots: np.ndarray, types: np.ndarray, batch: EventBatch
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Place one event per slot; return (rows placed, rows too late)."""
+        ts = batch.ts[rows]
+        held = self.count[slots] > 0
+        last = self.last_ts[slots]
+        late = held & (ts < last)
+        too_late = late & (last - ts > self.config.allowed_lateness_ms)
+        inorder = ~late
+        r, s = rows[inorder], slots[inorder]
+        col = self.count[s] % self.config.max_events
+        self.ts[s, col] = ts[inorder]
+        self.type[s, col] = types[r]
+        self.item[s, col] = batch.item[r]
+        self.price[s, col] = batch.price[r]
+        self.label[s, col] = batch.label[r]
+        self.count[s] += 1
+        self.last_ts[s] = ts[inorder]
+        placed = [r]
+        insert = late & ~too_late
+        for row, slot in zip(rows[insert].tolist(), slots[insert].tolist(), strict=True):
+            if self._insert_late(slot, row, int(types[row]), batch):
+                placed.append(np.array([row]))
+        self.late_inserted += int(insert.sum())
+        return np.sort(np.concatenate(placed)), rows[too_late]
+
+    def _insert_late(self, slot: int, row: int, type_id: int, batch: EventBatch) -> bool:
+        """Insert one late event in time order; False if it fell straight off a full window."""
+        n = self.config.max_events
+        cnt = int(self.count[slot])
+        held = min(cnt, n)
+        cols = (np.arange(cnt - held, cnt)) % n
+        ts_row = self.ts[slot, cols]
+        at = int(np.searchsorted(ts_row, batch.ts[row], side="right"))
+        if held == n and at == 0:
+            return False
+        new_cols = np.arange(cnt + 1 - min(held + 1, n), cnt + 1) % n
+        for name, value in (
+            ("ts", batch.ts[row]),
+            ("type", type_id),
+            ("item", batch.item[row]),
+            ("price", batch.price[row]),
+            ("label", batch.label[row]),
+        ):
+            arr = getattr(self, name)
+            merged = np.insert(arr[slot, cols], at, value)[-n:]
+            arr[slot, new_cols] = merged
+        self.count[slot] = cnt + 1
+        return True
+
+    # ---- reading & eviction ----------------------------------------------------------
+    def read(self, slots: np.ndarray) -> Windows:
+        """Current windows of ``slots`` (span applied relative to each user's newest event)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        n = self.config.max_events
+        cnt = self.count[slots]
+        pos = cnt[:, None] - n + np.arange(n)[None, :]
+        cols = pos % n
+        rows = slots[:, None]
+        ts = self.ts[rows, cols]
+        valid = (pos >= 0) & (ts >= (self.last_ts[slots] - self.config.span_ms)[:, None])
+        return Windows(
+            user_id=[self.user_of[s] or "" for s in slots.tolist()],
+            ts=ts,
+            type=self.type[rows, cols],
+            item=self.item[rows, cols],
+            price=self.price[rows, cols],
+            label=self.label[rows, cols],
+            length=valid.sum(axis=1),
+        )
+
+    def expire(self, watermark_ms: int | None = None) -> int:
+        """Evict users idle for longer than the TTL before ``watermark_ms`` (default: newest seen)."""
+        watermark = self.max_ts if watermark_ms is None else watermark_ms
+        self._last_expiry_ts = watermark
+        stale = np.flatnonzero((self.count > 0) & (self.last_ts < watermark - self.config.idle_ttl_ms))
+        if len(stale):
+            self._evict(stale)
+            self.evicted_idle += len(stale)
+        return len(stale)
+
+
+def _merge_results(parts: list[AddResult], chunk: int) -> AddResult:
+    offsets = [i * chunk for i in range(len(parts))]
+    slots = np.concatenate([p.slots for p in parts])
+    rows = np.concatenate([p.rows + o for p, o in zip(parts, offsets, strict=True)])
+    late = np.concatenate([p.too_late + o for p, o in zip(parts, offsets, strict=True)])
+    rev_unique, rev_idx = np.unique(slots[::-1], return_index=True)
+    return AddResult(rev_unique, rows[::-1][rev_idx], late)

@@ -1,0 +1,103 @@
+"""Encoding: windows -> token ids and masks, with a learned, saved vocabulary."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from stream.encoding import CLS, N_SPECIAL, PAD, Vocabulary, encode, fit_vocabulary
+from stream.events import Event, EventBatch
+from stream.windows import WindowConfig, WindowStore
+
+T0 = 1_700_000_000_000
+
+
+def store_with(events, max_events=8) -> WindowStore:
+    store = WindowStore(WindowConfig(max_events=max_events))
+    store.add(EventBatch.from_events(events))
+    return store
+
+
+def encode_user(store, vocab, user="u"):
+    return encode(store.read(np.array([store.slot_of(user)])), store.type_names, vocab)
+
+
+VOCAB = Vocabulary(types=("<unk>", "buy", "view"), price_edges=(10.0, 100.0), max_events=8)
+
+
+def test_sequence_is_cls_then_events_oldest_first_then_padding():
+    store = store_with([Event("u", T0 + i * 1000, "view") for i in range(3)])
+    enc = encode_user(store, VOCAB)
+    assert enc.input_ids.shape == (1, 9)
+    assert enc.input_ids[0, 0] == CLS
+    assert (enc.input_ids[0, 1:4] >= N_SPECIAL).all()
+    assert (enc.input_ids[0, 4:] == PAD).all()
+    assert enc.attention_mask[0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert enc.length.tolist() == [3]
+
+
+def test_tokens_carry_type_gap_bucket_repeat_and_price_bucket():
+    store = store_with([
+        Event("u", T0, "view", item_id="a", price=5.0),
+        Event("u", T0 + 2_000, "buy", item_id="a", price=50.0),
+        Event("u", T0 + 500_000, "view", item_id="b"),
+    ])
+    parts = [VOCAB.describe(int(t)) for t in encode_user(store, VOCAB).input_ids[0, 1:4]]
+    assert parts[0] == {"type": "view", "dt_bucket": 0, "repeat": False, "price_bucket": 1}
+    assert parts[1] == {"type": "buy", "dt_bucket": 2, "repeat": True, "price_bucket": 2}
+    assert parts[2]["dt_bucket"] == 7 and parts[2]["repeat"] is False and parts[2]["price_bucket"] == 0
+
+
+def test_unknown_types_map_to_the_unknown_token():
+    store = store_with([Event("u", T0, "teleport")])
+    assert VOCAB.describe(int(encode_user(store, VOCAB).input_ids[0, 1]))["type"] == "<unk>"
+
+
+def test_only_the_newest_max_events_are_encoded():
+    store = store_with([Event("u", T0 + i, "view" if i < 12 else "buy") for i in range(16)], max_events=16)
+    enc = encode_user(store, VOCAB)
+    types = [VOCAB.describe(int(t))["type"] for t in enc.input_ids[0, 1:]]
+    assert types == ["view"] * 4 + ["buy"] * 4
+
+
+def test_batch_encoding_matches_one_by_one_encoding():
+    rng = np.random.default_rng(0)
+    events = [Event(f"u{rng.integers(5)}", T0 + int(t), str(rng.choice(["view", "buy", "x"])),
+                    item_id=str(rng.integers(4)), price=float(rng.integers(1, 200)))
+              for t in np.sort(rng.integers(0, 10**6, 200))]
+    store = store_with(events)
+    slots = np.array([store.slot_of(f"u{i}") for i in range(5)])
+    together = encode(store.read(slots), store.type_names, VOCAB).input_ids
+    alone = np.vstack([encode(store.read(slots[i : i + 1]), store.type_names, VOCAB).input_ids for i in range(5)])
+    assert np.array_equal(together, alone)
+
+
+def test_vocabulary_is_learned_from_data_and_round_trips(tmp_path):
+    batches = [EventBatch.from_events([Event("u", T0, t, price=p) for t, p in
+                                       [("E5", 1.0), ("E22", 2.0), ("E5", 3.0)] * 10])]
+    vocab = fit_vocabulary(batches, max_events=16)
+    assert vocab.types == ("<unk>", "E22", "E5")
+    vocab.save(tmp_path / "vocab.json")
+    again = Vocabulary.load(tmp_path / "vocab.json")
+    assert again == vocab and again.size == vocab.size
+
+
+def test_min_count_drops_rare_types():
+    vocab = Vocabulary.fit(Counter({"view": 100, "rare": 1}), min_count=2)
+    assert vocab.type_index("rare") == 0 and vocab.type_index("view") > 0
+
+
+def test_a_vocabulary_from_another_encoding_version_is_refused():
+    d = VOCAB.to_dict() | {"version": 999}
+    with pytest.raises(ValueError, match="encoding version"):
+        Vocabulary.from_dict(d)
+
+
+def test_token_ids_stay_inside_the_vocabulary():
+    rng = np.random.default_rng(1)
+    events = [Event("u", T0 + i * int(rng.integers(1, 10**7)), str(rng.choice(["view", "buy", "zzz"])),
+                    price=float(rng.random() * 1e4) if rng.random() < 0.5 else None) for i in range(50)]
+    enc = encode_user(store_with(events, max_events=64), VOCAB)
+    assert enc.input_ids.max() < VOCAB.size

@@ -1,0 +1,166 @@
+"""Window store: bounded, event-time ordered, per-user windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream.events import Event, EventBatch
+from stream.windows import WindowConfig, WindowStore
+
+T0 = 1_700_000_000_000
+
+
+def batch(*events: tuple[str, int, str]) -> EventBatch:
+    return EventBatch.from_events([Event(u, T0 + t, ty, item_id=f"i{t}") for u, t, ty in events])
+
+
+def window_of(store: WindowStore, user: str) -> tuple[list[int], list[str]]:
+    w = store.read(np.array([store.slot_of(user)]))
+    n = int(w.length[0])
+    ts = w.ts[0, -n:] - T0 if n else np.array([], dtype=np.int64)
+    return ts.tolist(), [store.type_names[t] for t in w.type[0, -n:]] if n else []
+
+
+def test_keeps_only_the_last_n_events():
+    store = WindowStore(WindowConfig(max_events=4))
+    store.add(batch(*[("u", i * 1000, f"t{i}") for i in range(10)]))
+    assert window_of(store, "u") == ([6000, 7000, 8000, 9000], ["t6", "t7", "t8", "t9"])
+
+
+def test_events_outside_the_span_are_not_part_of_the_window():
+    store = WindowStore(WindowConfig(max_events=8, span_ms=10_000))
+    store.add(batch(("u", 0, "a"), ("u", 5_000, "b"), ("u", 12_000, "c")))
+    assert window_of(store, "u")[0] == [5_000, 12_000]
+
+
+def test_users_are_independent():
+    store = WindowStore()
+    store.add(batch(("u1", 0, "a"), ("u2", 1, "b"), ("u1", 2, "c")))
+    assert window_of(store, "u1")[1] == ["a", "c"]
+    assert window_of(store, "u2")[1] == ["b"]
+
+
+def test_out_of_order_events_in_one_batch_are_sorted_by_event_time():
+    store = WindowStore()
+    store.add(batch(("u", 3000, "c"), ("u", 1000, "a"), ("u", 2000, "b")))
+    assert window_of(store, "u") == ([1000, 2000, 3000], ["a", "b", "c"])
+
+
+def test_late_event_within_allowed_lateness_goes_into_place():
+    store = WindowStore(WindowConfig(allowed_lateness_ms=5_000))
+    store.add(batch(("u", 1000, "a"), ("u", 4000, "c")))
+    res = store.add(batch(("u", 2000, "b")))
+    assert window_of(store, "u") == ([1000, 2000, 4000], ["a", "b", "c"])
+    assert store.late_inserted == 1
+    assert res.slots.tolist() == [store.slot_of("u")]
+
+
+def test_late_event_into_a_full_window_keeps_the_newest_n_in_order():
+    store = WindowStore(WindowConfig(max_events=3, allowed_lateness_ms=5_000))
+    store.add(batch(("u", 1000, "a"), ("u", 2000, "b"), ("u", 4000, "d")))
+    store.add(batch(("u", 3000, "c")))
+    assert window_of(store, "u") == ([2000, 3000, 4000], ["b", "c", "d"])
+
+
+def test_too_late_event_is_returned_counted_and_not_placed():
+    store = WindowStore(WindowConfig(allowed_lateness_ms=1_000))
+    store.add(batch(("u", 10_000, "a")))
+    res = store.add(batch(("u", 2_000, "old"), ("v", 0, "x")))
+    assert res.too_late.tolist() == [0]
+    assert store.too_late == 1
+    assert window_of(store, "u")[1] == ["a"]
+    assert res.slots.tolist() == [store.slot_of("v")]
+
+
+def test_add_reports_changed_users_and_their_newest_event_as_trigger():
+    store = WindowStore()
+    res = store.add(batch(("u1", 0, "a"), ("u2", 0, "b"), ("u1", 5, "c")))
+    trig = dict(zip(res.slots.tolist(), res.rows.tolist(), strict=True))
+    assert trig == {store.slot_of("u1"): 2, store.slot_of("u2"): 1}
+
+
+def test_rounds_expose_the_window_completed_by_every_event():
+    store = WindowStore()
+    seen = []
+
+    def on_change(change):
+        w = store.read(change.slots)
+        seen.extend(zip(change.rows.tolist(), w.length.tolist(), strict=True))
+
+    store.add(batch(("u", 0, "a"), ("u", 1, "b"), ("v", 0, "x"), ("u", 2, "c")), on_change=on_change)
+    assert sorted(seen) == [(0, 1), (1, 2), (2, 1), (3, 3)]
+
+
+def test_windows_do_not_depend_on_how_the_stream_is_batched():
+    events = [(f"u{i % 7}", (i * 37) % 1000 + i * 10, f"t{i % 5}") for i in range(300)]
+    one = WindowStore(WindowConfig(max_events=16, allowed_lateness_ms=10**9))
+    one.add(batch(*events))
+    many = WindowStore(WindowConfig(max_events=16, allowed_lateness_ms=10**9))
+    for i in range(0, 300, 13):
+        many.add(batch(*events[i : i + 13]))
+    for u in {e[0] for e in events}:
+        assert window_of(one, u) == window_of(many, u)
+
+
+def test_idle_users_expire_after_the_ttl_in_event_time():
+    store = WindowStore(WindowConfig(idle_ttl_ms=60_000))
+    store.add(batch(("old", 0, "a"), ("new", 50_000, "a")))
+    store.add(batch(("new", 100_000, "b")))  # the watermark passes old's TTL: evicted on the way
+    assert store.slot_of("old") is None and store.slot_of("new") is not None
+    assert store.evicted_idle == 1
+
+
+def test_expire_accepts_an_explicit_watermark():
+    store = WindowStore(WindowConfig(idle_ttl_ms=60_000))
+    store.add(batch(("u", 0, "a")))
+    assert store.expire(watermark_ms=T0 + 30_000) == 0
+    assert store.expire(watermark_ms=T0 + 61_000) == 1
+    assert store.users == 0
+
+
+def test_user_cap_evicts_the_least_recently_updated():
+    store = WindowStore(WindowConfig(max_users=100), initial_capacity=8)
+    for i in range(100):
+        store.add(batch((f"u{i}", i, "a")))
+    store.add(batch(("u0", 1000, "b")))  # u0 is fresh again
+    store.add(batch(("newcomer", 2000, "a")))
+    assert store.users <= 100
+    assert store.slot_of("newcomer") is not None
+    assert store.slot_of("u0") is not None
+    assert store.slot_of("u1") is None
+    assert store.evicted_lru >= 1
+
+
+def test_a_flood_of_users_never_exceeds_the_cap():
+    store = WindowStore(WindowConfig(max_users=50), initial_capacity=4)
+    res = store.add(batch(*[(f"u{i}", i, "a") for i in range(1000)]))
+    assert store.users <= 50 and store.capacity <= 50
+    assert len(res.slots) > 0
+
+
+def test_event_storm_from_one_user_stays_within_the_window_bound():
+    store = WindowStore(WindowConfig(max_events=8))
+    store.add(batch(*[("storm", i, "click") for i in range(5000)]))
+    ts, _ = window_of(store, "storm")
+    assert ts == list(range(4992, 5000))
+    assert store.ts.shape[1] == 8
+
+
+def test_storage_is_numpy_arrays_and_small_per_user():
+    store = WindowStore(WindowConfig(max_events=64), initial_capacity=10_000)
+    store.add(batch(*[(f"user{i:06d}", i, "view") for i in range(10_000)]))
+    assert isinstance(store.ts, np.ndarray) and store.ts.shape == (10_000, 64)
+    assert store.nbytes() / store.users < 2048
+
+
+def test_new_types_are_interned_without_an_enum():
+    store = WindowStore()
+    store.add(batch(("u", 0, "E5"), ("u", 1, "E22")))
+    assert window_of(store, "u")[1] == ["E5", "E22"]
+
+
+@pytest.mark.parametrize("bad", [dict(max_events=0), dict(span_ms=0), dict(max_users=0), dict(allowed_lateness_ms=-1)])
+def test_invalid_config_is_refused(bad):
+    with pytest.raises(ValueError):
+        WindowConfig(**bad)
