@@ -8,15 +8,15 @@ machine-readable reason so the caller can dead-letter them.
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
-import orjson
+from msgspec import Meta
 
 #: Reasons a message can be rejected; stable strings, used as metric labels and DLQ headers.
 REJECT_REASONS: tuple[str, ...] = (
@@ -47,133 +47,125 @@ class Reject(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One validated behaviour event. ``ts`` is epoch milliseconds (UTC)."""
+_Str = Annotated[str, Meta(min_length=1, max_length=MAX_FIELD_CHARS)]
+_Opt = Annotated[str, Meta(max_length=MAX_FIELD_CHARS)] | int | None
 
-    user_id: str
-    ts: int
-    type: str
-    event_id: str | None = None
-    item_id: str | None = None
-    category_id: str | None = None
-    price: float | None = None
+
+class Event(msgspec.Struct, gc=False):
+    """One validated behaviour event. ``ts`` is epoch milliseconds (UTC).
+
+    The type annotations *are* the contract: msgspec checks them in C while decoding,
+    which is ~10x faster than decoding to dicts and checking in Python (bench/parse.py).
+    After :func:`parse_event`/:func:`validate_record`, ids are ``str`` and ``ts`` is ``int``.
+    """
+
+    user_id: _Str | int
+    ts: Annotated[int, Meta(ge=TS_MIN_MS, lt=TS_MAX_MS)] | str
+    type: _Str
+    event_id: _Opt = None
+    item_id: _Opt = None
+    category_id: _Opt = None
+    price: Annotated[float, Meta(ge=0)] | None = None
     quantity: int | None = None
-    session_id: str | None = None
-    device_id: str | None = None
-    ip: str | None = None
-    label: int | None = None
+    session_id: _Opt = None
+    device_id: _Opt = None
+    ip: _Opt = None
+    label: Annotated[int, Meta(ge=0, le=1)] | None = None
     attack: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The event as a contract record (absent optional fields omitted)."""
-        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
 
 
-def _parse_ts(value: Any) -> int:
-    if isinstance(value, bool):
-        raise Reject("bad-type", "ts must be epoch ms or ISO-8601, got bool")
-    if isinstance(value, int):
-        ms = value
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise Reject("bad-timestamp", f"ts is not finite: {value!r}")
-        ms = int(value)
-    elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            raise Reject("bad-timestamp", f"ts is not ISO-8601: {value[:40]!r}") from None
-        if dt.tzinfo is None:  # naive timestamps are read as UTC, never as local time
-            dt = dt.replace(tzinfo=UTC)
-        ms = int(dt.timestamp() * 1000)
-    else:
-        raise Reject("bad-type", f"ts must be epoch ms or ISO-8601, got {type(value).__name__}")
-    if not TS_MIN_MS <= ms < TS_MAX_MS:
-        raise Reject("bad-timestamp", f"ts {ms} outside [2000-01-01, 2100-01-01) in epoch ms")
-    return ms
+_decoder = msgspec.json.Decoder(Event)
+_REQUIRED = ("$.user_id", "$.ts", "$.type")
 
 
-def _parse_id(rec: dict[str, Any], name: str, required: bool) -> str | None:
-    value = rec.get(name)
-    if value is None:
-        if required:
-            raise Reject("missing-field", f"{name} is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise Reject("bad-type", f"{name} must be a string, got {type(value).__name__}")
-    text = value if isinstance(value, str) else str(value)
-    if required and not text:
-        raise Reject("bad-value", f"{name} is empty")
-    if len(text) > MAX_FIELD_CHARS:
-        raise Reject("bad-value", f"{name} longer than {MAX_FIELD_CHARS} characters")
-    return text
+def _reject_from(exc: Exception, payload: bytes | None = None) -> Reject:
+    """Map msgspec's error onto a contract reason (only ever on the error path)."""
+    msg = str(exc)
+    if isinstance(exc, RecursionError):
+        return Reject("not-json", "nesting too deep")
+    if not isinstance(exc, msgspec.ValidationError):  # (ValidationError subclasses DecodeError)
+        if payload is not None:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError as u:
+                return Reject("bad-encoding", f"invalid UTF-8 at byte {u.start}")
+        return Reject("not-json", msg[:200])
+    at = msg.rpartition(" - at `")[2].rstrip("`") if " - at `" in msg else ""
+    if msg.startswith("Object missing required field"):
+        return Reject("missing-field", msg)
+    if at in _REQUIRED and msg.endswith(f"got `null` - at `{at}`"):
+        return Reject("missing-field", f"{at[2:]} is required")
+    if not at:
+        return Reject("not-object", msg)
+    if at == "$.ts" and "got `" not in msg:
+        return Reject("bad-timestamp", f"{msg}; ts is epoch ms in [2000-01-01, 2100-01-01) or ISO-8601")
+    if "got `" in msg:
+        return Reject("bad-type", msg)
+    return Reject("bad-value", msg)
 
 
-def validate_record(rec: Any) -> Event:
-    """Validate one decoded record against the contract; raise :class:`Reject` if it breaks it."""
-    if not isinstance(rec, dict):
-        raise Reject("not-object", f"expected a JSON object, got {type(rec).__name__}")
-    user_id = _parse_id(rec, "user_id", True)
-    if rec.get("ts") is None:
-        raise Reject("missing-field", "ts is required")
-    ts = _parse_ts(rec["ts"])
-    etype = rec.get("type")
-    if etype is None:
-        raise Reject("missing-field", "type is required")
-    if not isinstance(etype, str):
-        raise Reject("bad-type", f"type must be a string, got {type(etype).__name__}")
-    if not etype or len(etype) > MAX_FIELD_CHARS:
-        raise Reject("bad-value", "type must be 1..256 characters")
-
-    price = rec.get("price")
-    if price is not None:
-        if isinstance(price, bool) or not isinstance(price, int | float):
-            raise Reject("bad-type", f"price must be a number, got {type(price).__name__}")
-        price = float(price)
-        if not math.isfinite(price) or price < 0:
-            raise Reject("bad-value", f"price must be finite and >= 0, got {price!r}")
-    quantity = rec.get("quantity")
-    if quantity is not None and (isinstance(quantity, bool) or not isinstance(quantity, int)):
-        raise Reject("bad-type", f"quantity must be an integer, got {type(quantity).__name__}")
-    label = rec.get("label")
-    if label is not None:
-        if isinstance(label, bool):
-            label = int(label)
-        if not isinstance(label, int):
-            raise Reject("bad-type", f"label must be 0 or 1, got {type(label).__name__}")
-        if label not in (0, 1):
-            raise Reject("bad-value", f"label must be 0 or 1, got {label}")
-    attack = rec.get("attack")
-    if attack is not None and not isinstance(attack, str):
-        raise Reject("bad-type", f"attack must be a string, got {type(attack).__name__}")
-    ids = {name: _parse_id(rec, name, False) for name in _ID_FIELDS}
-    return Event(user_id, ts, etype, price=price, quantity=quantity, label=label, attack=attack or None, **ids)  # type: ignore[arg-type]
+def _normalise(e: Event) -> Event:
+    """ISO timestamps -> epoch ms, integer ids -> strings."""
+    if e.ts.__class__ is str:
+        e.ts = _parse_iso(e.ts)  # type: ignore[arg-type]
+    if e.user_id.__class__ is int:
+        e.user_id = str(e.user_id)
+    for name in _ID_FIELDS:
+        if getattr(e, name).__class__ is int:
+            setattr(e, name, str(getattr(e, name)))
+    return e
 
 
-def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Decode one message payload to a JSON value; raise :class:`Reject` on failure."""
-    if len(payload) > max_bytes:
-        raise Reject("too-large", f"{len(payload)} bytes > limit {max_bytes}")
+def _parse_iso(value: str) -> int:
     try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        msg = str(exc)
-        if "utf-8" in msg.lower() or "surrogate" in msg.lower():
-            raise Reject("bad-encoding", msg[:200]) from None
-        raise Reject("not-json", msg[:200]) from None
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise Reject("bad-timestamp", f"ts is not ISO-8601: {value[:40]!r}") from None
+    if dt.tzinfo is None:  # naive timestamps are read as UTC, never as local time
+        dt = dt.replace(tzinfo=UTC)
+    ms = int(dt.timestamp() * 1000)
+    if not TS_MIN_MS <= ms < TS_MAX_MS:
+        raise Reject("bad-timestamp", f"ts {value[:40]!r} outside [2000-01-01, 2100-01-01)")
+    return ms
 
 
 def parse_event(payload: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
     """Parse and validate one message; raise :class:`Reject` on failure."""
-    return validate_record(decode(payload, max_bytes))
+    if len(payload) > max_bytes:
+        raise Reject("too-large", f"{len(payload)} bytes > limit {max_bytes}")
+    try:
+        return _normalise(_decoder.decode(payload))
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise _reject_from(exc, payload) from None
 
 
-def item_hash(item_id: str | None) -> int:
+def validate_record(rec: Any) -> Event:
+    """Validate one already-decoded record (log readers); same rules as :func:`parse_event`."""
+    try:
+        return _normalise(msgspec.convert(rec, Event))
+    except (msgspec.ValidationError, RecursionError) as exc:
+        raise _reject_from(exc) from None
+
+
+def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Decode one payload to a plain JSON value (no contract checks); raise :class:`Reject`."""
+    if len(payload) > max_bytes:
+        raise Reject("too-large", f"{len(payload)} bytes > limit {max_bytes}")
+    try:
+        return msgspec.json.decode(payload)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _reject_from(exc, payload) from None
+
+
+def item_hash(item_id: str | int | None) -> int:
     """Stable 32-bit hash of an item id (0 = no item); stable across processes, unlike hash()."""
     if item_id is None:
         return 0
-    return zlib.crc32(item_id.encode()) or 1
+    return zlib.crc32(str(item_id).encode()) or 1
 
 
 @dataclass(slots=True)
@@ -246,7 +238,7 @@ def parse_batch(payloads: Sequence[bytes | None], max_bytes: int = DEFAULT_MAX_B
         try:
             if payload is None:
                 raise Reject("not-json", "empty (null) message value")
-            good.append(validate_record(decode(payload, max_bytes)))
+            good.append(parse_event(payload, max_bytes))
             good_idx.append(i)
         except Reject as r:
             rejects.append(Rejected(i, r.reason, r.detail))
@@ -269,4 +261,4 @@ def validate_records(records: Iterable[Any]) -> ParseResult:
 
 def encode_event(event: Event) -> bytes:
     """Serialise an event as a contract JSON message."""
-    return orjson.dumps(event.to_record())
+    return msgspec.json.encode(event.to_record())
