@@ -65,7 +65,7 @@ class Event(msgspec.Struct, gc=False):
     event_id: _Opt = None
     item_id: _Opt = None
     category_id: _Opt = None
-    price: Annotated[float, Meta(ge=0)] | None = None
+    price: Annotated[float, Meta(ge=0, le=1e15)] | None = None  # the bound also refuses inf
     quantity: int | None = None
     session_id: _Opt = None
     device_id: _Opt = None
