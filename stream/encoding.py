@@ -113,14 +113,22 @@ class Vocabulary:
     def load(cls, path: Path) -> Vocabulary:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    def parts(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised inverse of the token layout: (type index, dt bucket, repeat, price bucket,
+        is-event mask) for an array of token ids; special tokens get zeros and False."""
+        ids = np.asarray(ids, dtype=np.int64)
+        is_event = ids >= N_SPECIAL
+        t = np.where(is_event, ids - N_SPECIAL, 0)
+        t, price_b = np.divmod(t, self.n_price)
+        t, rep = np.divmod(t, 2)
+        type_i, dt_b = np.divmod(t, self.n_dt)
+        return type_i, dt_b, rep.astype(bool), price_b, is_event
+
     def describe(self, token: int) -> dict:
         """Human-readable parts of a token id (for explanations and debugging)."""
         if token < N_SPECIAL:
             return {"special": ("PAD", "CLS", "MASK")[token]}
-        t = token - N_SPECIAL
-        t, price_b = divmod(t, self.n_price)
-        t, rep = divmod(t, 2)
-        type_i, dt_b = divmod(t, self.n_dt)
+        type_i, dt_b, rep, price_b, _ = (int(x) for x in self.parts(np.array(token)))
         return {"type": self.types[type_i], "dt_bucket": dt_b, "repeat": bool(rep), "price_bucket": price_b}
 
 

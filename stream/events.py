@@ -210,7 +210,7 @@ class EventBatch:
             price=self.price[rows],
             label=self.label[rows],
             index=self.index[rows],
-            events=[self.events[i] for i in rows],
+            events=[self.events[i] for i in rows] if self.events else [],
         )
 
 

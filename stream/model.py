@@ -1,0 +1,264 @@
+"""Model artifacts: build, save, load (safetensors only, checksummed), score and explain.
+
+An artifact is a directory::
+
+    model.safetensors   weights (never a pickle)
+    config.json         the transformers BertConfig
+    vocab.json          the encoding vocabulary (stream.encoding), with its version
+    meta.json           version id, kind, threshold, window config, data fingerprint,
+                        metrics, and sha256 of every file above
+
+``kind`` is ``classifier`` (fine-tuned BertForSequenceClassification, score = P(attack))
+or ``mlm`` (zero-label: BertForMaskedLM, score = mean surprise of the window's events).
+Both are served through :class:`Scorer`, so the rest of seqsentry does not care which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+from stream.encoding import CLS, ENCODING_VERSION, MASK, PAD, Encoded, Vocabulary
+from stream.windows import WindowConfig
+
+log = logging.getLogger(__name__)
+ARTIFACT_FILES = ("model.safetensors", "config.json", "vocab.json")
+KINDS = ("classifier", "mlm")
+ZERO_LABEL_PASSES = 4  # each event is masked in exactly one of this many passes
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be served: missing, corrupt, incompatible or unsafe."""
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Transformer size; the default trains on 2 CPU cores in minutes."""
+
+    layers: int = 2
+    hidden: int = 64
+    heads: int = 4
+    intermediate: int = 128
+    dropout: float = 0.1
+
+
+def bert_config(vocab: Vocabulary, size: ModelSize, num_labels: int = 1) -> BertConfig:
+    """A BERT config for this vocabulary (built locally, never fetched from a hub)."""
+    return BertConfig(
+        vocab_size=vocab.size,
+        hidden_size=size.hidden,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        intermediate_size=size.intermediate,
+        max_position_embeddings=vocab.seq_len,
+        type_vocab_size=1,
+        hidden_dropout_prob=size.dropout,
+        attention_probs_dropout_prob=size.dropout,
+        pad_token_id=PAD,
+        num_labels=num_labels,
+    )
+
+
+@dataclass
+class Meta:
+    """What an artifact says about itself (meta.json)."""
+
+    version: str
+    kind: str
+    threshold: float
+    window: dict
+    encoding_version: int = ENCODING_VERSION
+    data_fingerprint: str = ""
+    created_at: str = ""
+    metrics: dict = field(default_factory=dict)
+    checksums: dict = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_artifact(path: Path, model: torch.nn.Module, vocab: Vocabulary, meta: Meta) -> Path:
+    """Write an artifact directory (weights as safetensors, checksums in meta.json)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path / "model.safetensors"))  # de-duplicates tied weights (MLM decoder)
+    model.config.to_json_file(str(path / "config.json"))
+    vocab.save(path / "vocab.json")
+    meta.checksums = {name: _sha256(path / name) for name in ARTIFACT_FILES}
+    (path / "meta.json").write_text(json.dumps(asdict(meta), indent=2, default=float))
+    return path
+
+
+@dataclass
+class Artifact:
+    """A loaded, verified model ready to score."""
+
+    path: Path
+    meta: Meta
+    vocab: Vocabulary
+    model: torch.nn.Module
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    @property
+    def window_config(self) -> WindowConfig:
+        return WindowConfig(**self.meta.window)
+
+
+def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
+    """Load and verify an artifact; raise :class:`ArtifactError` on anything suspicious.
+
+    Only safetensors weights are read (no pickle is ever unpickled), every file's sha256
+    must match meta.json, and the encoding version must be this build's.
+    """
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise ArtifactError(f"{path} is not a model artifact (no meta.json); train one with `seqsentry train`")
+    unsafe = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")]
+    if unsafe:
+        raise ArtifactError(f"{path} holds pickle-format files {unsafe}; only safetensors artifacts are loaded")
+    try:
+        meta = Meta(**json.loads((path / "meta.json").read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ArtifactError(f"{path}/meta.json is unreadable: {exc}") from None
+    if meta.kind not in KINDS:
+        raise ArtifactError(f"{path}: unknown model kind {meta.kind!r}")
+    if meta.encoding_version != ENCODING_VERSION:
+        raise ArtifactError(
+            f"{path}: encoding version {meta.encoding_version} does not match this build's {ENCODING_VERSION}; retrain"
+        )
+    for name in ARTIFACT_FILES:
+        if not (path / name).is_file():
+            raise ArtifactError(f"{path}: missing {name}")
+        if _sha256(path / name) != meta.checksums.get(name):
+            raise ArtifactError(f"{path}: checksum mismatch for {name} (corrupt or tampered)")
+    try:
+        vocab = Vocabulary.load(path / "vocab.json")
+        config = BertConfig.from_json_file(str(path / "config.json"))
+        cls = BertForSequenceClassification if meta.kind == "classifier" else BertForMaskedLM
+        model = cls(config)
+        load_model(model, str(path / "model.safetensors"), strict=True)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: weights do not fit the config: {str(exc)[:300]}") from None
+    if config.vocab_size != vocab.size:
+        raise ArtifactError(f"{path}: model vocabulary {config.vocab_size} != encoding vocabulary {vocab.size}")
+    model.eval().to(device)
+    return Artifact(path, meta, vocab, model)
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``auto`` -> cuda when available else cpu; asking for cuda without one is an error."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return requested
+
+
+@torch.inference_mode()
+def surprise(model: BertForMaskedLM, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Zero-label score: mean negative log-likelihood of each event token when it is masked.
+
+    Positions are masked in ``ZERO_LABEL_PASSES`` interleaved passes (every 4th event per
+    pass) so each event is predicted from its context without seeing itself.
+    """
+    b, seq = input_ids.shape
+    events = (attention_mask.bool()) & (input_ids != CLS)
+    pos = torch.arange(seq, device=input_ids.device)
+    nll = torch.zeros(b, seq, device=input_ids.device)
+    for k in range(ZERO_LABEL_PASSES):
+        sel = events & ((pos % ZERO_LABEL_PASSES) == k)[None, :]
+        masked = torch.where(sel, torch.full_like(input_ids, MASK), input_ids)
+        logits = model(input_ids=masked, attention_mask=attention_mask).logits.float()
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids.unsqueeze(-1)).squeeze(-1)
+        nll = torch.where(sel, -lp, nll)
+    n = events.sum(1).clamp(min=1)
+    return (nll * events).sum(1) / n
+
+
+def _logits_to_scores(model: torch.nn.Module, kind: str, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if kind == "classifier":
+        return torch.sigmoid(model(input_ids=ids, attention_mask=mask).logits.float()[:, 0])
+    return surprise(model, ids, mask)
+
+
+@dataclass
+class Scorer:
+    """Scores encoded windows with one artifact on one device (fp16 on CUDA)."""
+
+    artifact: Artifact
+    device: str = "cpu"
+    half: bool = False
+
+    @classmethod
+    def load(cls, path: Path | str, device: str = "auto") -> Scorer:
+        dev = pick_device(device)
+        art = load_artifact(path, dev)
+        half = dev.startswith("cuda")
+        if half:
+            art.model.half()
+        return cls(art, dev, half)
+
+    @torch.inference_mode()
+    def score(self, enc: Encoded, batch_size: int = 512) -> np.ndarray:
+        """Scores for a batch of encoded windows (higher = more anomalous)."""
+        out = np.empty(len(enc), dtype=np.float32)
+        seq = int(enc.attention_mask.sum(1).max()) if len(enc) else 1  # trim padding columns
+        pin = self.device.startswith("cuda")
+        for i in range(0, len(enc), batch_size):
+            ids = torch.from_numpy(np.ascontiguousarray(enc.input_ids[i : i + batch_size, :seq]))
+            mask = torch.from_numpy(np.ascontiguousarray(enc.attention_mask[i : i + batch_size, :seq]))
+            if pin:
+                ids, mask = ids.pin_memory(), mask.pin_memory()
+            ids = ids.to(self.device, non_blocking=True)
+            mask = mask.to(self.device, non_blocking=True)
+            out[i : i + len(ids)] = _logits_to_scores(self.artifact.model, self.artifact.meta.kind, ids, mask).cpu().numpy()
+        return out
+
+    def explain(self, enc: Encoded, row: int, top: int = 5) -> list[tuple[int, float]]:
+        """Which events of window ``row`` drove its score: (event position, weight) by occlusion.
+
+        Each event is replaced by [MASK] in turn; its weight is how much the score drops.
+        Positions index the window's events oldest-first (0 = oldest kept).
+        """
+        n = int(enc.length[row])
+        if n == 0:
+            return []
+        ids = np.repeat(enc.input_ids[row : row + 1], n + 1, axis=0)
+        mask = np.repeat(enc.attention_mask[row : row + 1], n + 1, axis=0)
+        ids[np.arange(1, n + 1), np.arange(1, n + 1)] = MASK
+        scores = self.score(Encoded(ids, mask, np.full(n + 1, n)))
+        weights = scores[0] - scores[1:]
+        order = np.argsort(-weights, kind="stable")[:top]
+        return [(int(i), float(weights[i])) for i in order]
+
+
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """sha256 over training arrays: the artifact records exactly what it was trained on."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:32]
+
+
+def env_threads() -> None:
+    """Apply SEQSENTRY_TORCH_THREADS (default: all cores) to torch's CPU thread pool."""
+    n = os.environ.get("SEQSENTRY_TORCH_THREADS")
+    if n:
+        torch.set_num_threads(int(n))

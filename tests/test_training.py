@@ -1,0 +1,185 @@
+"""Training: datasets from the live code, tiny end-to-end runs, artifacts, metrics, calibration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from stream import logs, registry
+from stream.cli import main
+from stream.encoding import Encoded
+from stream.model import ArtifactError, ModelSize, Scorer, load_artifact
+from stream.windows import WindowConfig
+from training import dataset, metrics, synth, train
+
+TINY = dict(size=ModelSize(layers=1, hidden=32, heads=2, intermediate=64), window=WindowConfig(max_events=32),
+            pretrain_steps=20, finetune_epochs=1, max_train_windows=3000, batch_size=64, baselines=True)
+
+
+@pytest.fixture(scope="module")
+def records():
+    return synth.generate_list(events=15_000, seed=3, attacker_fraction=0.08)
+
+
+@pytest.fixture(scope="module")
+def trained(records, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    reg = tmp_path_factory.mktemp("registry")
+    res = train.train(lambda: dataset.batches_from_records(records), out, train.TrainConfig(**TINY),
+                      registry_dir=reg, show=False)
+    return res, reg
+
+
+def encoded(ws: dataset.WindowSet) -> Encoded:
+    return Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), (ws.input_ids > 2).sum(1))
+
+
+def test_training_publishes_a_classifier_with_a_report(trained):
+    res, reg = trained
+    assert res.kind == "classifier"
+    assert registry.current(reg) == res.artifact.resolve()
+    for name in ("report.md", "report.json", "pr.png", "roc.png", "scores.png"):
+        assert (res.report_dir / name).is_file()
+    assert set(res.report) == {"transformer", "isolation_forest", "markov"}
+    assert 0 <= res.report["transformer"]["pr_auc"] <= 1
+
+
+def test_saved_then_loaded_model_gives_identical_scores(trained, records):
+    res, _ = trained
+    art = load_artifact(res.artifact)
+    ws = dataset.build_windows(dataset.batches_from_records(records[:3000]), art.vocab, art.window_config)
+    a = Scorer(art).score(encoded(ws))
+    b = Scorer.load(res.artifact, "cpu").score(encoded(ws))
+    assert np.array_equal(a, b)
+
+
+def test_artifact_records_threshold_fingerprint_and_checksums(trained):
+    meta = json.loads((trained[0].artifact / "meta.json").read_text())
+    assert meta["threshold"] == trained[0].threshold
+    assert len(meta["data_fingerprint"]) == 32
+    assert set(meta["checksums"]) == {"model.safetensors", "config.json", "vocab.json"}
+
+
+def test_corrupt_weights_are_refused(trained, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(trained[0].artifact, bad)
+    with open(bad / "model.safetensors", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_artifact(bad)
+
+
+def test_pickle_files_are_refused(trained, tmp_path):
+    import shutil
+
+    bad = tmp_path / "pickled"
+    shutil.copytree(trained[0].artifact, bad)
+    (bad / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ArtifactError, match="pickle"):
+        load_artifact(bad)
+
+
+def test_other_encoding_version_is_refused(trained, tmp_path):
+    import shutil
+
+    bad = tmp_path / "old"
+    shutil.copytree(trained[0].artifact, bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["encoding_version"] = 0
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="encoding version"):
+        load_artifact(bad)
+
+
+def test_registry_switches_current_atomically(trained, tmp_path):
+    reg = tmp_path / "reg"
+    registry.publish(reg, trained[0].artifact, "v1")
+    registry.publish(reg, trained[0].artifact, "v2", make_current=False)
+    assert registry.current_version(reg) == "v1"
+    registry.set_current(reg, "v2")
+    assert registry.current_version(reg) == "v2"
+    with pytest.raises(registry.RegistryError):
+        registry.set_current(reg, "v3")
+
+
+def test_empty_registry_is_a_clear_error(tmp_path):
+    with pytest.raises(registry.RegistryError, match="seqsentry train"):
+        registry.current(tmp_path)
+
+
+def test_split_is_disjoint_by_user_and_chronological(records):
+    vocab = dataset.learn_vocabulary(dataset.batches_from_records(records), WindowConfig(max_events=16))
+    ws = dataset.build_windows(dataset.batches_from_records(records), vocab, WindowConfig(max_events=16))
+    sp = dataset.split(ws)
+    users = [set(ws.user[i].tolist()) for i in (sp.train, sp.val, sp.test)]
+    assert not (users[0] & users[1]) and not (users[0] & users[2]) and not (users[1] & users[2])
+    assert ws.ts[sp.train].max() < ws.ts[sp.val].min() and ws.ts[sp.train].max() < ws.ts[sp.test].min()
+
+
+def test_one_window_per_event_and_window_labels_follow_attack_events(records):
+    window = WindowConfig(max_events=16)
+    vocab = dataset.learn_vocabulary(dataset.batches_from_records(records), window)
+    ws = dataset.build_windows(dataset.batches_from_records(records), vocab, window)
+    assert len(ws) == len(records)
+    by_event_label = np.array([r["label"] for r in records])
+    # a window completed by an attack event is always positive
+    positive_triggers = by_event_label.sum()
+    assert (ws.label == 1).sum() >= positive_triggers
+    assert set(ws.attack_names[1:]) <= set(synth.ATTACKS)
+
+
+def test_threshold_calibration_hits_the_target_fpr_on_held_out_normals():
+    rng = np.random.default_rng(0)
+    val, test = rng.normal(size=20_000), rng.normal(size=20_000)
+    for target in (0.001, 0.01, 0.05):
+        thr = metrics.calibrate_threshold(val, target)
+        assert (val >= thr).mean() <= target
+        assert abs((test >= thr).mean() - target) < max(0.3 * target, 0.0015)
+
+
+def test_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 5000)
+    s = np.round(rng.random(5000) + 0.3 * y, 2)  # rounded: plenty of ties
+    assert metrics.roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+    assert metrics.average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-9)
+
+
+def test_precision_recall_at_threshold_on_a_known_case():
+    y = np.array([1, 1, 0, 0, 1])
+    s = np.array([0.9, 0.4, 0.8, 0.1, 0.7])
+    r = metrics.at_threshold(y, s, 0.5)
+    assert (r["tp"], r["fp"], r["fn"]) == (2, 1, 1)
+    assert r["precision"] == pytest.approx(2 / 3) and r["recall"] == pytest.approx(2 / 3)
+
+
+def test_zero_label_mode_gives_a_surprise_model_on_the_same_serving_path(records, tmp_path):
+    unlabeled = [{k: v for k, v in r.items() if k not in ("label", "attack")} for r in records]
+    res = train.train(lambda: dataset.batches_from_records(unlabeled), tmp_path, train.TrainConfig(**TINY), show=False)
+    assert res.kind == "mlm" and not res.report
+    scorer = Scorer.load(res.artifact, "cpu")
+    ws = dataset.build_windows(dataset.batches_from_records(unlabeled[:2000]), scorer.artifact.vocab,
+                               scorer.artifact.window_config)
+    s = scorer.score(encoded(ws))
+    assert np.isfinite(s).all() and (s > 0).all()
+
+
+def test_a_log_with_non_ecommerce_event_types_trains_and_evaluates_unchanged(records, tmp_path, capsys):
+    codes = {t: f"E{i}" for i, t in enumerate(synth.NORMAL_TYPES)}
+    log = tmp_path / "codes.jsonl"
+    logs.write_log(log, [[{**r, "type": codes.get(r["type"], "E99")} for r in records]])
+    args = ["train", str(log), "--registry", str(tmp_path / "reg"), "--out", str(tmp_path / "runs"), "-q",
+            "--pretrain-steps", "10", "--epochs", "1", "--layers", "1", "--hidden", "32", "--heads", "2",
+            "--max-train-windows", "2000", "--window-events", "16"]
+    assert main(args) == 0
+    assert main(["evaluate", str(log), "--registry", str(tmp_path / "reg"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "pr_auc" in out
+    vocab = json.loads((registry.current(tmp_path / "reg") / "vocab.json").read_text())
+    assert "E0" in vocab["types"] and "view" not in vocab["types"]

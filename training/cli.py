@@ -1,0 +1,102 @@
+"""`seqsentry train` and `seqsentry evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _window_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--window-events", type=int, help="events per window (default 64)")
+    p.add_argument("--window-span", type=float, help="window span in seconds (default 3600)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stream.cli import _log_spec
+    from stream.model import ModelSize
+    from stream.windows import WindowConfig
+    from training import dataset, train
+
+    spec = _log_spec(args)
+    window = WindowConfig(**{k: v for k, v in (("max_events", args.window_events),
+                                               ("span_ms", int(args.window_span * 1000) if args.window_span else None))
+                             if v is not None})
+    size = ModelSize(layers=args.layers, hidden=args.hidden, heads=args.heads, intermediate=args.hidden * 2)
+    cfg = train.default_config(size=size, window=window, pretrain_steps=args.pretrain_steps,
+                               finetune_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               target_fpr=args.target_fpr, seed=args.seed, device=args.device,
+                               zero_label=args.zero_label, max_train_windows=args.max_train_windows)
+    res = train.train(lambda: dataset.batches_from_log(args.log, spec), args.out,
+                      cfg, registry_dir=None if args.no_registry else args.registry, show=not args.quiet)
+    print(f"trained {res.kind} model {res.version} in {res.seconds:.0f}s; threshold {res.threshold:.4g}")
+    print(f"artifact: {res.artifact}")
+    if res.report:
+        t = res.report["transformer"]
+        print(f"test PR-AUC {t['pr_auc']:.3f}, ROC-AUC {t['roc_auc']:.3f}, recall {t['recall']:.3f} at "
+              f"window FPR {t['fpr']:.4f}; report: {res.report_dir / 'report.md'}")
+    else:
+        print("no labelled test windows: no report (zero-label model calibrated on held-out traffic)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stream import registry
+    from stream.cli import _log_spec
+    from stream.model import Scorer
+    from training import dataset, metrics
+
+    model_dir = args.model or registry.current(args.registry)
+    scorer = Scorer.load(model_dir, args.device)
+    art = scorer.artifact
+    ws = dataset.build_windows(dataset.batches_from_log(args.log, _log_spec(args)), art.vocab, art.window_config)
+    if not ((ws.label == 1).any() and (ws.label == 0).any()):
+        raise ValueError(f"{args.log} has no labelled normal and attack events to evaluate against; pass --labels")
+    from stream.encoding import Encoded
+
+    enc = Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), (ws.input_ids > 2).sum(1))
+    scores = {"transformer": scorer.score(enc)}
+    report = {"transformer": metrics.evaluate(scores["transformer"], ws, art.meta.threshold)}
+    out = args.out or Path(model_dir) / "evaluation"
+    metrics.write_report(out, report, scores, ws, title=f"seqsentry {art.version} on {Path(args.log).name}")
+    r = report["transformer"]
+    print(json.dumps({k: r[k] for k in ("windows", "positives", "pr_auc", "roc_auc", "precision", "recall", "fpr")}))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from stream.cli import _log_args
+
+    p = sub.add_parser("train", help="train a model from a recorded log (zero-label when it has no labels)")
+    p.add_argument("log", type=Path)
+    p.add_argument("--registry", type=Path, default=Path("registry"), help="registry to publish into")
+    p.add_argument("--no-registry", action="store_true", help="only write the artifact under --out")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="where artifacts and reports are written")
+    p.add_argument("--zero-label", action="store_true", help="ignore labels: masked-event surprise scoring")
+    p.add_argument("--pretrain-steps", type=int)
+    p.add_argument("--epochs", type=int, help="max fine-tuning epochs (early stopping on val PR-AUC)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--target-fpr", type=float, help="window false-positive rate the threshold is set for")
+    p.add_argument("--max-train-windows", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _window_args(p)
+    _log_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a labelled log (report + plots)")
+    p.add_argument("log", type=Path)
+    p.add_argument("--model", type=Path, help="artifact directory (default: the registry's current)")
+    p.add_argument("--registry", type=Path, default=Path("registry"))
+    p.add_argument("--out", type=Path, help="report directory (default: MODEL/evaluation)")
+    p.add_argument("--device", default="auto")
+    _log_args(p)
+    p.set_defaults(func=cmd_evaluate)

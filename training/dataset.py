@@ -1,0 +1,163 @@
+"""Training data from recorded logs, made by the live pipeline's own code.
+
+A log is streamed through :class:`stream.windows.WindowStore` exactly as the consumer
+streams Kafka, and every event's window is encoded with :func:`stream.encoding.encode`
+at the moment that event completes it. So a window here is bit-for-bit the window the
+detector would score for that event.
+
+**Window label.** A window is positive (1) when it holds at least one event labelled 1 -
+i.e. its user is an attacker *and* the window covers attack behaviour. An account-
+takeover victim's windows before the takeover are therefore negative. Windows of logs
+without labels are -1 (unknown).
+
+**Splits** are by user *and* by time, never by random window (neighbouring windows of a
+user overlap almost entirely, so a random split leaks): users are hashed into
+train / validation / test groups, and validation and test only use windows after the
+time cut, training only windows before it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from stream import logs
+from stream.encoding import PAD, Vocabulary, encode, fit_vocabulary
+from stream.events import EventBatch, validate_records
+from stream.windows import Change, WindowConfig, WindowStore
+
+
+@dataclass
+class WindowSet:
+    """Encoded windows, one per event, with labels and bookkeeping for evaluation."""
+
+    input_ids: np.ndarray  # int32 [M, seq_len]
+    label: np.ndarray  # int8 [M]: 1 attack window, 0 normal, -1 unknown
+    attack: np.ndarray  # int16 [M]: index into attack_names (0 = none)
+    user: np.ndarray  # int32 [M]: index into users
+    ts: np.ndarray  # int64 [M]: event time of the event that completed the window
+    seq_no: np.ndarray  # int32 [M]: that event's position in its user's history (1-based)
+    users: list[str]
+    attack_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        return (self.input_ids != PAD).astype(np.int64)
+
+    def subset(self, idx: np.ndarray) -> WindowSet:
+        """The windows at ``idx`` (indices or boolean mask)."""
+        kw = {f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name not in ("users", "attack_names")}
+        return WindowSet(**kw, users=self.users, attack_names=self.attack_names)
+
+
+def batches_from_log(path: Path | str, spec: logs.LogSpec | None = None) -> Iterator[EventBatch]:
+    """Valid events of a log, batch by batch (rejected lines are skipped and counted by the caller)."""
+    for res in logs.iter_events(path, spec):
+        yield res.events
+
+
+def batches_from_records(records: Iterable[dict], chunk: int = 20_000) -> Iterator[EventBatch]:
+    """Valid events from in-memory records (e.g. training.synth output)."""
+    buf: list[dict] = []
+    for r in records:
+        buf.append(r)
+        if len(buf) >= chunk:
+            yield validate_records(buf).events
+            buf = []
+    if buf:
+        yield validate_records(buf).events
+
+
+def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: WindowConfig) -> WindowSet:
+    """Stream batches through a window store and encode every event's window."""
+    store = WindowStore(window)
+    users: dict[str, int] = {}
+    attack_names = ["none"]
+    attack_idx = {"none": 0}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "label", "attack", "user", "ts", "seq")}
+    for batch in batches:
+        if not len(batch):
+            continue
+        events = batch.events
+
+        def on_change(change: Change, batch: EventBatch = batch, events: list = events) -> None:
+            w = store.read(change.slots)
+            enc = encode(w, store.type_names, vocab)
+            valid = w.valid()
+            has_label = (w.label >= 0) & valid
+            lab = np.where(has_label.any(1), ((w.label == 1) & valid).any(1), -1).astype(np.int8)
+            att = np.zeros(len(change.rows), dtype=np.int16)
+            for j, row in enumerate(change.rows.tolist()):
+                name = events[row].attack if lab[j] == 1 else None
+                if name:
+                    att[j] = attack_idx.setdefault(name, len(attack_names))
+                    if att[j] == len(attack_names):
+                        attack_names.append(name)
+            out["ids"].append(enc.input_ids.astype(np.int32))
+            out["label"].append(lab)
+            out["attack"].append(att)
+            out["user"].append(np.array([users.setdefault(batch.user_id[r], len(users)) for r in change.rows.tolist()],
+                                        dtype=np.int32))
+            out["ts"].append(batch.ts[change.rows])
+            out["seq"].append(store.count[change.slots].astype(np.int32))
+
+        store.add(batch, on_change=on_change)
+    cat = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in out.items()}
+    # a positive window whose trigger event was normal still belongs to its user's attack
+    user_attack: dict[int, int] = {}
+    for u, a in zip(cat["user"].tolist(), cat["attack"].tolist(), strict=True):
+        if a:
+            user_attack.setdefault(u, a)
+    fill = (cat["label"] == 1) & (cat["attack"] == 0)
+    cat["attack"][fill] = [user_attack.get(u, 0) for u in cat["user"][fill].tolist()]
+    return WindowSet(
+        input_ids=cat["ids"].reshape(-1, vocab.seq_len).astype(np.int32),
+        label=cat["label"].astype(np.int8),
+        attack=cat["attack"].astype(np.int16),
+        user=cat["user"].astype(np.int32),
+        ts=cat["ts"].astype(np.int64),
+        seq_no=cat["seq"].astype(np.int32),
+        users=list(users),
+        attack_names=attack_names,
+    )
+
+
+def learn_vocabulary(batches: Iterable[EventBatch], window: WindowConfig) -> Vocabulary:
+    """Vocabulary from a log's events (types and price buckets)."""
+    return fit_vocabulary(batches, max_events=window.max_events)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Index arrays of the train / validation / test windows."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def user_bucket(users: list[str]) -> np.ndarray:
+    """Stable 0..99 bucket per user (crc32: the same in every process)."""
+    return np.array([zlib.crc32(u.encode()) % 100 for u in users], dtype=np.int16)
+
+
+def split(ws: WindowSet, val_users: float = 0.2, test_users: float = 0.2, time_cut: float = 0.5) -> Split:
+    """Split by user groups and chronologically (see module docstring)."""
+    bucket = user_bucket(ws.users)[ws.user]
+    t_cut = np.quantile(ws.ts, time_cut) if len(ws) else 0
+    test_b = bucket < test_users * 100
+    val_b = (bucket >= test_users * 100) & (bucket < (test_users + val_users) * 100)
+    train_b = ~(test_b | val_b)
+    early = ws.ts < t_cut
+    return Split(
+        train=np.flatnonzero(train_b & early),
+        val=np.flatnonzero(val_b & ~early),
+        test=np.flatnonzero(test_b & ~early),
+    )

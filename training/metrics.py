@@ -1,0 +1,177 @@
+"""Detection metrics, threshold calibration and the evaluation report (Markdown, JSON, PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.dataset import WindowSet
+
+
+def roc_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) over distinct score values, highest threshold first."""
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order].astype(np.float64)
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    tpr = np.r_[0, tps / max(tps[-1], 1)]
+    fpr = np.r_[0, fps / max(fps[-1], 1)]
+    return fpr, tpr, np.r_[np.inf, s[distinct]]
+
+
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Area under the ROC curve (ties handled as scikit-learn does)."""
+    fpr, tpr, _ = roc_curve(y, s)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def pr_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(precision, recall) at each distinct threshold, highest threshold first."""
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order].astype(np.float64)
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    precision = tps / (distinct + 1)
+    recall = tps / max(tps[-1], 1)
+    return precision, recall
+
+
+def average_precision(y: np.ndarray, s: np.ndarray) -> float:
+    """PR-AUC as average precision (scikit-learn's definition: sum of ΔR · P)."""
+    if y.sum() == 0:
+        return float("nan")
+    p, r = pr_curve(y, s)
+    return float(np.sum(np.diff(np.r_[0, r]) * p))
+
+
+def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
+    """Smallest threshold whose false-positive rate on ``normal_scores`` is <= target_fpr.
+
+    Alerts fire at ``score >= threshold``.
+    """
+    if not len(normal_scores):
+        raise ValueError("threshold calibration needs held-out normal windows")
+    s = np.sort(normal_scores)[::-1]
+    k = int(np.floor(target_fpr * len(s)))  # at most k normal windows may reach the threshold
+    if k >= len(s):
+        return float(s[-1])
+    # just above the (k+1)-th highest normal score: ties at that score stay below the line
+    return float(np.nextafter(s[k], np.inf))
+
+
+def at_threshold(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
+    pred = s >= threshold
+    tp = int((pred & (y == 1)).sum())
+    fp = int((pred & (y == 0)).sum())
+    fn = int((~pred & (y == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "fpr": fp / max(int((y == 0).sum()), 1), "tp": tp, "fp": fp, "fn": fn}
+
+
+def evaluate(scores: np.ndarray, ws: WindowSet, threshold: float) -> dict:
+    """Every metric the report shows, for one model's scores on a labelled window set."""
+    y = ws.label.astype(np.int64)
+    known = y >= 0
+    y, s = y[known], scores[known]
+    attack, user, seq = ws.attack[known], ws.user[known], ws.seq_no[known]
+    res = {"windows": int(len(y)), "positives": int(y.sum()), "roc_auc": roc_auc(y, s),
+           "pr_auc": average_precision(y, s), "threshold": threshold, **at_threshold(y, s, threshold)}
+    per_attack = {}
+    for a in np.unique(attack[y == 1]).tolist():
+        sel = (y == 0) | (attack == a)
+        ya, sa = y[sel], s[sel]
+        per_attack[ws.attack_names[a]] = {"windows": int((attack == a).sum()), "pr_auc": average_precision(ya, sa),
+                                          "roc_auc": roc_auc(ya, sa), "recall": at_threshold(ya, sa, threshold)["recall"]}
+    res["per_attack"] = per_attack
+    alert = s >= threshold
+    attackers = np.unique(user[y == 1])
+    detected, ttd = 0, []
+    for u in attackers.tolist():
+        mine = user == u
+        first_attack = seq[mine & (y == 1)].min()
+        hits = seq[mine & (y == 1) & alert]
+        if len(hits):
+            detected += 1
+            ttd.append(int(hits.min() - first_attack + 1))
+    normal_users = np.setdiff1d(np.unique(user), attackers)
+    alerted_normal = np.intersect1d(normal_users, np.unique(user[alert & (y == 0)]))
+    res["users"] = {
+        "attackers": int(len(attackers)),
+        "detected": detected,
+        "detection_rate": detected / max(len(attackers), 1),
+        "time_to_detect_events_median": float(np.median(ttd)) if ttd else None,
+        "time_to_detect_events_p90": float(np.percentile(ttd, 90)) if ttd else None,
+        "normal_users": int(len(normal_users)),
+        "normal_user_alert_rate": len(alerted_normal) / max(len(normal_users), 1),
+    }
+    return res
+
+
+def write_report(out: Path, results: dict[str, dict], scores: dict[str, np.ndarray], ws: WindowSet,
+                 title: str = "seqsentry evaluation") -> Path:
+    """report.json, report.md, and pr.png / roc.png / scores.png under ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(results, indent=2, default=float))
+    y = ws.label.astype(np.int64)
+    known = y >= 0
+    fig_pr, ax_pr = plt.subplots(figsize=(6, 5))
+    fig_roc, ax_roc = plt.subplots(figsize=(6, 5))
+    for name, s in scores.items():
+        p, r = pr_curve(y[known], s[known])
+        ax_pr.plot(r, p, label=f"{name} (AP {results[name]['pr_auc']:.3f})")
+        fpr, tpr, _ = roc_curve(y[known], s[known])
+        ax_roc.plot(fpr, tpr, label=f"{name} (AUC {results[name]['roc_auc']:.3f})")
+    ax_pr.set(xlabel="recall", ylabel="precision", title="Precision-recall (test windows)")
+    ax_roc.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC (test windows)", xscale="log")
+    for fig, ax, name in ((fig_pr, ax_pr, "pr.png"), (fig_roc, ax_roc, "roc.png")):
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 4), squeeze=False)
+    for ax, (name, s) in zip(axes[0], scores.items(), strict=True):
+        ax.hist(s[y == 0], bins=60, alpha=0.6, label="normal", density=True)
+        ax.hist(s[y == 1], bins=60, alpha=0.6, label="attack", density=True)
+        ax.axvline(results[name]["threshold"], color="k", ls="--", lw=1, label="threshold")
+        ax.set(title=name, xlabel="score")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=110)
+    plt.close(fig)
+    (out / "report.md").write_text(markdown(results, title))
+    return out
+
+
+def markdown(results: dict[str, dict], title: str) -> str:
+    """The report as a Markdown document."""
+    names = list(results)
+    lines = [f"# {title}", "", "| model | PR-AUC | ROC-AUC | precision | recall | F1 | window FPR | users detected | "
+             "median events to detect | normal users alerted |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        r = results[n]
+        u = r["users"]
+        ttd = u["time_to_detect_events_median"]
+        lines.append(f"| {n} | {r['pr_auc']:.3f} | {r['roc_auc']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                     f"{r['f1']:.3f} | {r['fpr']:.4f} | {u['detected']}/{u['attackers']} | "
+                     f"{'-' if ttd is None else f'{ttd:.0f}'} | {u['normal_user_alert_rate']:.3%} |")
+    attacks = sorted({a for n in names for a in results[n]["per_attack"]})
+    lines += ["", "## PR-AUC by attack (attack windows of that kind vs all normal windows)", "",
+              "| attack | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for a in attacks:
+        cells = [f"{results[n]['per_attack'].get(a, {}).get('pr_auc', float('nan')):.3f}" for n in names]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += ["", "Plots: `pr.png`, `roc.png`, `scores.png`. Thresholds are calibrated on held-out normal "
+              "validation windows to the target false-positive rate.", ""]
+    return "\n".join(lines)

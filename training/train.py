@@ -1,0 +1,239 @@
+"""Train a seqsentry model from a recorded log: pretrain -> fine-tune -> calibrate -> report -> artifact.
+
+1. Self-supervised pretraining: masked-event modelling (``BertForMaskedLM``) on the
+   training windows - labels not needed.
+2. With labels: ``BertForSequenceClassification`` initialised from the pretrained
+   encoder, fine-tuned with AdamW + linear warm-up, positive-class weighting, and early
+   stopping on validation PR-AUC.
+   Without labels (zero-label mode): the pretrained model itself is the detector; a
+   window's score is how surprising its events are (stream.model.surprise).
+3. The threshold is calibrated on held-out normal windows to a target false-positive rate.
+4. Baselines (IsolationForest, Markov chain) are scored on the same split; a report with
+   plots is written; the artifact is saved and published to the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BertForMaskedLM, BertForSequenceClassification
+
+from stream import progress, registry
+from stream.encoding import MASK, N_SPECIAL, Encoded, Vocabulary
+from stream.model import (
+    Artifact,
+    Meta,
+    ModelSize,
+    Scorer,
+    bert_config,
+    data_fingerprint,
+    pick_device,
+    save_artifact,
+)
+from stream.windows import WindowConfig
+from training import dataset, metrics
+from training.baselines import IsolationForestBaseline, MarkovBaseline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run (stored in the report for reproducibility)."""
+
+    size: ModelSize = field(default_factory=ModelSize)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    pretrain_steps: int = 300
+    finetune_epochs: int = 4
+    patience: int = 2
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    mask_prob: float = 0.15
+    target_fpr: float = 0.01
+    max_train_windows: int = 40_000
+    seed: int = 0
+    device: str = "auto"
+    zero_label: bool = False  # force zero-label mode even when labels exist
+    baselines: bool = True
+
+
+def _seed(seed: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def _schedule(opt: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    w = max(1, int(total * warmup))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / w, max(0.0, (total - s) / max(1, total - w))))
+
+
+def _tensors(ids: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.from_numpy(ids.astype(np.int64)).to(device)
+    return t, (t != 0).long()
+
+
+def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, device: str, show: bool) -> BertForMaskedLM:
+    """Masked-event modelling on (unlabelled) training windows."""
+    rng = _seed(cfg.seed)
+    model = BertForMaskedLM(bert_config(vocab, cfg.size)).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = _schedule(opt, cfg.pretrain_steps, cfg.warmup)
+    with progress.bar(show) as bar:
+        task = bar.add_task("pretrain (masked events)", total=cfg.pretrain_steps, rate="")
+        for _ in range(cfg.pretrain_steps):
+            idx = rng.integers(0, len(train), cfg.batch_size)
+            ids, mask = _tensors(train.input_ids[idx], device)
+            events = (ids >= N_SPECIAL)
+            pick = events & (torch.rand(ids.shape, device=device) < cfg.mask_prob)
+            labels = torch.where(pick, ids, torch.full_like(ids, -100))
+            masked = torch.where(pick, torch.full_like(ids, MASK), ids)
+            loss = model(input_ids=masked, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            bar.update(task, advance=1, rate=f"loss {loss.item():.3f}")
+    return model.eval()
+
+
+def _score(model: torch.nn.Module, kind: str, ws: dataset.WindowSet, vocab: Vocabulary, device: str) -> np.ndarray:
+    art = Artifact(Path("."), Meta("", kind, 0.0, {}), vocab, model.eval())
+    lengths = (ws.input_ids >= N_SPECIAL).sum(1)
+    return Scorer(art, device).score(Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), lengths))
+
+
+def finetune(mlm: BertForMaskedLM, train: dataset.WindowSet, val: dataset.WindowSet, vocab: Vocabulary,
+             cfg: TrainConfig, device: str, show: bool) -> tuple[BertForSequenceClassification, float]:
+    """Classifier from the pretrained encoder; early stopping on validation PR-AUC."""
+    rng = _seed(cfg.seed + 1)
+    model = BertForSequenceClassification(bert_config(vocab, cfg.size, num_labels=1)).to(device)
+    model.bert.load_state_dict(mlm.bert.state_dict(), strict=False)  # pooler is new; the rest is pretrained
+    pos = max(int((train.label == 1).sum()), 1)
+    neg = max(int((train.label == 0).sum()), 1)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(min(neg / pos, 50.0), device=device))
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = _schedule(opt, steps_per_epoch * cfg.finetune_epochs, cfg.warmup)
+    best, best_state, bad = -1.0, None, 0
+    y_val = val.label.astype(np.int64)
+    with progress.bar(show) as bar:
+        task = bar.add_task("fine-tune (classifier)", total=steps_per_epoch * cfg.finetune_epochs, rate="")
+        for epoch in range(cfg.finetune_epochs):
+            model.train()
+            for idx in np.array_split(rng.permutation(len(train)), steps_per_epoch):
+                ids, mask = _tensors(train.input_ids[idx], device)
+                y = torch.from_numpy(train.label[idx].astype(np.float32)).to(device)
+                loss = loss_fn(model(input_ids=ids, attention_mask=mask).logits[:, 0], y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                bar.update(task, advance=1, rate=f"epoch {epoch + 1} loss {loss.item():.3f} best val AP {max(best, 0):.3f}")
+            ap = metrics.average_precision(y_val, _score(model, "classifier", val, vocab, device))
+            log.info("epoch %d: validation PR-AUC %.4f", epoch + 1, ap)
+            if ap > best:
+                best, bad = ap, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), best
+
+
+def _cap(ws: dataset.WindowSet, n: int, rng: np.random.Generator) -> dataset.WindowSet:
+    """At most n windows: every positive (up to n/2) plus a random sample of the rest."""
+    if len(ws) <= n:
+        return ws
+    pos = np.flatnonzero(ws.label == 1)
+    pos = rng.choice(pos, min(len(pos), n // 2), replace=False)
+    rest = rng.choice(np.flatnonzero(ws.label != 1), n - len(pos), replace=False)
+    return ws.subset(np.sort(np.r_[pos, rest]))
+
+
+@dataclass
+class TrainResult:
+    artifact: Path
+    version: str
+    kind: str
+    threshold: float
+    report: dict
+    report_dir: Path
+    seconds: float
+
+
+def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | None = None,
+          show: bool = True) -> TrainResult:
+    """Full run. ``batches_factory()`` must return a fresh iterable of EventBatch (read twice)."""
+    t0 = time.monotonic()
+    device = pick_device(cfg.device)
+    rng = _seed(cfg.seed)
+    vocab = dataset.learn_vocabulary(batches_factory(), cfg.window)
+    ws = dataset.build_windows(batches_factory(), vocab, cfg.window)
+    if len(ws) == 0:
+        raise ValueError("the log holds no valid events to train on")
+    labelled = bool((ws.label >= 0).all()) and bool((ws.label == 1).any()) and not cfg.zero_label
+    sp = dataset.split(ws)
+    train_ws, val_ws, test_ws = ws.subset(sp.train), ws.subset(sp.val), ws.subset(sp.test)
+    log.info("windows: %d train, %d val, %d test (labelled=%s)", len(train_ws), len(val_ws), len(test_ws), labelled)
+    train_capped = _cap(train_ws, cfg.max_train_windows, rng)
+    mlm = pretrain(train_capped if labelled else train_ws.subset(train_ws.label != 1), vocab, cfg, device, show)
+    if labelled:
+        model, _ = finetune(mlm, train_capped, val_ws, vocab, cfg, device, show)
+        kind = "classifier"
+    else:
+        model, kind = mlm, "mlm"
+    normal_val = val_ws.label == 0 if labelled or (val_ws.label >= 0).any() else np.ones(len(val_ws), bool)
+    val_scores = _score(model, kind, val_ws.subset(normal_val), vocab, device)
+    threshold = metrics.calibrate_threshold(val_scores, cfg.target_fpr)
+
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{kind}"
+    report: dict = {}
+    scores: dict[str, np.ndarray] = {}
+    evaluable = (test_ws.label >= 0).all() and (test_ws.label == 1).any() and (test_ws.label == 0).any()
+    if evaluable:
+        scores["transformer"] = _score(model, kind, test_ws, vocab, device)
+        report["transformer"] = metrics.evaluate(scores["transformer"], test_ws, threshold)
+        if cfg.baselines:
+            normal_train = train_ws.subset(train_ws.label == 0)
+            for name, base in (("isolation_forest", IsolationForestBaseline(vocab, cfg.seed)),
+                               ("markov", MarkovBaseline(vocab))):
+                base.fit(normal_train if name == "markov" else _cap(train_ws, cfg.max_train_windows, rng))
+                thr = metrics.calibrate_threshold(base.score(val_ws.subset(val_ws.label == 0)), cfg.target_fpr)
+                scores[name] = base.score(test_ws)
+                report[name] = metrics.evaluate(scores[name], test_ws, thr)
+        test_fpr = float((scores["transformer"][test_ws.label == 0] >= threshold).mean())
+        report["transformer"]["calibration"] = {"target_fpr": cfg.target_fpr, "test_normal_fpr": test_fpr}
+    fingerprint = data_fingerprint(ws.input_ids, ws.label)
+    meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
+                data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
+                metrics=report.get("transformer", {}))
+    art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
+    report_dir = art_dir / "report"
+    if report:
+        metrics.write_report(report_dir, report, scores, test_ws, title=f"seqsentry {version}")
+    if registry_dir is not None:
+        art_dir = registry.publish(registry_dir, art_dir, version)
+        report_dir = art_dir / "report"
+    return TrainResult(art_dir, version, kind, threshold, report, report_dir, time.monotonic() - t0)
+
+
+def default_config(**overrides: object) -> TrainConfig:
+    """TrainConfig with overrides, ignoring None values (CLI convenience)."""
+    return TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+
+
+
