@@ -52,6 +52,8 @@ class WindowConfig:
             raise ValueError("max_events, span_ms and max_users must be positive")
         if self.allowed_lateness_ms < 0 or self.idle_ttl_ms <= 0:
             raise ValueError("allowed_lateness_ms must be >= 0 and idle_ttl_ms > 0")
+        if self.idle_ttl_ms < self.span_ms:  # else expiry would change windows, and replays would differ
+            raise ValueError("idle_ttl_ms must be >= span_ms")
 
 
 @dataclass(frozen=True, slots=True)

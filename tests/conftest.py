@@ -1,4 +1,4 @@
-"""Shared fixtures: one embedded broker per test session, offline Hugging Face."""
+"""Shared fixtures: one embedded broker and one tiny trained model per test session."""
 
 from __future__ import annotations
 
@@ -29,3 +29,27 @@ def topic(broker, request):
     name = f"t{next(_topic_ids)}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
     broker.create_topics({name: 4})
     return name
+
+
+@pytest.fixture(scope="session")
+def traffic():
+    """Labelled synthetic traffic with every attack kind (shared by model and service tests)."""
+    from training import synth
+
+    return synth.generate_list(events=15_000, seed=3, attacker_fraction=0.08)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(traffic, tmp_path_factory):
+    """A tiny classifier trained for a few steps on ``traffic``, published in a registry."""
+    from stream.model import ModelSize
+    from stream.windows import WindowConfig
+    from training import dataset, train
+
+    cfg = train.TrainConfig(size=ModelSize(layers=1, hidden=32, heads=2, intermediate=64),
+                            window=WindowConfig(max_events=32), pretrain_steps=30, finetune_epochs=2,
+                            max_train_windows=4000, batch_size=64, target_fpr=0.003)
+    reg = tmp_path_factory.mktemp("registry")
+    res = train.train(lambda: dataset.batches_from_records(traffic), tmp_path_factory.mktemp("runs"), cfg,
+                      registry_dir=reg, show=False)
+    return res, reg

@@ -20,17 +20,13 @@ TINY = dict(size=ModelSize(layers=1, hidden=32, heads=2, intermediate=64), windo
 
 
 @pytest.fixture(scope="module")
-def records():
-    return synth.generate_list(events=15_000, seed=3, attacker_fraction=0.08)
+def records(traffic):
+    return traffic
 
 
 @pytest.fixture(scope="module")
-def trained(records, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    reg = tmp_path_factory.mktemp("registry")
-    res = train.train(lambda: dataset.batches_from_records(records), out, train.TrainConfig(**TINY),
-                      registry_dir=reg, show=False)
-    return res, reg
+def trained(tiny_model):
+    return tiny_model
 
 
 def encoded(ws: dataset.WindowSet) -> Encoded:

@@ -104,7 +104,7 @@ def test_windows_do_not_depend_on_how_the_stream_is_batched():
 
 
 def test_idle_users_expire_after_the_ttl_in_event_time():
-    store = WindowStore(WindowConfig(idle_ttl_ms=60_000))
+    store = WindowStore(WindowConfig(idle_ttl_ms=60_000, span_ms=60_000))
     store.add(batch(("old", 0, "a"), ("new", 50_000, "a")))
     store.add(batch(("new", 100_000, "b")))  # the watermark passes old's TTL: evicted on the way
     assert store.slot_of("old") is None and store.slot_of("new") is not None
@@ -112,7 +112,7 @@ def test_idle_users_expire_after_the_ttl_in_event_time():
 
 
 def test_expire_accepts_an_explicit_watermark():
-    store = WindowStore(WindowConfig(idle_ttl_ms=60_000))
+    store = WindowStore(WindowConfig(idle_ttl_ms=60_000, span_ms=60_000))
     store.add(batch(("u", 0, "a")))
     assert store.expire(watermark_ms=T0 + 30_000) == 0
     assert store.expire(watermark_ms=T0 + 61_000) == 1

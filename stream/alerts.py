@@ -1,0 +1,90 @@
+"""Alerts: the published schema, deterministic ids, severity, per-user cooldown.
+
+An alert's id is a hash of (user, model version, the event that completed the window) -
+the same recorded log scored by the same model gives the same ids offline and online,
+and consumers of the at-least-once alert stream can drop duplicates by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+SCHEMA_VERSION = 1
+SEVERITIES = ("low", "medium", "high", "critical")
+MAX_WINDOW_EVENTS_IN_ALERT = 16
+
+
+def schema() -> dict:
+    """The alert JSON Schema (stream/schemas/alert.schema.json)."""
+    return json.loads(resources.files("stream").joinpath("schemas/alert.schema.json").read_text())
+
+
+def alert_id(user_id: str, model_version: str, trigger_event: str) -> str:
+    """Deterministic id: same input event + same model => same id."""
+    h = hashlib.sha256(f"{user_id}\x1f{model_version}\x1f{trigger_event}".encode())
+    return h.hexdigest()[:32]
+
+
+def severity(score: float, threshold: float, kind: str) -> str:
+    """Severity from how far past the threshold a score is.
+
+    Classifier scores are probabilities: the room between threshold and 1 is split in
+    quarters. Zero-label surprise scores are unbounded: ratios 1.1 / 1.25 / 1.5 of the
+    threshold mark the steps.
+    """
+    if kind == "classifier":
+        frac = (score - threshold) / max(1.0 - threshold, 1e-9)
+        steps = (0.25, 0.5, 0.75)
+    else:
+        frac = score / max(threshold, 1e-9)
+        steps = (1.1, 1.25, 1.5)
+    return SEVERITIES[sum(frac >= s for s in steps)]
+
+
+@dataclass
+class Cooldown:
+    """Per-user alert cooldown in event time (deterministic on replay)."""
+
+    cooldown_ms: int = 600_000
+
+    def __post_init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def allow(self, user_id: str, ts: int) -> bool:
+        """True if an alert for ``user_id`` at event time ``ts`` may fire (and record it)."""
+        last = self._last.get(user_id)
+        if last is not None and ts < last + self.cooldown_ms:
+            return False
+        self._last[user_id] = ts
+        return True
+
+    def forget(self, users: set[str]) -> None:
+        for u in users:
+            self._last.pop(u, None)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
+def build(*, user_id: str, score: float, threshold: float, kind: str, model_version: str, event_time: int,
+          trigger: dict, trigger_event: str, window: list[dict], explanation: list[dict],
+          window_events: int) -> dict:
+    """An alert record per the published schema."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "alert_id": alert_id(user_id, model_version, trigger_event),
+        "user_id": user_id,
+        "score": float(score),
+        "threshold": float(threshold),
+        "severity": severity(score, threshold, kind),
+        "model_version": model_version,
+        "event_time": int(event_time),
+        "detected_at": int(time.time() * 1000),
+        "trigger": trigger,
+        "window": {"events": window_events, "last": window[-MAX_WINDOW_EVENTS_IN_ALERT:]},
+        "explanation": explanation,
+    }

@@ -1,0 +1,194 @@
+"""The detection steps shared by the live service and offline scoring.
+
+``ingest`` (consumer side): valid events -> window store -> a snapshot of the window each
+event completes (:class:`Pending`). ``score`` (inference side): encode -> model ->
+threshold -> cooldown -> alerts with explanations. `seqsentry run` calls them from two
+threads with Kafka around them; `seqsentry score` calls them in a loop over a file.
+Because both call exactly this code, a recorded log gives the same alerts either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream import alerts
+from stream.encoding import Encoded, encode
+from stream.events import EventBatch
+from stream.metrics import Metrics
+from stream.model import Scorer
+from stream.windows import Change, Windows, WindowStore
+
+log = logging.getLogger(__name__)
+LENGTH_BUCKETS = (8, 16, 32, 64, 128, 256)
+
+
+@dataclass
+class Pending:
+    """Windows completed in one round of one batch, waiting for inference."""
+
+    windows: Windows
+    type_names: list[str]  # the store's type table (append-only, safe to read from another thread)
+    event_time: np.ndarray  # int64 event time of each completing event
+    trigger_event: list[str]  # stable identity of each completing event (for alert ids)
+    event_ids: list[str | None]
+    topic: str | None = None
+    partition: int | None = None
+    offsets: np.ndarray | None = None  # Kafka offset of each completing event
+    kafka_ts: np.ndarray | None = None  # Kafka timestamp (ms) of each completing message
+    enqueued: float = field(default_factory=time.monotonic)
+    ticket: object | None = None  # the service's commit ticket
+
+    def __len__(self) -> int:
+        return len(self.event_time)
+
+
+def _trigger_identity(e) -> str:  # noqa: ANN001 - an events.Event
+    return e.event_id if e.event_id is not None else f"{e.ts}|{e.type}|{e.item_id or ''}|{e.session_id or ''}"
+
+
+@dataclass
+class Detector:
+    """Model + cooldown + the two pipeline steps. ``score`` is called from one thread only."""
+
+    scorer: Scorer
+    cooldown_ms: int = 600_000
+    explain_top: int = 5
+    coalesce: bool = False
+    shadow: Scorer | None = None
+    metrics: Metrics | None = None
+
+    def __post_init__(self) -> None:
+        self.cooldown = alerts.Cooldown(self.cooldown_ms)
+        self._next: Scorer | None = None
+
+    @property
+    def window_config(self):  # noqa: ANN201
+        return self.scorer.artifact.window_config
+
+    def new_store(self) -> WindowStore:
+        """A window store shaped for the serving model."""
+        return WindowStore(self.window_config)
+
+    # ---- consumer side -------------------------------------------------------------
+    def ingest(self, store: WindowStore, batch: EventBatch, *, topic: str | None = None, partition: int | None = None,
+               offsets: np.ndarray | None = None, kafka_ts: np.ndarray | None = None) -> tuple[list[Pending], np.ndarray]:
+        """Add valid events to ``store``; return the windows to score and the too-late batch rows.
+
+        ``offsets``/``kafka_ts`` are indexed by input position (``batch.index``).
+        """
+        pending: list[Pending] = []
+
+        def on_change(change: Change) -> None:
+            rows = change.rows
+            src = batch.index[rows]
+            evs = [batch.events[r] for r in rows.tolist()]
+            pending.append(Pending(
+                windows=store.read(change.slots), type_names=store.type_names, event_time=batch.ts[rows],
+                trigger_event=[_trigger_identity(e) for e in evs], event_ids=[e.event_id for e in evs],
+                topic=topic, partition=partition,
+                offsets=None if offsets is None else offsets[src], kafka_ts=None if kafka_ts is None else kafka_ts[src],
+            ))
+
+        res = store.add(batch, on_change=on_change)
+        return pending, res.too_late
+
+    # ---- inference side ----------------------------------------------------------------
+    def request_swap(self, scorer: Scorer) -> None:
+        """Serve ``scorer`` from the next batch on (hot reload; thread-safe hand-over)."""
+        self._next = scorer
+
+    def _maybe_swap(self) -> None:
+        nxt, self._next = self._next, None
+        if nxt is not None:
+            log.info("model swapped: %s -> %s", self.scorer.artifact.version, nxt.artifact.version)
+            self.scorer = nxt
+            if self.metrics:
+                self.metrics.model_info.info({"version": nxt.artifact.version, "kind": nxt.artifact.meta.kind})
+
+    def _encode(self, pendings: list[Pending], scorer: Scorer) -> Encoded:
+        parts = [encode(p.windows, p.type_names, scorer.artifact.vocab) for p in pendings]
+        return Encoded(np.concatenate([e.input_ids for e in parts]), np.concatenate([e.attention_mask for e in parts]),
+                       np.concatenate([e.length for e in parts]))
+
+    def _score_bucketed(self, scorer: Scorer, enc: Encoded, keep: np.ndarray) -> np.ndarray:
+        """Scores for ``keep`` rows, grouped into length buckets so short windows pay no padding."""
+        scores = np.full(len(enc), np.nan, dtype=np.float32)
+        idx = np.flatnonzero(keep)
+        bucket = np.searchsorted(np.asarray(LENGTH_BUCKETS), enc.length[idx])
+        for b in np.unique(bucket).tolist():
+            sel = idx[bucket == b]
+            scores[sel] = scorer.score(Encoded(enc.input_ids[sel], enc.attention_mask[sel], enc.length[sel]))
+        return scores
+
+    def score(self, pendings: list[Pending]) -> list[list[dict]]:
+        """Score every pending window; return the alerts of each pending, in order."""
+        self._maybe_swap()
+        scorer = self.scorer
+        if not pendings:
+            return []
+        t0 = time.perf_counter()
+        enc = self._encode(pendings, scorer)
+        sizes = [len(p) for p in pendings]
+        users = [u for p in pendings for u in p.windows.user_id]
+        keep = np.ones(len(enc), dtype=bool)
+        if self.coalesce:  # only each user's newest window in this batch (throughput over determinism)
+            last = {u: i for i, u in enumerate(users)}
+            keep[:] = False
+            keep[list(last.values())] = True
+        scores = self._score_bucketed(scorer, enc, keep)
+        m = self.metrics
+        if m:
+            m.inference.observe(time.perf_counter() - t0)
+            m.windows_scored.inc(int(keep.sum()))
+            m.batch_size.observe(int(keep.sum()))
+        if self.shadow is not None:
+            self._shadow(pendings, keep, scores)
+        art = scorer.artifact
+        thr, kind, version = art.meta.threshold, art.meta.kind, art.version
+        out: list[list[dict]] = []
+        offset = 0
+        for p, n in zip(pendings, sizes, strict=True):
+            found = []
+            for j in np.flatnonzero(scores[offset : offset + n] >= thr).tolist():
+                row = offset + j
+                user = users[row]
+                if not self.cooldown.allow(user, int(p.event_time[j])):
+                    if m:
+                        m.alerts_suppressed.inc()
+                    continue
+                found.append(self._alert(scorer, p, j, enc, row, float(scores[row]), thr, kind, version))
+            out.append(found)
+            offset += n
+        return out
+
+    def _shadow(self, pendings: list[Pending], keep: np.ndarray, scores: np.ndarray) -> None:
+        sh = self.shadow
+        assert sh is not None
+        s2 = self._score_bucketed(sh, self._encode(pendings, sh), keep)
+        a = scores[keep] >= self.scorer.artifact.meta.threshold
+        b = s2[keep] >= sh.artifact.meta.threshold
+        if self.metrics:
+            self.metrics.shadow_windows.inc(int(keep.sum()))
+            self.metrics.shadow_agree.inc(int((a == b).sum()))
+
+    def _alert(self, scorer: Scorer, p: Pending, j: int, enc: Encoded, row: int, score: float, thr: float,
+               kind: str, version: str) -> dict:
+        w = p.windows
+        n = int(w.length[j])
+        ts, types, prices = w.ts[j, -n:], w.type[j, -n:], w.price[j, -n:]
+        events = [{"ts": int(t), "type": p.type_names[int(ty)], "price": None if np.isnan(pr) else float(pr)}
+                  for t, ty, pr in zip(ts.tolist(), types.tolist(), prices.tolist(), strict=True)]
+        n_enc = int(enc.length[row])
+        encoded_events = events[-n_enc:] if n_enc else []
+        single = Encoded(enc.input_ids[row : row + 1], enc.attention_mask[row : row + 1], enc.length[row : row + 1])
+        explanation = [{**encoded_events[pos], "position": pos, "weight": round(weight, 6)}
+                       for pos, weight in scorer.explain(single, 0, self.explain_top)]
+        trigger = {"topic": p.topic, "partition": p.partition,
+                   "offset": None if p.offsets is None else int(p.offsets[j]), "event_id": p.event_ids[j]}
+        return alerts.build(user_id=w.user_id[j], score=score, threshold=thr, kind=kind, model_version=version,
+                            event_time=int(p.event_time[j]), trigger=trigger, trigger_event=p.trigger_event[j],
+                            window=events, explanation=explanation, window_events=n)

@@ -1,0 +1,73 @@
+"""Every Prometheus series seqsentry exports, in one place.
+
+Conventions: ``seqsentry_`` prefix, base units (seconds, bytes), ``_total`` counters,
+and never a user id (or any other unbounded value) as a label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+@dataclass
+class Metrics:
+    """The detector's series, registered on their own registry (several can coexist in tests)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events_consumed = Counter("seqsentry_events_consumed", "Messages read from the events topic.", registry=r)
+        self.events_valid = Counter("seqsentry_events_valid", "Messages that passed the event contract.", registry=r)
+        self.events_rejected = Counter("seqsentry_events_rejected", "Messages dead-lettered, by reason.",
+                                       ["reason"], registry=r)
+        self.events_late = Counter("seqsentry_events_late", "Valid events outside the allowed lateness (dead-lettered).",
+                                   registry=r)
+        self.key_mismatch = Counter("seqsentry_key_mismatch", "Messages whose key differs from the payload user_id.",
+                                    registry=r)
+        self.windows_scored = Counter("seqsentry_windows_scored", "Windows scored by the serving model.", registry=r)
+        self.alerts = Counter("seqsentry_alerts", "Alerts published, by severity.", ["severity"], registry=r)
+        self.alerts_suppressed = Counter("seqsentry_alerts_suppressed", "Alerts withheld by the per-user cooldown.",
+                                         registry=r)
+        self.batch_size = Histogram("seqsentry_batch_size_windows", "Windows per inference batch.",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.batch_wait = Histogram("seqsentry_batch_wait_seconds", "Time the oldest window of a batch waited.",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("seqsentry_inference_seconds", "Encode + model time per inference batch.",
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.event_to_alert = Histogram("seqsentry_event_to_alert_seconds",
+                                        "From the trigger message's Kafka timestamp to the alert's broker ack.",
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("seqsentry_queue_depth_windows", "Windows waiting for inference.", registry=r)
+        self.paused = Gauge("seqsentry_paused_partitions", "Partitions paused by backpressure.", registry=r)
+        self.lag = Gauge("seqsentry_consumer_lag_messages", "High watermark minus position, per partition.",
+                         ["topic", "partition"], registry=r)
+        self.lag_seconds = Gauge("seqsentry_consumer_lag_seconds",
+                                 "Now minus the Kafka timestamp of the last message consumed, per partition.",
+                                 ["topic", "partition"], registry=r)
+        self.tracked_users = Gauge("seqsentry_tracked_users", "Users with a window in memory.", registry=r)
+        self.evicted = Counter("seqsentry_users_evicted", "Users evicted from the window store, by cause.", ["cause"],
+                               registry=r)
+        self.rebalances = Counter("seqsentry_rebalances", "Partition assignments and revocations.", ["kind"], registry=r)
+        self.rebuilt_events = Counter("seqsentry_rebuilt_events", "Events re-read to rebuild windows on assignment.",
+                                      registry=r)
+        self.commits = Counter("seqsentry_offset_commits", "Offset commits made after work was safely done.", registry=r)
+        self.model_info = Info("seqsentry_model", "The model version serving.", registry=r)
+        self.model_loads = Counter("seqsentry_model_loads", "Model load attempts, by result.", ["result"], registry=r)
+        self.shadow_windows = Counter("seqsentry_shadow_windows", "Windows scored by the shadow model.", registry=r)
+        self.shadow_agree = Counter("seqsentry_shadow_agreements", "Windows where shadow and serving model agree.",
+                                    registry=r)
+        self.ready = Gauge("seqsentry_ready", "1 when the detector is consuming and the broker is reachable.",
+                           registry=r)
+        for reason in ("too-large", "bad-encoding", "not-json", "not-object", "missing-field", "bad-type",
+                       "bad-timestamp", "bad-value"):
+            self.events_rejected.labels(reason)  # export zeros so rates work from the start
+        for cause in ("idle", "lru"):
+            self.evicted.labels(cause)
+        for kind in ("assign", "revoke"):
+            self.rebalances.labels(kind)

@@ -1,0 +1,241 @@
+"""The live detector against a real broker: alerts, dead letters, restarts, hot reload, metrics, parity."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import threading
+import time
+import urllib.request
+
+import orjson
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream import logs, registry, replay
+from stream.detector import Detector
+from stream.model import Scorer
+from stream.offline import score_log
+from stream.service import Service, ServiceConfig
+
+_ids = itertools.count()
+
+
+def wait_for(cond, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_topic(bootstrap, topic, idle=2.0, partitions=4):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader{next(_ids)}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 50})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    out, last = [], time.monotonic()
+    while time.monotonic() - last < idle:
+        for m in c.consume(1000, timeout=0.2):
+            if not m.error():
+                out.append(m)
+                last = time.monotonic()
+    c.close()
+    return out
+
+
+class Stack:
+    """Topics + a running Service in a thread."""
+
+    def __init__(self, broker, reg, **overrides):
+        n = next(_ids)
+        self.broker = broker
+        self.topics = {"topic": f"ev{n}", "alerts_topic": f"al{n}", "dlq_topic": f"dlq{n}"}
+        broker.create_topics({self.topics["topic"]: 4, self.topics["alerts_topic"]: 4, self.topics["dlq_topic"]: 1})
+        self.cfg = ServiceConfig(bootstrap=broker.bootstrap, group=f"g{n}", registry=reg, metrics_port=0,
+                                 reload_interval_s=0.3, max_wait_ms=10, **self.topics, **overrides)
+        self.svc = None
+
+    def start(self):
+        self.svc = Service(self.cfg)
+        self.svc.setup()
+        self.thread = threading.Thread(target=self.svc.run, kwargs={"install_signals": False}, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.svc.ready, 30, "partition assignment")
+        return self.svc
+
+    def stop(self):
+        self.svc.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+    def consumed(self):
+        return self.svc.metrics.events_consumed._value.get()
+
+    def settled(self, n):
+        return self.consumed() >= n and not self.svc._tickets and self.svc.worker.queued_windows == 0
+
+    def scrape(self):
+        text = urllib.request.urlopen(self.svc.metrics_url + "/metrics", timeout=5).read().decode()
+        return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                if not s.labels} | {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples if s.labels}
+
+
+@pytest.fixture(scope="module")
+def log_file(traffic, tmp_path_factory):
+    path = tmp_path_factory.mktemp("log") / "traffic.jsonl"
+    logs.write_log(path, [traffic])
+    return path
+
+
+@pytest.fixture(scope="module")
+def offline_alerts(tiny_model, log_file, tmp_path_factory):
+    res, reg = tiny_model
+    out = tmp_path_factory.mktemp("offline") / "alerts.jsonl"
+    score_log(log_file, Detector(Scorer.load(res.artifact, "cpu")), out)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def streamed(broker, tiny_model, log_file, traffic):
+    """One uninterrupted run over the whole log."""
+    stack = Stack(broker, tiny_model[1])
+    stack.start()
+    replay.replay(log_file, broker.bootstrap, stack.topics["topic"])
+    wait_for(lambda: stack.settled(len(traffic)), 120, "all events processed")
+    metrics = stack.scrape()
+    health = urllib.request.urlopen(stack.svc.metrics_url + "/healthz").status
+    stack.stop()
+    alerts = [orjson.loads(m.value()) for m in read_topic(broker.bootstrap, stack.topics["alerts_topic"])]
+    return stack, alerts, metrics, health
+
+
+def test_attackers_are_alerted_and_benign_users_mostly_not(streamed, traffic):
+    _, alerts, _, _ = streamed
+    attackers = {r["user_id"] for r in traffic if r["label"] == 1}
+    benign = {r["user_id"] for r in traffic} - attackers
+    alerted = {a["user_id"] for a in alerts}
+    recall = len(alerted & attackers) / len(attackers)
+    benign_rate = len(alerted & benign) / len(benign)
+    print(f"attacker users alerted {recall:.1%}, benign users alerted {benign_rate:.1%}")
+    assert recall >= 0.5
+    assert benign_rate <= 0.35
+
+
+def test_alerts_follow_the_published_schema(streamed):
+    import jsonschema
+
+    from stream.alerts import schema
+
+    _, alerts, _, _ = streamed
+    assert alerts
+    for a in alerts[:50]:
+        jsonschema.validate(a, schema())
+        assert a["trigger"]["offset"] is not None
+
+
+def test_offline_scoring_gives_the_same_alerts_as_the_stream(streamed, offline_alerts):
+    _, alerts, _, _ = streamed
+    online = {a["alert_id"]: a for a in alerts}
+    offline = {a["alert_id"]: a for a in offline_alerts}
+    assert set(online) == set(offline)
+    for k, a in offline.items():
+        assert online[k]["score"] == pytest.approx(a["score"], abs=1e-4)
+
+
+def test_metrics_reconcile_consumed_with_valid_plus_rejected(streamed, traffic):
+    _, _, m, health = streamed
+    rejected = sum(v for k, v in m.items() if isinstance(k, tuple) and k[0] == "seqsentry_events_rejected_total")
+    assert m["seqsentry_events_consumed_total"] == len(traffic)
+    assert m["seqsentry_events_consumed_total"] == m["seqsentry_events_valid_total"] + rejected
+    assert m["seqsentry_windows_scored_total"] == len(traffic)
+    assert health == 200
+
+
+def test_malformed_events_go_to_the_dead_letter_topic_while_valid_traffic_flows(broker, tiny_model, traffic, tmp_path):
+    bad = [b"not json", b'{"user_id": "x"}', b'{"user_id":"u","ts":"yesterday","type":"view"}', b"\xff\xfe",
+           b'{"user_id":"u","ts":1793491200000,"type":"view","price":-3}']
+    good = [orjson.dumps(r) for r in traffic[:2000]]
+    lines = good[:1000] + bad + good[1000:]
+    path = tmp_path / "dirty.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    stack = Stack(broker, tiny_model[1])
+    stack.start()
+    replay.replay(path, broker.bootstrap, stack.topics["topic"])
+    wait_for(lambda: stack.settled(len(lines)), 60, "dirty log processed")
+    m = stack.scrape()
+    stack.stop()
+    dead = read_topic(broker.bootstrap, stack.topics["dlq_topic"], partitions=1)
+    reasons = sorted(dict(d.headers())["seqsentry.reason"].decode() for d in dead)
+    assert reasons == sorted(["not-json", "missing-field", "bad-timestamp", "bad-encoding", "bad-value"])
+    assert sorted(d.value() for d in dead) == sorted(bad)
+    assert all(int(dict(d.headers())["seqsentry.offset"]) >= 0 for d in dead)
+    assert m["seqsentry_events_valid_total"] == 2000
+    assert m[("seqsentry_events_rejected_total", (("reason", "not-json"),))] == 1
+
+
+def test_a_restart_mid_stream_misses_no_attacker_and_skips_no_event(broker, tiny_model, log_file, traffic,
+                                                                    offline_alerts):
+    stack = Stack(broker, tiny_model[1])
+    stack.start()
+    replay.replay(log_file, broker.bootstrap, stack.topics["topic"])
+    wait_for(lambda: stack.consumed() >= len(traffic) // 3, 60, "a third consumed")
+    stack.stop()  # mid-stream: drains, commits what is done
+    first = stack.consumed()
+    stack.start()  # same group: resumes from committed offsets, rebuilding windows first
+    wait_for(lambda: stack.consumed() >= 1 and stack.settled(stack.consumed()) and
+             first + stack.consumed() >= len(traffic), 120, "the rest consumed")
+    rebuilt = stack.svc.metrics.rebuilt_events._value.get()
+    stack.stop()
+    alerts = [orjson.loads(m.value()) for m in read_topic(broker.bootstrap, stack.topics["alerts_topic"])]
+    assert first + stack.consumed() == len(traffic)  # nothing skipped, nothing consumed twice after a clean stop
+    assert rebuilt > 0
+    assert {a["user_id"] for a in offline_alerts} <= {a["user_id"] for a in alerts}
+
+
+def test_hot_reload_switches_model_version_mid_stream(broker, tiny_model, traffic, tmp_path):
+    res, _ = tiny_model
+    reg = tmp_path / "reg"
+    registry.publish(reg, res.artifact, "v1")
+    stack = Stack(broker, reg)
+    stack.start()
+    half = tmp_path / "first.jsonl"
+    logs.write_log(half, [traffic[:7000]])
+    replay.replay(half, broker.bootstrap, stack.topics["topic"])
+    wait_for(lambda: stack.settled(7000), 60, "first half")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(res.artifact, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"garbage")
+    registry.publish(reg, corrupt, "v-corrupt")
+    wait_for(lambda: stack.svc.metrics.model_loads.labels("error")._value.get() >= 1, 10, "corrupt model refused")
+    assert stack.svc.serving_version == "v1"
+    v2 = tmp_path / "v2"
+    shutil.copytree(res.artifact, v2)
+    meta = json.loads((v2 / "meta.json").read_text())
+    meta["version"] = "v2"
+    (v2 / "meta.json").write_text(json.dumps(meta))
+    registry.publish(reg, v2, "v2")
+    wait_for(lambda: stack.svc.serving_version == "v2", 10, "v2 loaded")
+    second = tmp_path / "second.jsonl"
+    logs.write_log(second, [traffic[7000:]])
+    replay.replay(second, broker.bootstrap, stack.topics["topic"])
+    wait_for(lambda: stack.settled(len(traffic)), 60, "second half")
+    stack.stop()
+    versions = {orjson.loads(m.value())["model_version"]
+                for m in read_topic(broker.bootstrap, stack.topics["alerts_topic"])}
+    assert versions == {res.version, "v2"}
+
+
+def test_config_resolution_prefers_flags_then_env_then_yaml(tmp_path, monkeypatch):
+    from stream.service_cli import resolve_config
+
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("bootstrap: yaml:9092\nmax_batch_size: 64\nmax_wait_ms: 7\nkafka_options: {client.id: y}\n")
+    monkeypatch.setenv("SEQSENTRY_MAX_BATCH_SIZE", "128")
+    cfg = resolve_config({"max_wait_ms": 3.0, "kafka_options": {"security.protocol": "SSL"}}, cfg_file)
+    assert (cfg.bootstrap, cfg.max_batch_size, cfg.max_wait_ms) == ("yaml:9092", 128, 3.0)
+    assert cfg.kafka_options == {"client.id": "y", "security.protocol": "SSL"}
