@@ -17,8 +17,10 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream.errors import SeqsentryError
 
-class BrokerError(RuntimeError):
+
+class BrokerError(SeqsentryError):
     """The embedded broker could not be found, started or used; the message says what to do."""
 
 

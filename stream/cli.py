@@ -7,6 +7,7 @@ command with one line saying what to do, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -17,10 +18,6 @@ from pathlib import Path
 from stream import progress
 
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line."""
 
 
 def _kafka_args(p: argparse.ArgumentParser, bootstrap_required: bool = True) -> None:
@@ -86,7 +83,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stream import replay
 
     stats = replay.replay(args.log, args.bootstrap, args.topic, spec=_log_spec(args), speed=args.speed,
-                          options=_options(args), limit=args.limit, show_progress=not args.quiet)
+                          rate=args.rate, options=_options(args), limit=args.limit, show_progress=not args.quiet)
     print(f"replayed {stats.sent:,} events to {args.topic} in {stats.seconds:.1f}s ({stats.rate:,.0f} ev/s)"
           + (f"; {stats.unkeyed:,} had no user_id and were sent unkeyed" if stats.unkeyed else ""))
     return 0
@@ -130,6 +127,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqsentry", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default=os.environ.get("SEQSENTRY_LOG_LEVEL", "WARNING"))
+    parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("SEQSENTRY_LOG_FORMAT", "text"),
+                        help="json: one JSON object per log line (for log shippers)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate labelled synthetic traffic to a log file")
@@ -146,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log", type=Path)
     p.add_argument("--topic", "-t", default="events")
     p.add_argument("--speed", type=float, help="pace by event time, SPEED x faster (default: as fast as possible)")
+    p.add_argument("--rate", type=float, help="send at most this many events per second")
     p.add_argument("--limit", type=int, help="stop after this many events")
     p.add_argument("--quiet", "-q", action="store_true")
     _kafka_args(p)
@@ -186,17 +186,37 @@ def _extra_commands() -> list:
     return regs
 
 
+class JsonFormatter(logging.Formatter):
+    """Structured log lines: ts, level, logger, msg (+ exc)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from stream.broker import BrokerError
-    from stream.kafka import KafkaUnavailable
-    from stream.logs import LogFormatError
+    _setup_logging(args.log_level, args.log_format)
+    from stream.errors import SeqsentryError
 
     try:
         return int(args.func(args) or 0)
-    except (UserError, BrokerError, KafkaUnavailable, LogFormatError, FileNotFoundError, ValueError) as exc:
+    except (SeqsentryError, FileNotFoundError, ValueError) as exc:
+        if args.log_level.upper() == "DEBUG":
+            raise
         print(f"seqsentry {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

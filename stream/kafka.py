@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from stream.errors import SeqsentryError
+
 log = logging.getLogger(__name__)
 
 SECRET_KEYS = ("password", "secret", "key.pem", "token", "jaas")
@@ -34,7 +36,7 @@ PRODUCER_DEFAULTS = {
 }
 
 
-class KafkaUnavailable(RuntimeError):
+class KafkaUnavailable(SeqsentryError):
     """The cluster could not be reached; the message says which address and what to check."""
 
 
@@ -54,9 +56,16 @@ def redact(config: Mapping[str, object]) -> dict[str, object]:
     return {k: ("***" if any(s in k.lower() for s in SECRET_KEYS) else v) for k, v in config.items()}
 
 
+_RDKAFKA_LOG = logging.getLogger("rdkafka")
+
+
 def client_config(bootstrap: str, options: Mapping[str, str] | None = None, **defaults: object) -> dict:
-    """Defaults, then the user's pass-through options (which win), then bootstrap servers."""
-    return {**defaults, **(options or {}), "bootstrap.servers": bootstrap}
+    """Defaults, then the user's pass-through options (which win), then bootstrap servers.
+
+    librdkafka's own log lines go through Python logging ("rdkafka" logger) instead of
+    straight to stderr, so they follow --log-level/--log-format.
+    """
+    return {"logger": _RDKAFKA_LOG, **defaults, **(options or {}), "bootstrap.servers": bootstrap}
 
 
 def producer(bootstrap: str, options: Mapping[str, str] | None = None, **overrides: object) -> Producer:

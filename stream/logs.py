@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stream import events as ev
+from stream.errors import SeqsentryError
 
 FORMATS = ("jsonl", "csv", "parquet")
 CONTRACT_FIELDS = (
@@ -39,7 +40,7 @@ _SCHEMA = pa.schema(
 TS_UNITS = {"ms": 1, "s": 1000, "us": 0.001, "ns": 0.000001}
 
 
-class LogFormatError(ValueError):
+class LogFormatError(SeqsentryError, ValueError):
     """A log's format or columns cannot be read; the message says what to pass instead."""
 
 

@@ -28,6 +28,7 @@ from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from stream.encoding import CLS, ENCODING_VERSION, MASK, PAD, Encoded, Vocabulary
+from stream.errors import SeqsentryError
 from stream.windows import WindowConfig
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ KINDS = ("classifier", "mlm")
 ZERO_LABEL_PASSES = 4  # each event is masked in exactly one of this many passes
 
 
-class ArtifactError(ValueError):
+class ArtifactError(SeqsentryError, ValueError):
     """An artifact that cannot be served: missing, corrupt, incompatible or unsafe."""
 
 
@@ -167,7 +168,7 @@ def pick_device(requested: str = "auto") -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+        raise SeqsentryError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
     return requested
 
 

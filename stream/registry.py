@@ -14,10 +14,12 @@ import os
 import shutil
 from pathlib import Path
 
+from stream.errors import SeqsentryError
+
 CURRENT = "current"
 
 
-class RegistryError(ValueError):
+class RegistryError(SeqsentryError, ValueError):
     """The registry has no usable model; the message says how to get one."""
 
 

@@ -9,6 +9,7 @@ rows are sent as contract JSON after column mapping.
 from __future__ import annotations
 
 import gzip
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,15 +53,20 @@ def replay(
     speed: float | None = None,
     options: Mapping[str, str] | None = None,
     limit: int | None = None,
+    rate: float | None = None,
+    stop: threading.Event | None = None,
     show_progress: bool = False,
 ) -> ReplayStats:
     """Send a log's events to ``topic`` in file order.
 
     ``speed`` None sends as fast as the broker takes them; otherwise events are paced by
     their timestamps, ``speed`` times faster than recorded (2.0 = twice as fast).
+    ``rate`` caps the send rate in events per second instead. ``stop`` aborts early.
     """
     if speed is not None and speed <= 0:
         raise ValueError("speed must be > 0 (or omitted for as fast as possible)")
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be > 0 events/s (or omitted for as fast as possible)")
     kafka.require_topic(bootstrap, topic, options)
     prod = kafka.producer(bootstrap, options)
     errors: list[str] = []
@@ -78,8 +84,13 @@ def replay(
         for chunk in logs.iter_chunks(path, spec):
             raws = chunk.raw
             for i, record in enumerate(chunk.records):
-                if limit is not None and stats.sent >= limit:
+                if (limit is not None and stats.sent >= limit) or (stop is not None and stop.is_set()):
                     break
+                if rate is not None:
+                    ahead = stats.sent / rate - (time.monotonic() - t_wall0)
+                    if ahead > 0:
+                        prod.poll(0)
+                        time.sleep(ahead)
                 key, ts = (None, None) if isinstance(record, Reject) else _key_and_ts(record)
                 value = raws[i] if raws is not None else orjson.dumps(record, default=str)
                 if speed is not None and ts is not None:
@@ -102,7 +113,7 @@ def replay(
                 break
             elapsed = time.monotonic() - t_wall0
             bar.update(task, completed=stats.sent, rate=f"{stats.sent / max(elapsed, 1e-9):,.0f} ev/s")
-            if limit is not None and stats.sent >= limit:
+            if (limit is not None and stats.sent >= limit) or (stop is not None and stop.is_set()):
                 break
         remaining = prod.flush(60)
         stats.seconds = time.monotonic() - t_wall0

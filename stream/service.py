@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stream import events, kafka, registry
 from stream.batcher import InferenceWorker
 from stream.detector import Detector, Pending
+from stream.errors import SeqsentryError
 from stream.metrics import Metrics
 from stream.model import ArtifactError, Scorer
 from stream.windows import WindowStore
@@ -107,6 +108,7 @@ class Service:
         self._bad_versions: set[str] = set()
         self.serving_version: str | None = None
         self.http: ThreadingHTTPServer | None = None
+        self.latencies: deque[float] = deque(maxlen=100_000)  # raw event-to-alert seconds (demo summary)
 
     # ---- set-up -------------------------------------------------------------------------------
     def _load(self, path: Path) -> Scorer:
@@ -184,7 +186,7 @@ class Service:
         try:
             self.http = ThreadingHTTPServer((self.cfg.metrics_host, self.cfg.metrics_port), Handler)
         except OSError as exc:
-            raise kafka.KafkaUnavailable(f"cannot serve metrics on {self.cfg.metrics_host}:{self.cfg.metrics_port} "
+            raise SeqsentryError(f"cannot serve metrics on {self.cfg.metrics_host}:{self.cfg.metrics_port} "
                                          f"({exc.strerror}); choose another with --metrics-port") from None
         threading.Thread(target=self.http.serve_forever, name="seqsentry-http", daemon=True).start()
 
@@ -262,7 +264,9 @@ class Service:
                 ticket.fail(f"delivery to {topic} failed: {err}")
                 return
             if kafka_ts_ms is not None:
-                m.event_to_alert.observe(max(0.0, time.time() - kafka_ts_ms / 1000.0))
+                latency = max(0.0, time.time() - kafka_ts_ms / 1000.0)
+                m.event_to_alert.observe(latency)
+                self.latencies.append(latency)
             ticket.done()
 
         while True:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from stream.cli import _log_args
 
+    register_demo(sub)
     p = sub.add_parser("run", help="run the streaming detector against Kafka")
     p.add_argument("--config", type=Path, help="YAML file with settings (flags and SEQSENTRY_* override it)")
     p.add_argument("--bootstrap", "-b", help="Kafka bootstrap servers")
@@ -122,3 +124,96 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", "-q", action="store_true")
     _log_args(p)
     p.set_defaults(func=cmd_score)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream import kafka
+    from stream.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(events=args.events, rate=None if args.rate == 0 else args.rate, seed=args.seed,
+                     train_events=args.train_events, registry=args.registry, out=args.out, bootstrap=args.bootstrap,
+                     kafka_options=kafka.parse_options(args.kafka_options), metrics_port=args.metrics_port,
+                     device=args.device, live=not args.no_live)
+    try:
+        run_demo(cfg)
+    except KeyboardInterrupt:
+        print("demo interrupted: broker, detector and replay stopped cleanly")
+        return 130
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+    from rich.console import Console
+
+    from stream import kafka
+    from stream.alerts import SEVERITIES
+    from stream.demo import SEVERITY_STYLE
+
+    options = kafka.parse_options(args.kafka_options)
+    parts = kafka.require_topic(args.bootstrap, args.topic, options)
+    cons = kafka.consumer(args.bootstrap, "seqsentry-alerts-tail", options)
+    start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
+    cons.assign([TopicPartition(args.topic, p, start) for p in range(parts)])
+    min_sev = SEVERITIES.index(args.severity)
+    console = Console()
+    shown = 0
+    idle_since = time.monotonic()
+    try:
+        while args.count is None or shown < args.count:
+            msgs = cons.consume(500, timeout=0.5)
+            if not msgs and args.idle_exit and time.monotonic() - idle_since > args.idle_exit:
+                break
+            for m in msgs:
+                if m.error():
+                    continue
+                idle_since = time.monotonic()
+                try:
+                    a = json.loads(m.value())
+                except ValueError:
+                    continue
+                if SEVERITIES.index(a.get("severity", "low")) < min_sev or (args.user and a.get("user_id") != args.user):
+                    continue
+                if args.json:
+                    print(json.dumps(a), flush=True)
+                else:
+                    why = ", ".join(e["type"] for e in a.get("explanation", [])[:3])
+                    console.print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(a['event_time'] / 1000))}  "
+                                  f"[{SEVERITY_STYLE[a['severity']]}]{a['severity']:>8}[/]  {a['user_id']:<14} "
+                                  f"score {a['score']:.3f}  model {a['model_version']}  drove it: {why}")
+                shown += 1
+                if args.count is not None and shown >= args.count:
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cons.close()
+    return 0
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="everything end to end: broker, model, detector, attacks, live alerts, summary")
+    p.add_argument("--events", type=int, default=20_000, help="events of demo traffic to replay")
+    p.add_argument("--rate", type=float, default=2_000.0, help="events per second (0 = as fast as possible)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--train-events", type=int, default=60_000, help="generated events to train on when no model exists")
+    p.add_argument("--registry", type=Path, default=Path("registry"))
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--bootstrap", "-b", help="use this Kafka instead of the embedded broker")
+    p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--metrics-port", type=int, default=9108)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-live", action="store_true", help="no live alert table (summary only)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("alerts", help="follow the alerts topic and pretty-print alerts (or --json lines)")
+    p.add_argument("--bootstrap", "-b", default=os.environ.get("SEQSENTRY_BOOTSTRAP", "localhost:9092"))
+    p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--topic", "-t", default="alerts")
+    p.add_argument("--severity", choices=["low", "medium", "high", "critical"], default="low", help="minimum severity")
+    p.add_argument("--user", help="only this user's alerts")
+    p.add_argument("--json", action="store_true", help="one JSON alert per line (for piping)")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--count", type=int, help="exit after this many alerts")
+    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without alerts")
+    p.set_defaults(func=cmd_alerts)

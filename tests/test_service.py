@@ -122,8 +122,8 @@ def test_attackers_are_alerted_and_benign_users_mostly_not(streamed, traffic):
     recall = len(alerted & attackers) / len(attackers)
     benign_rate = len(alerted & benign) / len(benign)
     print(f"attacker users alerted {recall:.1%}, benign users alerted {benign_rate:.1%}")
-    assert recall >= 0.5
-    assert benign_rate <= 0.35
+    assert recall >= 0.4  # a 1-layer model trained for seconds; bench/quality.py measures the real one
+    assert benign_rate <= 0.2
 
 
 def test_alerts_follow_the_published_schema(streamed):
@@ -239,3 +239,46 @@ def test_config_resolution_prefers_flags_then_env_then_yaml(tmp_path, monkeypatc
     cfg = resolve_config({"max_wait_ms": 3.0, "kafka_options": {"security.protocol": "SSL"}}, cfg_file)
     assert (cfg.bootstrap, cfg.max_batch_size, cfg.max_wait_ms) == ("yaml:9092", 128, 3.0)
     assert cfg.kafka_options == {"client.id": "y", "security.protocol": "SSL"}
+
+
+def test_a_full_queue_pauses_consumption_and_loses_nothing(broker, tiny_model, traffic, tmp_path):
+    path = tmp_path / "burst.jsonl"
+    logs.write_log(path, [traffic[:5000]])
+    stack = Stack(broker, tiny_model[1], max_queue_windows=64, max_batch_size=32)
+    svc = stack.start()
+    peak = []
+    watcher = threading.Thread(target=lambda: [peak.append(svc.metrics.paused._value.get()) or time.sleep(0.01)
+                                               for _ in range(3000) if not stack.settled(5000)], daemon=True)
+    watcher.start()
+    replay.replay(path, broker.bootstrap, stack.topics["topic"])
+    wait_for(lambda: stack.settled(5000), 120, "burst processed")
+    stack.stop()
+    assert max(peak) > 0  # partitions were paused at some point
+    assert svc.metrics.windows_scored._value.get() == 5000
+
+
+def test_shadow_model_is_scored_alongside_without_alerting(broker, tiny_model, traffic, tmp_path):
+    res, reg = tiny_model
+    path = tmp_path / "s.jsonl"
+    logs.write_log(path, [traffic[:1500]])
+    stack = Stack(broker, reg, shadow=res.artifact)
+    svc = stack.start()
+    replay.replay(path, broker.bootstrap, stack.topics["topic"])
+    wait_for(lambda: stack.settled(1500), 60, "processed")
+    stack.stop()
+    assert svc.metrics.shadow_windows._value.get() == 1500
+    assert svc.metrics.shadow_agree._value.get() == 1500  # same model: always agrees
+
+
+def test_messages_keyed_by_someone_else_are_counted(broker, tiny_model):
+    from confluent_kafka import Producer
+
+    stack = Stack(broker, tiny_model[1])
+    svc = stack.start()
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    p.produce(stack.topics["topic"], b'{"user_id":"alice","ts":1793491200000,"type":"view"}', b"bob")
+    p.produce(stack.topics["topic"], b'{"user_id":"carol","ts":1793491200000,"type":"view"}', b"carol")
+    p.flush()
+    wait_for(lambda: stack.settled(2), 30, "processed")
+    stack.stop()
+    assert svc.metrics.key_mismatch._value.get() == 1
