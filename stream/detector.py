@@ -180,7 +180,7 @@ class Detector:
         w = p.windows
         n = int(w.length[j])
         ts, types, prices = w.ts[j, -n:], w.type[j, -n:], w.price[j, -n:]
-        events = [{"ts": int(t), "type": p.type_names[int(ty)], "price": None if np.isnan(pr) else float(pr)}
+        events = [{"ts": int(t), "type": p.type_names[int(ty)], "price": None if np.isnan(pr) else float(f"{pr:.7g}")}  # float32 -> its shortest decimal
                   for t, ty, pr in zip(ts.tolist(), types.tolist(), prices.tolist(), strict=True)]
         n_enc = int(enc.length[row])
         encoded_events = events[-n_enc:] if n_enc else []

@@ -70,12 +70,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from stream import registry
+    from stream import logs, registry
     from stream.cli import _log_spec
     from stream.detector import Detector
     from stream.model import Scorer
     from stream.offline import score_log
 
+    logs.detect_format(args.log, args.fmt)  # a bad file name fails before the model loads
+    if not args.log.exists():
+        raise FileNotFoundError(f"no such log: {args.log}")
     scorer = Scorer.load(args.model or registry.current(args.registry), args.device)
     det = Detector(scorer, cooldown_ms=int(args.cooldown_s * 1000), coalesce=False)
     stats = score_log(args.log, det, args.out, spec=_log_spec(args), dead_letter_out=args.dead_letters,
