@@ -21,7 +21,8 @@ EXIT_USAGE = 2
 
 
 def _kafka_args(p: argparse.ArgumentParser, bootstrap_required: bool = True) -> None:
-    p.add_argument("--bootstrap", "-b", required=bootstrap_required, default=os.environ.get("SEQSENTRY_BOOTSTRAP"),
+    env = os.environ.get("SEQSENTRY_BOOTSTRAP")
+    p.add_argument("--bootstrap", "-b", required=bootstrap_required and not env, default=env,
                    help="Kafka bootstrap servers (env SEQSENTRY_BOOTSTRAP)")
     p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE",
                    help="librdkafka setting passed through, e.g. -X security.protocol=SASL_SSL (repeatable)")

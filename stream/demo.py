@@ -68,15 +68,13 @@ class DemoSummary:
 
 
 def _train(cfg: DemoConfig, console: Console) -> str | None:
-    from training import dataset, synth, train
+    from training.train import train_on_generated
 
     console.print(f"[bold]No model in {cfg.registry}[/]: training one on {cfg.train_events:,} generated events "
                   "(self-supervised pretraining, then fine-tuning) ...")
-    records = synth.generate_list(events=cfg.train_events, seed=cfg.seed + 1, attacker_fraction=cfg.attacker_fraction)
-    tcfg = train.TrainConfig(pretrain_steps=200, finetune_epochs=2, max_train_windows=15_000, target_fpr=0.002,
-                             device=cfg.device)
-    res = train.train(lambda: dataset.batches_from_records(records), cfg.out / "runs", tcfg,
-                      registry_dir=cfg.registry, show=cfg.live)
+    res = train_on_generated(cfg.registry, events=cfg.train_events, seed=cfg.seed + 1,
+                             attacker_fraction=cfg.attacker_fraction, device=cfg.device, out=cfg.out / "runs",
+                             show=cfg.live)
     t = res.report.get("transformer")
     if t:
         console.print(f"trained [bold]{res.version}[/] in {res.seconds:.0f}s: test PR-AUC {t['pr_auc']:.3f}, "

@@ -62,6 +62,10 @@ class Metrics:
         self.shadow_windows = Counter("seqsentry_shadow_windows", "Windows scored by the shadow model.", registry=r)
         self.shadow_agree = Counter("seqsentry_shadow_agreements", "Windows where shadow and serving model agree.",
                                     registry=r)
+        self.gpu_memory = Gauge("seqsentry_gpu_memory_allocated_bytes", "GPU memory held by torch (CUDA only).",
+                                registry=r)
+        self.gpu_utilization = Gauge("seqsentry_gpu_utilization_ratio", "GPU busy fraction, 0..1 (CUDA + NVML only).",
+                                     registry=r)
         self.ready = Gauge("seqsentry_ready", "1 when the detector is consuming and the broker is reachable.",
                            registry=r)
         for reason in ("too-large", "bad-encoding", "not-json", "not-object", "missing-field", "bad-type",
@@ -71,3 +75,7 @@ class Metrics:
             self.evicted.labels(cause)
         for kind in ("assign", "revoke"):
             self.rebalances.labels(kind)
+        for result in ("ok", "error"):
+            self.model_loads.labels(result)
+        for sev in ("low", "medium", "high", "critical"):
+            self.alerts.labels(sev)

@@ -13,6 +13,7 @@ is the changelog. On revocation in-flight work is finished and committed first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -374,6 +375,12 @@ class Service:
                 m.lag.labels(tp.topic, str(tp.partition)).set(max(0, hi - pos))
             if tp.partition in self._last_ts:
                 m.lag_seconds.labels(tp.topic, str(tp.partition)).set(max(0.0, (now_ms - self._last_ts[tp.partition]) / 1000))
+        if self.detector.scorer.device.startswith("cuda"):
+            import torch
+
+            m.gpu_memory.set(torch.cuda.memory_allocated())
+            with contextlib.suppress(Exception):  # NVML missing: leave the series at 0, never fail the loop
+                m.gpu_utilization.set(torch.cuda.utilization() / 100.0)
         evicted = {"idle": sum(s.evicted_idle for s in self._stores.values()),
                    "lru": sum(s.evicted_lru for s in self._stores.values())}
         for cause, n in evicted.items():

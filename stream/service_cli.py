@@ -52,7 +52,7 @@ def resolve_config(flags: dict[str, Any], config_file: Path | None) -> ServiceCo
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from stream import kafka
+    from stream import kafka, registry
     from stream.model import env_threads
     from stream.service import Service
 
@@ -61,6 +61,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     flags["kafka_options"] = kafka.parse_options(args.kafka_options)
     cfg = resolve_config(flags, args.config)
     logging.getLogger("seqsentry").setLevel(logging.INFO)
+    if args.bootstrap_model and cfg.model is None and cfg.registry and registry.current_version(cfg.registry) is None:
+        from training.train import train_on_generated
+
+        print(f"no model in {cfg.registry}: training a starter model on generated traffic (--bootstrap-model)",
+              flush=True)
+        train_on_generated(cfg.registry, device=cfg.device, show=False)
     svc = Service(cfg)
     svc.setup()
     print(f"seqsentry: model {svc.serving_version} consuming {cfg.topic} on {cfg.bootstrap}; alerts -> "
@@ -114,6 +120,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-host")
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--reload-interval-s", type=float)
+    p.add_argument("--bootstrap-model", action="store_true",
+                   help="if the registry has no model, first train a starter model on generated traffic")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("score", help="score a recorded log offline with the live pipeline; alerts to a file")

@@ -231,6 +231,17 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     return TrainResult(art_dir, version, kind, threshold, report, report_dir, time.monotonic() - t0)
 
 
+def train_on_generated(registry_dir: Path, *, events: int = 60_000, seed: int = 43, attacker_fraction: float = 0.05,
+                       device: str = "auto", out: Path | None = None, show: bool = True) -> TrainResult:
+    """A starter model trained on generated traffic (demo, `run --bootstrap-model`), published to the registry."""
+    from training import synth
+
+    records = synth.generate_list(events=events, seed=seed, attacker_fraction=attacker_fraction)
+    cfg = TrainConfig(pretrain_steps=200, finetune_epochs=2, max_train_windows=15_000, target_fpr=0.002, device=device)
+    return train(lambda: dataset.batches_from_records(records), out or Path(registry_dir) / "runs", cfg,
+                 registry_dir=registry_dir, show=show)
+
+
 def default_config(**overrides: object) -> TrainConfig:
     """TrainConfig with overrides, ignoring None values (CLI convenience)."""
     return TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
