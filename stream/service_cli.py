@@ -75,6 +75,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faust(args: argparse.Namespace) -> int:
+    from stream import kafka
+    from stream.faust_app import run
+
+    flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(ServiceConfig)}}
+    flags["kafka_options"] = kafka.parse_options(args.kafka_options)
+    cfg = resolve_config(flags, args.config)
+    if cfg.kafka_options:
+        raise ValueError("the Faust runtime takes no -X librdkafka settings (aiokafka underneath); use `seqsentry run`")
+    kafka.check_reachable(cfg.bootstrap)
+    print(f"seqsentry (Faust runtime): consuming {cfg.topic} on {cfg.bootstrap}; alerts -> {cfg.alerts_topic}", flush=True)
+    run(cfg)
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from stream import logs, registry
     from stream.cli import _log_spec
@@ -123,6 +138,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap-model", action="store_true",
                    help="if the registry has no model, first train a starter model on generated traffic")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("faust", help="run the same detector as a faust-streaming agent (Faust runtime)")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--bootstrap", "-b")
+    p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--topic", "-t")
+    p.add_argument("--alerts-topic")
+    p.add_argument("--dlq-topic")
+    p.add_argument("--group")
+    p.add_argument("--registry", type=Path)
+    p.add_argument("--model", type=Path)
+    p.add_argument("--device")
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--max-wait-ms", type=float)
+    p.add_argument("--cooldown-s", type=float)
+    p.add_argument("--metrics-host")
+    p.add_argument("--metrics-port", type=int)
+    p.set_defaults(func=cmd_faust)
 
     p = sub.add_parser("score", help="score a recorded log offline with the live pipeline; alerts to a file")
     p.add_argument("log", type=Path)

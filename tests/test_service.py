@@ -282,3 +282,39 @@ def test_messages_keyed_by_someone_else_are_counted(broker, tiny_model):
     wait_for(lambda: stack.settled(2), 30, "processed")
     stack.stop()
     assert svc.metrics.key_mismatch._value.get() == 1
+
+
+def test_faust_runtime_gives_the_same_alerts_as_offline_scoring(broker, tiny_model, traffic, tmp_path):
+    import subprocess
+    import sys
+
+    res, _ = tiny_model
+    n = next(_ids)
+    topics = {"topic": f"fev{n}", "alerts": f"fal{n}", "dlq": f"fdlq{n}"}
+    broker.create_topics({topics["topic"]: 2, topics["alerts"]: 1, topics["dlq"]: 1})
+    log = tmp_path / "part.jsonl"
+    logs.write_log(log, [traffic[:4000]])
+    with open(log, "ab") as f:
+        f.write(b"not json\n")
+    offline = tmp_path / "offline.jsonl"
+    score_log(log, Detector(Scorer.load(res.artifact, "cpu")), offline)
+    expected = {json.loads(x)["alert_id"] for x in offline.read_text().splitlines()}
+    assert expected
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "faust", "-b", broker.bootstrap, "--model", str(res.artifact),
+         "--topic", topics["topic"], "--alerts-topic", topics["alerts"], "--dlq-topic", topics["dlq"],
+         "--group", f"faust{n}", "--metrics-port", "0", "--device", "cpu"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        replay.replay(log, broker.bootstrap, topics["topic"])
+        got: set[str] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and got != expected:
+            got |= {orjson.loads(m.value())["alert_id"]
+                    for m in read_topic(broker.bootstrap, topics["alerts"], idle=1.0, partitions=1)}
+        dead = read_topic(broker.bootstrap, topics["dlq"], idle=1.0, partitions=1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert got == expected
+    assert [dict(d.headers())["seqsentry.reason"] for d in dead] == [b"not-json"]
