@@ -9,6 +9,7 @@ Because both call exactly this code, a recorded log gives the same alerts either
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class Detector:
     coalesce: bool = False
     shadow: Scorer | None = None
     metrics: Metrics | None = None
+    max_users: int | None = None  # overrides the model's per-store user cap
 
     def __post_init__(self) -> None:
         self.cooldown = alerts.Cooldown(self.cooldown_ms)
@@ -71,7 +73,10 @@ class Detector:
 
     def new_store(self) -> WindowStore:
         """A window store shaped for the serving model."""
-        return WindowStore(self.window_config)
+        cfg = self.window_config
+        if self.max_users is not None:
+            cfg = dataclasses.replace(cfg, max_users=self.max_users)
+        return WindowStore(cfg, initial_capacity=min(1024, cfg.max_users))
 
     # ---- consumer side -------------------------------------------------------------
     def ingest(self, store: WindowStore, batch: EventBatch, *, topic: str | None = None, partition: int | None = None,

@@ -26,6 +26,7 @@ CONSUMER_DEFAULTS = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",
+    "socket.timeout.ms": 10_000,  # notice a hung broker in seconds, not a minute
 }
 PRODUCER_DEFAULTS = {
     "enable.idempotence": True,

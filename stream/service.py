@@ -64,6 +64,8 @@ class ServiceConfig:
     metrics_port: int = 9108
     reload_interval_s: float = 5.0
     explain_top: int = 5
+    max_users: int | None = None  # per partition; default: the model's window config
+    audit_log: Path | None = None  # append "partition offset" of every scored event (crash tests)
 
 
 class Ticket:
@@ -110,6 +112,7 @@ class Service:
         self.serving_version: str | None = None
         self.http: ThreadingHTTPServer | None = None
         self.latencies: deque[float] = deque(maxlen=100_000)  # raw event-to-alert seconds (demo summary)
+        self._audit = open(cfg.audit_log, "a") if cfg.audit_log else None  # noqa: SIM115
 
     # ---- set-up -------------------------------------------------------------------------------
     def _load(self, path: Path) -> Scorer:
@@ -137,7 +140,7 @@ class Service:
         self.serving_version = scorer.artifact.version
         self.metrics.model_info.info({"version": scorer.artifact.version, "kind": scorer.artifact.meta.kind})
         self.detector = Detector(scorer, cooldown_ms=int(cfg.cooldown_s * 1000), explain_top=cfg.explain_top,
-                                 coalesce=cfg.coalesce, shadow=shadow, metrics=self.metrics)
+                                 coalesce=cfg.coalesce, shadow=shadow, metrics=self.metrics, max_users=cfg.max_users)
         self.producer = kafka.producer(cfg.bootstrap, cfg.kafka_options, error_cb=self._on_error)
         self.worker = InferenceWorker(self.detector, self._on_scored, max_batch_size=cfg.max_batch_size,
                                       max_wait_ms=cfg.max_wait_ms, max_queue_windows=cfg.max_queue_windows,
@@ -148,7 +151,8 @@ class Service:
                  self.detector.scorer.device, cfg.topic, cfg.group)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE,
+                          KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT, KafkaError.REQUEST_TIMED_OUT):
             self._broker_error_at = time.monotonic()
         log.warning("kafka: %s", err)
 
@@ -281,6 +285,9 @@ class Service:
         """Worker thread: publish a group's alerts, then release its hold on the ticket."""
         ticket = p.ticket
         assert isinstance(ticket, Ticket)
+        if self._audit is not None and p.offsets is not None:
+            self._audit.write("".join(f"{p.partition} {o}\n" for o in p.offsets.tolist()))
+            self._audit.flush()  # in the OS before the commit can happen: survives kill -9
         for a in found:
             ticket.add()
             self.metrics.alerts.labels(a["severity"]).inc()
@@ -449,4 +456,6 @@ class Service:
                 self.http.shutdown()
                 self.http.server_close()
             self.metrics.ready.set(0)
+            if self._audit is not None:
+                self._audit.close()
             log.info("stopped")

@@ -135,6 +135,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-host")
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--reload-interval-s", type=float)
+    p.add_argument("--max-users", type=int, help="cap on tracked users per partition (LRU eviction beyond)")
+    p.add_argument("--audit-log", type=Path, help="append 'partition offset' of every scored event (testing)")
     p.add_argument("--bootstrap-model", action="store_true",
                    help="if the registry has no model, first train a starter model on generated traffic")
     p.set_defaults(func=cmd_run)

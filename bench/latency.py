@@ -1,0 +1,108 @@
+"""Event-to-alert latency at 25 %, 50 % and 75 % of the maximum sustainable load.
+
+    python -m bench latency [--seconds 30] [--max-load EVENTS_PER_S]
+
+The maximum sustainable load is measured first (the real model, one window per event,
+from a pre-filled topic) unless given. Then traffic is replayed at each fraction of it
+for --seconds while the detector runs, and latency is read for every alert: from the
+triggering message's Kafka timestamp (set when the replayer produced it) to the broker's
+ack of the alert. Target at 50 %: p99 <= 2 x max_wait_ms + one batch's inference time.
+Writes bench/results/latency.json and latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import numpy as np
+
+from bench.common import RESULTS, ensure_log, ensure_model, filled_topic, run_seqsentry, save
+from stream import progress, replay
+from stream.broker import EmbeddedBroker
+from stream.service import Service, ServiceConfig
+
+
+def measure(broker: EmbeddedBroker, model, log, rate: float, seconds: float, max_wait_ms: float) -> dict:
+    n = int(rate * seconds)
+    topics = {"topic": f"lat-ev{int(rate)}", "alerts_topic": f"lat-al{int(rate)}", "dlq_topic": f"lat-dlq{int(rate)}"}
+    broker.create_topics({topics["topic"]: 4, topics["alerts_topic"]: 4, topics["dlq_topic"]: 1})
+    svc = Service(ServiceConfig(bootstrap=broker.bootstrap, model=model, group=f"lat{int(rate)}", metrics_port=0,
+                                max_wait_ms=max_wait_ms, **topics))
+    svc.setup()
+    th = threading.Thread(target=svc.run, kwargs={"install_signals": False}, daemon=True)
+    th.start()
+    while not svc.ready:
+        time.sleep(0.1)
+    replay.replay(log, broker.bootstrap, topics["topic"], rate=rate, limit=n)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (svc.metrics.events_consumed._value.get() < n or svc._tickets):
+        time.sleep(0.05)
+    inf = svc.metrics.inference
+    inf_sum = sum(s.value for s in inf.collect()[0].samples if s.name.endswith("_sum"))
+    inf_count = sum(s.value for s in inf.collect()[0].samples if s.name.endswith("_count"))
+    lat = np.array(svc.latencies)
+    svc.stop()
+    th.join(60)
+    out = {"rate": rate, "events": n, "alerts": len(lat), "mean_batch_inference_s": inf_sum / max(inf_count, 1)}
+    if len(lat):
+        out.update({f"p{q}_s": float(np.percentile(lat, q)) for q in (50, 95, 99)})
+        out["samples"] = lat.tolist()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--max-load", type=float, help="events/s; measured when omitted")
+    ap.add_argument("--max-wait-ms", type=float, default=20.0)
+    args = ap.parse_args()
+    model = ensure_model()
+    with EmbeddedBroker() as broker, progress.bar() as bar:
+        task = bar.add_task("latency", total=4, rate="")
+        log = ensure_log(200_000, seed=5)
+        if args.max_load is None:
+            probe = ensure_log(20_000, seed=6)
+            topics = filled_topic(broker, probe)
+            args.max_load = run_seqsentry(broker, topics, 20_000, model, mode="model")["events_per_s"]
+        bar.update(task, advance=1, rate=f"max {args.max_load:,.0f} ev/s")
+        runs = []
+        for frac in (0.25, 0.5, 0.75):
+            runs.append({"load_fraction": frac, **measure(broker, model, log, args.max_load * frac, args.seconds,
+                                                          args.max_wait_ms)})
+            bar.update(task, advance=1, rate=f"{frac:.0%} done")
+    half = next(r for r in runs if r["load_fraction"] == 0.5)
+    target = 2 * args.max_wait_ms / 1000 + half["mean_batch_inference_s"]
+    result = {"command": f"python -m bench latency --seconds {args.seconds}", "max_load_events_per_s": args.max_load,
+              "max_wait_ms": args.max_wait_ms, "target_p99_at_50pct_s": target,
+              "meets_target": half.get("p99_s", float("inf")) <= target,
+              "runs": [{k: v for k, v in r.items() if k != "samples"} for r in runs]}
+    save("latency", result)
+    _plot(runs)
+    for r in result["runs"]:
+        print(f"{r['load_fraction']:.0%} load ({r['rate']:,.0f} ev/s): p50 {r.get('p50_s', float('nan')) * 1000:.0f} ms, "
+              f"p95 {r.get('p95_s', float('nan')) * 1000:.0f} ms, p99 {r.get('p99_s', float('nan')) * 1000:.0f} ms "
+              f"({r['alerts']} alerts)")
+    print(f"target at 50%: p99 <= {target * 1000:.0f} ms -> {'met' if result['meets_target'] else 'NOT met'}")
+
+
+def _plot(runs: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        if r.get("samples"):
+            ax.hist(np.array(r["samples"]) * 1000, bins=50, alpha=0.5, label=f"{r['load_fraction']:.0%} load")
+    ax.set(xlabel="event-to-alert latency (ms)", ylabel="alerts", title="seqsentry event-to-alert latency")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "latency.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
