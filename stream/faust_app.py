@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
@@ -39,6 +40,7 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
     """A Faust app whose single agent runs the seqsentry pipeline on ``cfg.topic``."""
     app = faust.App(
         cfg.group, broker=f"kafka://{cfg.bootstrap}", store="memory://", web_enabled=False,
+        datadir=tempfile.mkdtemp(prefix="seqsentry-faust-"),  # Faust's working files, never in the cwd
         key_serializer="raw", value_serializer="raw", topic_allow_declare=False, topic_disable_leader=True,
         broker_session_timeout=6.0, broker_heartbeat_interval=0.5, consumer_auto_offset_reset="earliest",
     )

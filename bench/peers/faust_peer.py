@@ -14,6 +14,7 @@ it has processed N events.
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 
 import faust
@@ -29,11 +30,13 @@ def main() -> None:
     del sys.argv[1:7 if model_dir else 6]
     n_total = int(n_total)
     app = faust.App(f"peer-{int(time.time())}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+                    datadir=tempfile.mkdtemp(prefix="faust-peer-"),
                     value_serializer="raw", key_serializer="raw", broker_session_timeout=6.0,
                     broker_heartbeat_interval=0.5, consumer_auto_offset_reset="earliest", topic_partitions=4)
     events = app.topic(topic, key_type=bytes, value_type=bytes)
     alerts = app.topic(alerts_name, key_type=bytes, value_type=bytes)
-    windows = app.Table("windows", default=list)
+    # use_partitioner: the documented way to update a Table from a take() batch (no single current event)
+    windows = app.Table("windows", default=list, use_partitioner=True)
 
     if model_dir:
         from stream.encoding import encode
