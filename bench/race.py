@@ -71,15 +71,24 @@ def model_ceiling(model_dir, log, n_windows: int = 20_000) -> dict:
     ws = dataset.build_windows(iter(first), art.vocab, WindowConfig(**art.meta.window))
     ids = ws.input_ids[:n_windows].astype(np.int64)
     enc = Encoded(ids, (ids != 0).astype(np.int64), (ids > 2).sum(1))
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
     sweep = {}
-    for bs in (32, 64, 128, 256, 512, 1024):
-        scorer.score(Encoded(enc.input_ids[:bs], enc.attention_mask[:bs], enc.length[:bs]), batch_size=bs)  # warm
-        t0 = time.perf_counter()
-        scorer.score(enc, batch_size=bs)
-        sweep[bs] = len(enc) / (time.perf_counter() - t0)
-    best = max(sweep, key=sweep.get)
-    return {"windows": len(enc), "mean_window_events": float(enc.length.mean()), "by_batch_size": sweep,
-            "best_batch_size": best, "windows_per_s": sweep[best], "device": scorer.device}
+    for threads in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(threads)
+        for bs in (32, 64, 128, 256, 512, 1024):
+            scorer.score(Encoded(enc.input_ids[:bs], enc.attention_mask[:bs], enc.length[:bs]), batch_size=bs)  # warm
+            t0 = time.perf_counter()
+            scorer.score(enc, batch_size=bs)
+            sweep[f"{threads} threads, batch {bs}"] = (len(enc) / (time.perf_counter() - t0), threads, bs)
+    torch.set_num_threads(before)
+    best = max(sweep, key=lambda k: sweep[k][0])
+    return {"windows": len(enc), "mean_window_events": float(enc.length.mean()),
+            "sweep_windows_per_s": {k: v[0] for k, v in sweep.items()}, "best": best, "best_threads": sweep[best][1],
+            "best_batch_size": sweep[best][2], "windows_per_s": sweep[best][0], "device": scorer.device}
 
 
 def main() -> None:

@@ -92,7 +92,7 @@ class Detector:
             src = batch.index[rows]
             evs = [batch.events[r] for r in rows.tolist()]
             pending.append(Pending(
-                windows=store.read(change.slots), type_names=store.type_names, event_time=batch.ts[rows],
+                windows=change.windows, type_names=store.type_names, event_time=batch.ts[rows],
                 trigger_event=[_trigger_identity(e) for e in evs], event_ids=[e.event_id for e in evs],
                 topic=topic, partition=partition,
                 offsets=None if offsets is None else offsets[src], kafka_ts=None if kafka_ts is None else kafka_ts[src],

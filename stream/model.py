@@ -258,8 +258,14 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:32]
 
 
-def env_threads() -> None:
-    """Apply SEQSENTRY_TORCH_THREADS (default: all cores) to torch's CPU thread pool."""
+def serving_threads(device: str) -> int:
+    """Torch CPU threads for serving: SEQSENTRY_TORCH_THREADS, else all cores but one.
+
+    The consumer thread (fetch, parse, windows) needs a core of its own: on 2 cores, 1
+    torch thread streams ~40 % more windows/s than 2 (bench/race.py, docs/benchmarks.md).
+    """
     n = os.environ.get("SEQSENTRY_TORCH_THREADS")
-    if n:
-        torch.set_num_threads(int(n))
+    threads = int(n) if n else max(1, (os.cpu_count() or 1) - 1)
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    return threads

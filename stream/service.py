@@ -33,7 +33,7 @@ from stream.batcher import InferenceWorker
 from stream.detector import Detector, Pending
 from stream.errors import SeqsentryError
 from stream.metrics import Metrics
-from stream.model import ArtifactError, Scorer
+from stream.model import ArtifactError, Scorer, serving_threads
 from stream.windows import WindowStore
 
 log = logging.getLogger("seqsentry.service")
@@ -136,6 +136,7 @@ class Service:
                 raise kafka.KafkaUnavailable(f"topic {t!r} does not exist on {cfg.bootstrap}; create it first "
                                              f"(the embedded broker: `seqsentry broker --topic {t}`)")
         scorer = self._load(self._model_path())
+        serving_threads(scorer.device)
         shadow = self._load(cfg.shadow) if cfg.shadow else None
         self.serving_version = scorer.artifact.version
         self.metrics.model_info.info({"version": scorer.artifact.version, "kind": scorer.artifact.meta.kind})

@@ -53,10 +53,8 @@ def resolve_config(flags: dict[str, Any], config_file: Path | None) -> ServiceCo
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stream import kafka, registry
-    from stream.model import env_threads
     from stream.service import Service
 
-    env_threads()
     flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(ServiceConfig)}}
     flags["kafka_options"] = kafka.parse_options(args.kafka_options)
     cfg = resolve_config(flags, args.config)

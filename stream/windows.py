@@ -7,7 +7,7 @@ user owns a slot; ``count[slot]`` is how many events it has ever accepted, and p
 
 Policies (all in event time, so replaying a log gives the same windows as the live run):
 
-* **Order.** Events are kept sorted by ``ts``. An event older than the user's newest
+* **Order.** Windows are kept sorted by ``ts``. An event older than the user's newest
   event but within ``allowed_lateness_ms`` is inserted in place. An event later than
   that is *too late*: it is not placed in any window, it is counted, and its batch row
   is returned so the caller can dead-letter it (nothing disappears silently).
@@ -18,10 +18,12 @@ Policies (all in event time, so replaying a log gives the same windows as the li
 * **Cap.** At most ``max_users`` users are tracked; a new user beyond the cap evicts
   the least recently updated ones (never one touched by the batch being added).
 
-A batch is applied in *rounds*: round r holds the r-th event (in time order) of every
-user present in the batch, so the window that each event completes can be observed by
-an ``on_change`` callback before the next event of that user overwrites it. That is
-what makes scoring independent of how a stream happens to be cut into batches.
+Every event completes a window, and ``on_change`` receives the window of every event of a
+batch. Events of one user are taken in arrival order (late ones go into place), so the
+window each event completes is the same however the stream is cut into batches - which is
+what makes offline scoring and the live stream agree. In-order batches (the common case)
+are applied with one vectorised gather; batches with late events are applied in rounds of
+one event per user.
 """
 
 from __future__ import annotations
@@ -56,27 +58,6 @@ class WindowConfig:
             raise ValueError("idle_ttl_ms must be >= span_ms")
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """Windows that changed in one round: store slots and the batch row that changed each."""
-
-    slots: np.ndarray
-    rows: np.ndarray
-
-
-@dataclass(slots=True)
-class AddResult:
-    """Outcome of :meth:`WindowStore.add`.
-
-    ``slots``/``rows``: every user whose window changed, with the batch row of the newest
-    event that changed it (the trigger). ``too_late``: batch rows placed in no window.
-    """
-
-    slots: np.ndarray
-    rows: np.ndarray
-    too_late: np.ndarray
-
-
 @dataclass(slots=True)
 class Windows:
     """Windows read from the store, oldest -> newest along axis 1, right-aligned.
@@ -99,6 +80,30 @@ class Windows:
         """Boolean [B, N] mask of the columns that belong to each window."""
         n = self.ts.shape[1]
         return np.arange(n)[None, :] >= (n - self.length)[:, None]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Windows completed by events of a batch: per event, its store slot, its batch row, the
+    window it completed (a snapshot) and its 1-based position in its user's history."""
+
+    slots: np.ndarray
+    rows: np.ndarray
+    windows: Windows
+    seq: np.ndarray
+
+
+@dataclass(slots=True)
+class AddResult:
+    """Outcome of :meth:`WindowStore.add`.
+
+    ``slots``/``rows``: every user whose window changed, with the batch row of the newest
+    event that changed it (the trigger). ``too_late``: batch rows placed in no window.
+    """
+
+    slots: np.ndarray
+    rows: np.ndarray
+    too_late: np.ndarray
 
 
 class WindowStore:
@@ -216,8 +221,11 @@ class WindowStore:
     def add(self, batch: EventBatch, on_change: Callable[[Change], None] | None = None) -> AddResult:
         """Add a batch of valid events; report which windows changed.
 
-        ``on_change`` (optional) is called once per round with the windows that round
-        changed, while they can still be read with :meth:`read`.
+        ``on_change`` (optional) receives the window every event completed. In the common
+        case (no event older than its user's newest stored one) all windows of the batch are
+        assembled in one vectorised gather from the stored history and the batch itself;
+        with late events the batch is applied in rounds (one event per user per round) and
+        each round's windows are read back before the next round overwrites them.
         """
         if len(batch) == 0:
             empty = np.empty(0, dtype=np.int64)
@@ -230,17 +238,25 @@ class WindowStore:
                 shifted = None
                 if on_change is not None:
                     def shifted(c: Change, o: int = start) -> None:
-                        on_change(Change(c.slots, c.rows + o))
+                        on_change(Change(c.slots, c.rows + o, c.windows, c.seq))
                 parts.append(self.add(sub, shifted))
             return _merge_results(parts, chunk)
         self._clock += 1
         slots = self._slots_for(batch.user_id)
         types = self._type_ids_for(batch.type)
         n = len(batch)
-        order = np.lexsort((np.arange(n), batch.ts, slots))
+        # per user, events are taken in arrival order: an event older than the one before it is
+        # late and goes into place. That makes every event's window independent of batching.
+        order = np.lexsort((np.arange(n), slots))
         s_sorted = slots[order]
         first = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
-        rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        rank = np.arange(n) - start
+        ts_sorted = batch.ts[order]
+        stored_last = np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted], np.iinfo(np.int64).min)
+        prev = np.where(first, stored_last, np.r_[stored_last[:1], ts_sorted[:-1]])
+        if not (ts_sorted < prev).any():
+            return self._add_in_order(batch, order, s_sorted, first, start, rank, types, on_change)
         changed_slots: list[np.ndarray] = []
         changed_rows: list[np.ndarray] = []
         late_rows: list[np.ndarray] = []
@@ -249,14 +265,12 @@ class WindowStore:
             placed, too_late = self._apply_round(rows, slots[rows], types, batch)
             late_rows.append(too_late)
             if len(placed):
-                change = Change(slots[placed], placed)
-                changed_slots.append(change.slots)
-                changed_rows.append(change.rows)
+                changed_slots.append(slots[placed])
+                changed_rows.append(placed)
                 if on_change is not None:
-                    on_change(change)
-        self.max_ts = max(self.max_ts, int(batch.ts.max()))
-        if self.max_ts - self._last_expiry_ts > self.config.idle_ttl_ms // 10:
-            self.expire()
+                    ps = slots[placed]
+                    on_change(Change(ps, placed, self.read(ps), self.count[ps].copy()))
+        self._after_add(batch)
         all_slots = np.concatenate(changed_slots) if changed_slots else np.empty(0, dtype=np.int64)
         all_rows = np.concatenate(changed_rows) if changed_rows else np.empty(0, dtype=np.int64)
         # later rounds hold later events, so the last occurrence of a slot is its trigger
@@ -264,6 +278,51 @@ class WindowStore:
         too_late_rows = np.sort(np.concatenate(late_rows))
         self.too_late += len(too_late_rows)
         return AddResult(rev_unique, all_rows[::-1][rev_idx], too_late_rows)
+
+    def _after_add(self, batch: EventBatch) -> None:
+        self.max_ts = max(self.max_ts, int(batch.ts.max()))
+        if self.max_ts - self._last_expiry_ts > self.config.idle_ttl_ms // 10:
+            self.expire()
+
+    def _add_in_order(self, batch: EventBatch, order: np.ndarray, s_sorted: np.ndarray, first: np.ndarray,
+                      start: np.ndarray, rank: np.ndarray, types: np.ndarray,
+                      on_change: Callable[[Change], None] | None) -> AddResult:
+        """Fast path: every user's events arrive in time order after its stored history.
+
+        ``order`` sorts the batch by (slot, arrival); ``start``/``rank`` locate each event in its group.
+        """
+        n_ev = self.config.max_events
+        group = np.cumsum(first) - 1  # group (user) index of each sorted event
+        g_slots = s_sorted[first]
+        sizes = np.diff(np.r_[np.flatnonzero(first), len(order)])
+        cnt = self.count[g_slots]
+        cols = {name: getattr(self, name) for name in ("ts", "type", "item", "price", "label")}
+        new = {"ts": batch.ts[order], "type": types[order], "item": batch.item[order], "price": batch.price[order],
+               "label": batch.label[order]}
+        if on_change is not None:
+            # window of event e = last N of (stored history ++ the user's batch events up to e)
+            hpos = cnt[:, None] - n_ev + np.arange(n_ev)[None, :]
+            hist = {k: v[g_slots[:, None], hpos % n_ev] for k, v in cols.items()}
+            c = rank[:, None] + 1 + np.arange(n_ev)[None, :]  # position in history ++ batch coordinates
+            from_hist = c < n_ev
+            hc = np.where(from_hist, c, 0)
+            bc = np.where(from_hist, 0, start[:, None] + c - n_ev)
+            g2 = group[:, None]
+            win = {k: np.where(from_hist, hist[k][g2, hc], new[k][bc]) for k in cols}
+            valid = np.where(from_hist, (hpos >= 0)[g2, hc], True)
+            valid &= win["ts"] >= (new["ts"] - self.config.span_ms)[:, None]
+            windows = Windows([self.user_of[s] or "" for s in s_sorted.tolist()], win["ts"], win["type"], win["item"],
+                              win["price"], win["label"], valid.sum(axis=1))
+            on_change(Change(s_sorted, order, windows, cnt[group] + rank + 1))
+        keep = rank >= sizes[group] - n_ev  # earlier ones would be overwritten in the ring anyway
+        dest = (cnt[group] + rank)[keep] % n_ev
+        for k, arr in cols.items():
+            arr[s_sorted[keep], dest] = new[k][keep]
+        self.count[g_slots] += sizes
+        last = np.r_[np.flatnonzero(first)[1:], len(order)] - 1
+        self.last_ts[g_slots] = new["ts"][last]
+        self._after_add(batch)
+        return AddResult(g_slots, order[last], np.empty(0, dtype=np.int64))
 
     def _apply_round(
         self, rows: np.ndarray, slots: np.ndarray, types: np.ndarray, batch: EventBatch

@@ -41,7 +41,7 @@ def test_users_are_independent():
     assert window_of(store, "u2")[1] == ["b"]
 
 
-def test_out_of_order_events_in_one_batch_are_sorted_by_event_time():
+def test_out_of_order_events_in_one_batch_end_up_in_event_time_order():
     store = WindowStore()
     store.add(batch(("u", 3000, "c"), ("u", 1000, "a"), ("u", 2000, "b")))
     assert window_of(store, "u") == ([1000, 2000, 3000], ["a", "b", "c"])
@@ -85,8 +85,7 @@ def test_rounds_expose_the_window_completed_by_every_event():
     seen = []
 
     def on_change(change):
-        w = store.read(change.slots)
-        seen.extend(zip(change.rows.tolist(), w.length.tolist(), strict=True))
+        seen.extend(zip(change.rows.tolist(), change.windows.length.tolist(), strict=True))
 
     store.add(batch(("u", 0, "a"), ("u", 1, "b"), ("v", 0, "x"), ("u", 2, "c")), on_change=on_change)
     assert sorted(seen) == [(0, 1), (1, 2), (2, 1), (3, 3)]
@@ -164,3 +163,37 @@ def test_new_types_are_interned_without_an_enum():
 def test_invalid_config_is_refused(bad):
     with pytest.raises(ValueError):
         WindowConfig(**bad)
+
+
+def snapshots(store: WindowStore, batches) -> dict[int, tuple]:
+    """Window completed by each event (keyed by event time, unique here), as plain tuples."""
+    out = {}
+    offset = 0
+
+    def on_change(change):
+        w = change.windows
+        for j, row in enumerate(change.rows.tolist()):
+            n = int(w.length[j])
+            out[offset + row] = (tuple(w.ts[j, -n:].tolist()), tuple(w.item[j, -n:].tolist()), int(change.seq[j]))
+
+    for b in batches:
+        store.add(b, on_change=on_change)
+        offset += len(b)
+    return out
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "with-late-events"])
+def test_every_events_window_is_the_same_whatever_the_batching(late):
+    rng = np.random.default_rng(5)
+    n = 600
+    ts = np.sort(rng.integers(0, 2_000_000, n))
+    if late:  # swap some neighbours so events arrive slightly out of order
+        for i in rng.integers(1, n - 1, 40):
+            ts[i], ts[i + 1] = ts[i + 1], ts[i]
+    ts = ts + np.arange(n)  # unique event times
+    events = [Event(f"u{rng.integers(6)}", T0 + int(t), "view", item_id=f"i{rng.integers(20)}") for t in ts]
+    cfg = WindowConfig(max_events=8, span_ms=600_000, allowed_lateness_ms=10**9)
+    one_by_one = snapshots(WindowStore(cfg), [EventBatch.from_events([e]) for e in events])
+    for size in (7, 50, 600):
+        chunks = [EventBatch.from_events(events[i : i + size]) for i in range(0, n, size)]
+        assert snapshots(WindowStore(cfg), chunks) == one_by_one, size

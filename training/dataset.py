@@ -88,7 +88,7 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
         events = batch.events
 
         def on_change(change: Change, batch: EventBatch = batch, events: list = events) -> None:
-            w = store.read(change.slots)
+            w = change.windows
             enc = encode(w, store.type_names, vocab)
             valid = w.valid()
             has_label = (w.label >= 0) & valid
@@ -106,7 +106,7 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
             out["user"].append(np.array([users.setdefault(batch.user_id[r], len(users)) for r in change.rows.tolist()],
                                         dtype=np.int32))
             out["ts"].append(batch.ts[change.rows])
-            out["seq"].append(store.count[change.slots].astype(np.int32))
+            out["seq"].append(change.seq.astype(np.int32))
 
         store.add(batch, on_change=on_change)
     cat = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in out.items()}
