@@ -18,7 +18,7 @@ import sys
 
 COMMANDS = {"race": "bench.race", "latency": "bench.latency", "inference": "bench.inference",
             "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality",
-            "soak": "bench.soak"}
+            "soak": "bench.soak", "report": "bench.report"}
 
 
 def main() -> None:
