@@ -451,6 +451,7 @@ class Service:
             self._finish_in_flight()
         finally:
             self.worker.stop()
+            self.worker.join(30)
             self.consumer.close()
             self.producer.flush(10)
             if self.http is not None:
