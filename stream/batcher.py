@@ -39,7 +39,7 @@ class InferenceWorker(threading.Thread):
         self._queued_windows = 0
         self._in_flight = 0
         self._cv = threading.Condition()
-        self._stop = False
+        self._stopping = False
         self.error: BaseException | None = None
 
     # ---- consumer side -------------------------------------------------------------------
@@ -78,18 +78,18 @@ class InferenceWorker(threading.Thread):
 
     def stop(self) -> None:
         with self._cv:
-            self._stop = True
+            self._stopping = True
             self._cv.notify_all()
 
     # ---- worker ------------------------------------------------------------------------------
     def _take(self) -> list[Pending]:
         with self._cv:
-            while not self._queue and not self._stop:
+            while not self._queue and not self._stopping:
                 self._cv.wait(0.1)
             if not self._queue:
                 return []
             first = self._queue[0].enqueued
-            while (self._queued_windows < self.max_batch_size and not self._stop
+            while (self._queued_windows < self.max_batch_size and not self._stopping
                    and time.monotonic() - first < self.max_wait):
                 self._cv.wait(max(0.0, self.max_wait - (time.monotonic() - first)))
             batch, n = [], 0
@@ -109,7 +109,7 @@ class InferenceWorker(threading.Thread):
             while True:
                 batch = self._take()
                 if not batch:
-                    if self._stop:
+                    if self._stopping:
                         return
                     continue
                 for p, found in zip(batch, self.detector.score(batch), strict=True):

@@ -449,9 +449,10 @@ class Service:
             if self._paused:
                 self.consumer.resume(self.consumer.assignment())
             self._finish_in_flight()
-        finally:
-            self.worker.stop()
-            self.worker.join(30)
+        finally:  # each step runs even if an earlier one fails: a consumer left open would hold its partitions
+            with contextlib.suppress(Exception):
+                self.worker.stop()
+                self.worker.join(30)
             self.consumer.close()
             self.producer.flush(10)
             if self.http is not None:
