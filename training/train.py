@@ -76,6 +76,16 @@ def _schedule(opt: torch.optim.Optimizer, total: int, warmup: float) -> torch.op
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / w, max(0.0, (total - s) / max(1, total - w))))
 
 
+def _step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer,
+          sched: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """One optimisation step with gradient clipping (shared by pretraining and fine-tuning)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def _tensors(ids: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     t = torch.from_numpy(ids.astype(np.int64)).to(device)
     return t, (t != 0).long()
@@ -97,11 +107,7 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
             labels = torch.where(pick, ids, torch.full_like(ids, -100))
             masked = torch.where(pick, torch.full_like(ids, MASK), ids)
             loss = model(input_ids=masked, attention_mask=mask, labels=labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            _step(loss, model, opt, sched)
             bar.update(task, advance=1, rate=f"loss {loss.item():.3f}")
     return model.eval()
 
@@ -134,11 +140,7 @@ def finetune(mlm: BertForMaskedLM, train: dataset.WindowSet, val: dataset.Window
                 ids, mask = _tensors(train.input_ids[idx], device)
                 y = torch.from_numpy(train.label[idx].astype(np.float32)).to(device)
                 loss = loss_fn(model(input_ids=ids, attention_mask=mask).logits[:, 0], y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
+                _step(loss, model, opt, sched)
                 bar.update(task, advance=1, rate=f"epoch {epoch + 1} loss {loss.item():.3f} best val AP {max(best, 0):.3f}")
             ap = metrics.average_precision(y_val, _score(model, "classifier", val, vocab, device))
             log.info("epoch %d: validation PR-AUC %.4f", epoch + 1, ap)
