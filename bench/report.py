@@ -130,7 +130,7 @@ def render() -> str:
             "cores), commits synchronously in the consumer loop, and computes occlusion explanations for every "
             "alert on the inference thread; which of these makes the 1 s tail is not yet profiled.",
             "* **No GPU** was lent to this session: fp16/bf16, batch sweeps and events/s per GPU are not measured.",
-            "* `python -m bench scaleout` and the 10-minute `python -m bench soak` exist but have not been run yet.",
+            "* The 10-minute `python -m bench soak` exists but has not been run yet.",
             ""]
     return "\n".join(out)
 
