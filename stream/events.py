@@ -9,7 +9,7 @@ machine-readable reason so the caller can dead-letter them.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -229,34 +229,34 @@ class ParseResult:
     rejects: list[Rejected]
 
 
-def parse_batch(payloads: Sequence[bytes | None], max_bytes: int = DEFAULT_MAX_BYTES) -> ParseResult:
-    """Parse a batch of message payloads (the hot path); never raises on bad input."""
+def _collect(items: Iterable[Any], parse: Callable[[Any], Event]) -> ParseResult:
+    """Run ``parse`` over items; gather events with their positions and rejects with reasons."""
     good: list[Event] = []
     good_idx: list[int] = []
     rejects: list[Rejected] = []
-    for i, payload in enumerate(payloads):
+    for i, item in enumerate(items):
         try:
-            if payload is None:
-                raise Reject("not-json", "empty (null) message value")
-            good.append(parse_event(payload, max_bytes))
+            good.append(parse(item))
             good_idx.append(i)
         except Reject as r:
             rejects.append(Rejected(i, r.reason, r.detail))
     return ParseResult(EventBatch.from_events(good, good_idx), rejects)
+
+
+def parse_batch(payloads: Sequence[bytes | None], max_bytes: int = DEFAULT_MAX_BYTES) -> ParseResult:
+    """Parse a batch of message payloads (the hot path); never raises on bad input."""
+
+    def parse(payload: bytes | None) -> Event:
+        if payload is None:
+            raise Reject("not-json", "empty (null) message value")
+        return parse_event(payload, max_bytes)
+
+    return _collect(payloads, parse)
 
 
 def validate_records(records: Iterable[Any]) -> ParseResult:
     """Validate already-decoded records (log readers); same rules as :func:`parse_batch`."""
-    good: list[Event] = []
-    good_idx: list[int] = []
-    rejects: list[Rejected] = []
-    for i, rec in enumerate(records):
-        try:
-            good.append(validate_record(rec))
-            good_idx.append(i)
-        except Reject as r:
-            rejects.append(Rejected(i, r.reason, r.detail))
-    return ParseResult(EventBatch.from_events(good, good_idx), rejects)
+    return _collect(records, validate_record)
 
 
 def encode_event(event: Event) -> bytes:

@@ -51,13 +51,20 @@ def resolve_config(flags: dict[str, Any], config_file: Path | None) -> ServiceCo
     return ServiceConfig(**values)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from stream import kafka, registry
-    from stream.service import Service
+def _config_from_args(args: argparse.Namespace) -> ServiceConfig:
+    """ServiceConfig from a `run`/`faust` command line (flags, then env, then --config YAML)."""
+    from stream import kafka
 
     flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(ServiceConfig)}}
     flags["kafka_options"] = kafka.parse_options(args.kafka_options)
-    cfg = resolve_config(flags, args.config)
+    return resolve_config(flags, args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream import registry
+    from stream.service import Service
+
+    cfg = _config_from_args(args)
     logging.getLogger("seqsentry").setLevel(logging.INFO)
     if args.bootstrap_model and cfg.model is None and cfg.registry and registry.current_version(cfg.registry) is None:
         from training.train import train_on_generated
@@ -77,9 +84,7 @@ def cmd_faust(args: argparse.Namespace) -> int:
     from stream import kafka
     from stream.faust_app import run
 
-    flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(ServiceConfig)}}
-    flags["kafka_options"] = kafka.parse_options(args.kafka_options)
-    cfg = resolve_config(flags, args.config)
+    cfg = _config_from_args(args)
     if cfg.kafka_options:
         raise ValueError("the Faust runtime takes no -X librdkafka settings (aiokafka underneath); use `seqsentry run`")
     kafka.check_reachable(cfg.bootstrap)
