@@ -7,6 +7,8 @@
     python -m bench parse      # event decoder race
     python -m bench memory     # bytes per tracked user
     python -m bench quality    # detection quality vs baselines
+    python -m bench soak       # 10 minutes at 50 % load: RSS, lag and latency over time
+    python -m bench crash      # kill -9 five times during a 200k-event replay: lost / repeated
 
 Each writes JSON to bench/results/ and, where there is something to look at, a PNG.
 """
@@ -18,7 +20,7 @@ import sys
 
 COMMANDS = {"race": "bench.race", "latency": "bench.latency", "inference": "bench.inference",
             "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality",
-            "soak": "bench.soak", "report": "bench.report"}
+            "soak": "bench.soak", "crash": "bench.crash", "report": "bench.report"}
 
 
 def main() -> None:

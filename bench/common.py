@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,6 +66,13 @@ def filled_topic(broker: EmbeddedBroker, log: Path, partitions: int = 4) -> dict
     broker.create_topics({topics["topic"]: partitions, topics["alerts_topic"]: partitions, topics["dlq_topic"]: 1})
     replay.replay(log, broker.bootstrap, topics["topic"])
     return topics
+
+
+def start_replayer(log: Path, bootstrap: str, topic: str, rate: float, limit: int) -> subprocess.Popen:
+    """`seqsentry replay` at ``rate`` in its own process, as a producer would be in production
+    (in the detector's process it would share the GIL and add its own stalls to what is measured)."""
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", "replay", str(log), "-b", bootstrap, "-t", topic,
+                             "--rate", str(rate), "--limit", str(limit), "--quiet"], stdout=subprocess.DEVNULL)
 
 
 def run_seqsentry(broker: EmbeddedBroker, topics: dict[str, str], n: int, model: Path, *, mode: str = "model",

@@ -2,9 +2,11 @@
 
     python -m bench inference [--windows 8000] [--batch-size 256]
 
-Variants: torch thread counts, dynamic int8 quantisation of the Linear layers, and
-torch.compile. Reports windows/s, max |score difference|, and how often the alert
-decision (score >= threshold) agrees. Writes bench/results/inference.json.
+Variants: torch thread counts, dynamic int8 quantisation of the Linear layers,
+torch.compile, and ONNX Runtime. Reports windows/s, max |score difference|, and how
+often the alert decision (score >= threshold) agrees; then torch vs ONNX Runtime across
+batch sizes, because serving batches under light load are small and per-call overhead
+decides there. Writes bench/results/inference.json.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ def _windows(model_dir, n: int) -> tuple[Scorer, Encoded]:
     from stream.windows import WindowConfig
     from training import dataset
 
-    scorer = Scorer.load(model_dir, "cpu")
+    scorer = Scorer.load(model_dir, "cpu", runtime="torch")
     art = scorer.artifact
     batches = dataset.batches_from_log(ensure_log(20_000, seed=6))
     ws = dataset.build_windows(batches, art.vocab, WindowConfig(**art.meta.window))
     ids = ws.input_ids[:n].astype(np.int64)
     return scorer, Encoded(ids, (ids != 0).astype(np.int64), (ids > 2).sum(1))
+
+
+def _head(enc: Encoded, k: int) -> Encoded:
+    return Encoded(enc.input_ids[:k], enc.attention_mask[:k], enc.length[:k])
 
 
 def _time(scorer: Scorer, enc: Encoded, bs: int) -> tuple[float, np.ndarray]:
@@ -76,6 +82,15 @@ def main() -> None:
     except Exception as exc:  # compile needs a C++ toolchain; report instead of failing the run
         results["torch.compile (dynamic)"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
+    ort = Scorer.load(ensure_model(), "cpu", runtime="onnx")
+    rate, s = _time(ort, enc, args.batch_size)
+    results["ONNX Runtime (fp32)"] = {"windows_per_s": rate, "scores": s}
+
+    sweep = {}
+    for bs in (1, 8, 32, 64, 256):
+        sweep[bs] = {name: _time(sc, _head(enc, max(bs * 40, 512)), bs)[0] for name, sc in (("torch", base), ("onnxruntime", ort))}
+        print(f"batch {bs}: " + ", ".join(f"{k} {v:,.0f} windows/s" for k, v in sweep[bs].items()))
+
     out = {}
     for name, r in results.items():
         if "scores" in r:
@@ -86,7 +101,8 @@ def main() -> None:
         out[name] = r
         print(name, {k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()})
     save("inference", {"command": f"python -m bench inference --windows {args.windows} --batch-size {args.batch_size}",
-                       "windows": args.windows, "batch_size": args.batch_size, "variants": out})
+                       "windows": args.windows, "batch_size": args.batch_size, "variants": out,
+                       "batch_size_sweep_windows_per_s": sweep})
 
 
 if __name__ == "__main__":

@@ -67,7 +67,11 @@ def render() -> str:
                        f"{_f(x['mean_batch_inference_s'] * 1000, 1)} ms |")
         out += ["", f"Target at 50 %: p99 ≤ 2 × max_wait_ms + one batch's inference = "
                 f"{lat['target_p99_at_50pct_s'] * 1000:.0f} ms → **{'met' if lat['meets_target'] else 'not met'}**.",
-                "", "![latency](../bench/results/latency.png)", ""]
+                "", "The replayer runs as its own process (as producers do in production); latency runs from the "
+                "triggering message's Kafka timestamp, set when the replayer produced it, to the broker's ack of the "
+                f"alert; alerts in the first {lat['runs'][0].get('warmup_s', 0):.0f} s after the first consumed "
+                "event (consumer start-up) are counted apart.", "",
+                "![latency](../bench/results/latency.png)", ""]
     else:
         out += ["Not run yet: `python -m bench latency`.", ""]
     mem = _load("memory")
@@ -96,11 +100,21 @@ def render() -> str:
             else:
                 out.append(f"| {k} | {_f(v['windows_per_s'])} | {v['speedup_vs_baseline']:.2f}× | "
                            f"{v['max_abs_score_diff']:.2g} | {v['alert_decision_agreement']:.2%} |")
-        out += ["", "Kept: eager fp32. Dynamic int8 was slower on this CPU and moved scores by up to the listed "
-                "amount; torch.compile gained a few percent for a long compile; on a 2-core machine the "
-                "serving default is one torch thread so the consumer keeps a core (see the race). ONNX Runtime "
-                "was not tried (not installed here). No GPU was available in this session, so fp16/bf16, "
-                "CUDA graphs and GPU batch sweeps are still to be measured.", ""]
+        sweep = inf.get("batch_size_sweep_windows_per_s")
+        if sweep:
+            names = list(next(iter(sweep.values())))
+            out += ["", "Per batch size (windows/s; serving batches under light load hold tens of windows, split "
+                    "further into length buckets):", "", "| batch size | " + " | ".join(names) + " | ratio |",
+                    "|---|" + "---|" * (len(names) + 1)]
+            for bs, v in sweep.items():
+                out.append(f"| {bs} | " + " | ".join(_f(v[n]) for n in names) +
+                           f" | {v[names[1]] / v[names[0]]:.2f}× |")
+        out += ["", "Kept: **ONNX Runtime** for classifiers on CPU (`--runtime auto`, the default; scores equal "
+                "torch's to ~1e-6, alert decisions identical). Its per-call overhead is about a tenth of PyTorch's, "
+                "which is what small latency-sized batches pay. Dynamic int8 was slower on this CPU and moved "
+                "scores; torch.compile gained a few percent for a long compile; on a 2-core machine serving uses "
+                "one thread so the consumer keeps a core. No GPU was lent to these sessions, so fp16/bf16, CUDA "
+                "graphs and GPU batch sweeps are still to be measured.", ""]
     so = _load("scaleout")
     if so:
         out += ["## Scale-out", "", f"Command: `{so['command']}` (4 partitions, real model).", "",
@@ -119,6 +133,17 @@ def render() -> str:
                 f"max lag {max(x['lag_messages'] for x in s):,.0f} messages.", "", "![soak](../bench/results/soak.png)", ""]
     else:
         out += ["Not run yet: `python -m bench soak`.", ""]
+    crash = [c for c in (_load("crash-at-least-once"), _load("crash-exactly-once")) if c]
+    if crash:
+        out += ["## Crash (kill -9)", "", "| command | events | kills | committed | committed but unscored | "
+                "events lost | re-scored after kills | alerts | duplicates | users missed | seconds |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in crash:
+            out.append(f"| `{c['command']}` | {c['events']:,} | {c['kills']} | {c['committed']:,} | "
+                       f"{c['committed_but_unscored']} | **{c['events_lost']}** | {c['rescored_events']:,} | "
+                       f"{c['alerts']:,} | {c['duplicate_alerts']} | {c['users_missed']} of "
+                       f"{c['offline_alerted_users']} | {_f(c['seconds'])} |")
+        out += ["", "Details and what each column means: [reliability.md](reliability.md#crash-kill--9).", ""]
     q = _load("quality")
     if q:
         out += ["## Detection quality", "", "See [quality.md](quality.md) "

@@ -2,8 +2,9 @@
 
     python -m bench soak [--minutes 10] [--load-fraction 0.5] [--max-load EVENTS_PER_S]
 
-Replays generated traffic at a fraction of the maximum sustainable load (measured first
-unless given) into a running detector and samples every 5 s: process RSS, consumer lag
+Replays generated traffic (from a separate process) at a fraction of the maximum
+sustainable load (measured first unless given) into a running detector and samples every
+5 s: the detector process's RSS, consumer lag
 (messages), tracked users, and event-to-alert latency p99 over the window. Memory should
 be flat once the window store has seen the user population. Writes
 bench/results/soak.json and soak.png.
@@ -17,9 +18,8 @@ import time
 
 import numpy as np
 
-from bench.common import RESULTS, ensure_log, ensure_model, filled_topic, run_seqsentry, save
+from bench.common import RESULTS, ensure_log, ensure_model, filled_topic, run_seqsentry, save, start_replayer
 from bench.memory import rss_bytes
-from stream import replay
 from stream.broker import EmbeddedBroker
 from stream.service import Service, ServiceConfig
 
@@ -46,15 +46,13 @@ def main() -> None:
         th.start()
         while not svc.ready:
             time.sleep(0.1)
-        sender = threading.Thread(target=replay.replay, args=(log, broker.bootstrap, "soak-ev"),
-                                  kwargs={"rate": rate, "limit": n}, daemon=True)
         t0 = time.monotonic()
-        sender.start()
+        sender = start_replayer(log, broker.bootstrap, "soak-ev", rate, n)
         samples = []
         seen = 0
-        while sender.is_alive() or (svc.metrics.events_consumed._value.get() < n and time.monotonic() - t0 < args.minutes * 60 + 120):
+        while sender.poll() is None or (svc.metrics.events_consumed._value.get() < n and time.monotonic() - t0 < args.minutes * 60 + 120):
             time.sleep(5)
-            lat = list(svc.latencies)[seen:]
+            lat = [x for _, x in list(svc.latencies)[seen:]]
             seen += len(lat)
             lag = sum(s.value for s in svc.metrics.lag.collect()[0].samples)
             samples.append({"t_s": time.monotonic() - t0, "rss_bytes": rss_bytes(), "lag_messages": lag,

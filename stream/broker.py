@@ -79,6 +79,8 @@ class EmbeddedBroker:
     port: int = 0
     binary: str | None = None
     log_path: Path | None = None
+    authentication: bool = False  # require SASL from every client (Tansu --authentication)
+    log_level: str | None = None  # RUST_LOG for the broker (default: $RUST_LOG or warn)
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     @property
@@ -101,10 +103,11 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             *(["--authentication"] if self.authentication else [])],
             stdout=out,
             stderr=out,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            env={**os.environ, "RUST_LOG": self.log_level or os.environ.get("RUST_LOG", "warn")},
         )
         self.wait_ready(timeout)
         return self
@@ -118,7 +121,10 @@ class EmbeddedBroker:
             if self._proc is not None and self._proc.poll() is not None:
                 raise BrokerError(f"broker exited with code {self._proc.returncode} during start-up")
             try:
-                admin.list_topics(timeout=1.0)
+                if self.authentication:  # metadata needs a login: a listening socket is the signal
+                    socket.create_connection((self.host, self.port), timeout=1.0).close()
+                else:
+                    admin.list_topics(timeout=1.0)
                 return
             except Exception:
                 time.sleep(0.05)

@@ -166,7 +166,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
         svc.stop()
         runner.join(30)
         alerted = {a["user_id"] for a in alerts}
-        lat = np.array(svc.latencies) if svc.latencies else None
+        lat = np.array([x for _, x in svc.latencies]) if svc.latencies else None
         m = svc.metrics
         summary = DemoSummary(
             events_replayed=sent["n"], events_consumed=int(m.events_consumed._value.get()),

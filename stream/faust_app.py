@@ -97,7 +97,7 @@ def run(cfg: ServiceConfig, loglevel: str = "warn") -> None:
     from stream.model import Scorer
 
     metrics = Metrics()
-    scorer = Scorer.load(cfg.model or registry.current(cfg.registry), cfg.device)
+    scorer = Scorer.load(cfg.model or registry.current(cfg.registry), cfg.device, cfg.runtime)
     metrics.model_info.info({"version": scorer.artifact.version, "kind": scorer.artifact.meta.kind})
     detector = Detector(scorer, cooldown_ms=int(cfg.cooldown_s * 1000), explain_top=cfg.explain_top, metrics=metrics)
     start_http_server(cfg.metrics_port, cfg.metrics_host, registry=metrics.registry)

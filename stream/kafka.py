@@ -7,9 +7,10 @@ user is passed through unchanged, so every tool runs against real, secured clust
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from stream.errors import SeqsentryError
@@ -22,7 +23,9 @@ SECRET_KEYS = ("password", "secret", "key.pem", "token", "jaas")
 CONSUMER_DEFAULTS = {
     "session.timeout.ms": 6000,
     "heartbeat.interval.ms": 500,
-    "fetch.wait.max.ms": 50,
+    # Kafka answers a fetch as soon as any data is there; some compatible brokers (Tansu)
+    # hold it for the full wait, which then sits in every event's latency.
+    "fetch.wait.max.ms": 10,
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",
@@ -80,15 +83,64 @@ def consumer(bootstrap: str, group: str, options: Mapping[str, str] | None = Non
 
 
 def check_reachable(bootstrap: str, options: Mapping[str, str] | None = None, timeout: float = 10.0) -> dict:
-    """Topic metadata of the cluster; raise :class:`KafkaUnavailable` with a clear message if unreachable."""
-    admin = AdminClient(client_config(bootstrap, options))
+    """Topic metadata of the cluster; raise :class:`KafkaUnavailable` with a clear message if unreachable.
+
+    A rejected login (SASL) or TLS handshake is named as such: librdkafka reports it only
+    through the error callback, while the metadata call itself fails as "transport failure".
+    """
+    errors: list[KafkaError] = []
+    # the probe's own connection-failure log lines would only repeat the message raised below
+    quiet = {} if _RDKAFKA_LOG.isEnabledFor(logging.DEBUG) else {"log_level": 0}
+    admin = AdminClient(client_config(bootstrap, options, error_cb=errors.append, **quiet))
     try:
         return admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
+        admin.poll(0)
+        denied = [e for e in errors if e.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL)]
+        if denied:
+            raise KafkaUnavailable(
+                f"Kafka at {bootstrap} refused the connection's security: {denied[-1].str()}; "
+                "check the -X sasl.*/ssl.* settings (security.protocol, sasl.mechanism, username, password)"
+            ) from None
         raise KafkaUnavailable(
             f"cannot reach Kafka at {bootstrap} within {timeout:.0f}s ({exc.args[0].str() if exc.args else exc}); "
             "check --bootstrap and the -X security settings"
         ) from None
+
+
+def wait_for_topics(bootstrap: str, topics: Iterable[str], options: Mapping[str, str] | None = None, *,
+                    timeout: float = 60.0, attempt_timeout: float = 5.0, first_delay: float = 0.5, max_delay: float = 10.0,
+                    sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Cluster metadata once the cluster answers and ``topics`` exist, retrying with exponential backoff.
+
+    At start-up the broker may still be booting or a topics job still running (compose,
+    Kubernetes); a detector that exits at once just gets restarted in a loop by its
+    supervisor. Each failed attempt is logged with the next delay; after ``timeout``
+    seconds the last problem is raised as :class:`KafkaUnavailable`, naming the attempts.
+    """
+    wanted = list(topics)
+    deadline = time.monotonic() + timeout
+    delay, attempt = first_delay, 0
+    while True:
+        attempt += 1
+        left = deadline - time.monotonic()
+        try:
+            found = check_reachable(bootstrap, options, timeout=max(1.0, min(attempt_timeout, left / 2)))
+            missing = [t for t in wanted if t not in found]
+            if not missing:
+                return found
+            problem: KafkaUnavailable = KafkaUnavailable(
+                f"topic {missing[0]!r} does not exist on {bootstrap}; create it first "
+                f"(the embedded broker: `seqsentry broker --topic {missing[0]}`)")
+        except KafkaUnavailable as exc:
+            problem = exc
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise KafkaUnavailable(f"{problem} (gave up after {attempt} attempts in {timeout:.0f}s)") from None
+        wait = min(delay, left)
+        log.warning("start-up: %s; retrying in %.1fs (attempt %d)", problem, wait, attempt)
+        sleep(wait)
+        delay = min(delay * 2, max_delay)
 
 
 def require_topic(bootstrap: str, topic: str, options: Mapping[str, str] | None = None) -> int:

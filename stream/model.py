@@ -201,20 +201,41 @@ def _logits_to_scores(model: torch.nn.Module, kind: str, ids: torch.Tensor, mask
 
 @dataclass
 class Scorer:
-    """Scores encoded windows with one artifact on one device (fp16 on CUDA)."""
+    """Scores encoded windows with one artifact on one device (fp16 on CUDA, ONNX Runtime on CPU)."""
 
     artifact: Artifact
     device: str = "cpu"
     half: bool = False
+    onnx: object | None = None  # stream.onnx_runtime.OnnxClassifier when serving with ONNX Runtime
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if self.onnx is not None else "torch"
 
     @classmethod
-    def load(cls, path: Path | str, device: str = "auto") -> Scorer:
+    def load(cls, path: Path | str, device: str = "auto", runtime: str = "auto") -> Scorer:
+        """Load a verified artifact for serving.
+
+        ``runtime``: ``torch``, ``onnx`` (CPU classifiers; an error if ONNX Runtime is not
+        installed) or ``auto`` (ONNX Runtime for a classifier on CPU when installed).
+        """
+        if runtime not in ("auto", "torch", "onnx"):
+            raise SeqsentryError(f"unknown runtime {runtime!r}; choose auto, torch or onnx")
         dev = pick_device(device)
         art = load_artifact(path, dev)
         half = dev.startswith("cuda")
         if half:
             art.model.half()
-        return cls(art, dev, half)
+        from stream import onnx_runtime
+
+        onnx = None
+        if runtime == "onnx" or (runtime == "auto" and onnx_runtime.available()):
+            usable = dev == "cpu" and art.meta.kind == "classifier"
+            if runtime == "onnx" and not (usable and onnx_runtime.available()):
+                raise SeqsentryError("--runtime onnx serves classifiers on CPU and needs onnxruntime and onnx installed")
+            if usable:
+                onnx = onnx_runtime.OnnxClassifier(art.model, serving_thread_count())
+        return cls(art, dev, half, onnx)
 
     @torch.inference_mode()
     def score(self, enc: Encoded, batch_size: int = 512) -> np.ndarray:
@@ -223,8 +244,12 @@ class Scorer:
         seq = int(enc.attention_mask.sum(1).max()) if len(enc) else 1  # trim padding columns
         pin = self.device.startswith("cuda")
         for i in range(0, len(enc), batch_size):
-            ids = torch.from_numpy(np.ascontiguousarray(enc.input_ids[i : i + batch_size, :seq]))
-            mask = torch.from_numpy(np.ascontiguousarray(enc.attention_mask[i : i + batch_size, :seq]))
+            ids_np = np.ascontiguousarray(enc.input_ids[i : i + batch_size, :seq])
+            mask_np = np.ascontiguousarray(enc.attention_mask[i : i + batch_size, :seq])
+            if self.onnx is not None:
+                out[i : i + len(ids_np)] = self.onnx(ids_np, mask_np)
+                continue
+            ids, mask = torch.from_numpy(ids_np), torch.from_numpy(mask_np)
             if pin:
                 ids, mask = ids.pin_memory(), mask.pin_memory()
             ids = ids.to(self.device, non_blocking=True)
@@ -258,14 +283,19 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:32]
 
 
+def serving_thread_count() -> int:
+    """SEQSENTRY_TORCH_THREADS, else all cores but one (also ONNX Runtime's intra-op threads)."""
+    n = os.environ.get("SEQSENTRY_TORCH_THREADS")
+    return int(n) if n else max(1, (os.cpu_count() or 1) - 1)
+
+
 def serving_threads(device: str) -> int:
     """Torch CPU threads for serving: SEQSENTRY_TORCH_THREADS, else all cores but one.
 
     The consumer thread (fetch, parse, windows) needs a core of its own: on 2 cores, 1
     torch thread streams ~40 % more windows/s than 2 (bench/race.py, docs/benchmarks.md).
     """
-    n = os.environ.get("SEQSENTRY_TORCH_THREADS")
-    threads = int(n) if n else max(1, (os.cpu_count() or 1) - 1)
+    threads = serving_thread_count()
     if device == "cpu":
         torch.set_num_threads(threads)
     return threads

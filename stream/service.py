@@ -4,6 +4,9 @@ Delivery guarantee: at-least-once, nothing lost. Each consumed batch gets a comm
 *ticket* that counts its outstanding work - windows waiting for inference, alerts and
 dead letters waiting for the broker's ack. Offsets are committed only for the prefix of
 tickets whose work is entirely done, so a crash at any point replays, never skips.
+With ``exactly_once`` the producer is transactional instead: every commit interval the
+worker drains and the outputs plus the offsets they cover commit as one transaction, so
+read_committed readers of the alert topic see each alert once even across kill -9.
 
 Partition state: one window store per assigned partition. On assignment the store is
 rebuilt by re-reading the input topic from (time of the last committed event - window
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream import events, kafka, registry
@@ -37,6 +41,10 @@ from stream.model import ArtifactError, Scorer, serving_threads
 from stream.windows import WindowStore
 
 log = logging.getLogger("seqsentry.service")
+
+
+class DetectorFailed(SeqsentryError):
+    """The detector stopped because continuing could lose or duplicate work; a restart resumes safely."""
 
 
 @dataclass
@@ -53,16 +61,22 @@ class ServiceConfig:
     shadow: Path | None = None
     kafka_options: dict = field(default_factory=dict)
     device: str = "auto"
+    runtime: str = "auto"  # torch | onnx | auto (ONNX Runtime for classifiers on CPU when installed)
     max_batch_size: int = 256
     max_wait_ms: float = 20.0
     max_queue_windows: int = 20_000
     consume_batch: int = 2_000
+    poll_wait_ms: float = 5.0  # consume() returns after this even with fewer than consume_batch messages
+    commit_interval_ms: float = 200.0  # completed work is committed at most this often (and on revoke/stop)
     cooldown_s: float = 600.0
     coalesce: bool = False
     max_message_bytes: int = events.DEFAULT_MAX_BYTES
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     reload_interval_s: float = 5.0
+    exactly_once: bool = False  # Kafka transactions: alerts, dead letters and offsets commit atomically
+    transactional_id: str | None = None  # stable per instance; default seqsentry-<group>-<hostname>
+    startup_timeout_s: float = 60.0  # keep retrying an unreachable cluster / missing topics this long
     explain_top: int = 5
     max_users: int | None = None  # per partition; default: the model's window config
     audit_log: Path | None = None  # append "partition offset" of every scored event (crash tests)
@@ -107,16 +121,19 @@ class Service:
         self._last_ts: dict[int, int] = {}
         self._broker_error_at = 0.0
         self._heartbeat = time.monotonic()
+        self._last_commit = 0.0
+        self._fatal: str | None = None
         self._assigned: list[TopicPartition] = []
         self._bad_versions: set[str] = set()
         self.serving_version: str | None = None
         self.http: ThreadingHTTPServer | None = None
-        self.latencies: deque[float] = deque(maxlen=100_000)  # raw event-to-alert seconds (demo summary)
+        # (trigger's Kafka timestamp ms, event-to-alert seconds) of recent alerts: demo summary, benchmarks
+        self.latencies: deque[tuple[int, float]] = deque(maxlen=100_000)
         self._audit = open(cfg.audit_log, "a") if cfg.audit_log else None  # noqa: SIM115
 
     # ---- set-up -------------------------------------------------------------------------------
     def _load(self, path: Path) -> Scorer:
-        scorer = Scorer.load(path, self.cfg.device)
+        scorer = Scorer.load(path, self.cfg.device, self.cfg.runtime)
         self.metrics.model_loads.labels("ok").inc()
         return scorer
 
@@ -130,11 +147,8 @@ class Service:
     def setup(self) -> None:
         """Check the cluster and topics, load the model(s), start the metrics server."""
         cfg = self.cfg
-        topics = kafka.check_reachable(cfg.bootstrap, cfg.kafka_options)
-        for t in (cfg.topic, cfg.alerts_topic, cfg.dlq_topic):
-            if t not in topics:
-                raise kafka.KafkaUnavailable(f"topic {t!r} does not exist on {cfg.bootstrap}; create it first "
-                                             f"(the embedded broker: `seqsentry broker --topic {t}`)")
+        kafka.wait_for_topics(cfg.bootstrap, (cfg.topic, cfg.alerts_topic, cfg.dlq_topic), cfg.kafka_options,
+                              timeout=cfg.startup_timeout_s)
         scorer = self._load(self._model_path())
         serving_threads(scorer.device)
         shadow = self._load(cfg.shadow) if cfg.shadow else None
@@ -142,16 +156,44 @@ class Service:
         self.metrics.model_info.info({"version": scorer.artifact.version, "kind": scorer.artifact.meta.kind})
         self.detector = Detector(scorer, cooldown_ms=int(cfg.cooldown_s * 1000), explain_top=cfg.explain_top,
                                  coalesce=cfg.coalesce, shadow=shadow, metrics=self.metrics, max_users=cfg.max_users)
-        self.producer = kafka.producer(cfg.bootstrap, cfg.kafka_options, error_cb=self._on_error)
+        # alerts are few and each is waited for: no linger (a user's -X linger.ms still wins)
+        txn = {"transactional.id": self.transactional_id} if cfg.exactly_once else {}
+        self.producer = kafka.producer(cfg.bootstrap, cfg.kafka_options, error_cb=self._on_error,
+                                       **{"linger.ms": 0, **txn})
+        if cfg.exactly_once:  # fences a previous incarnation with the same id and aborts its open transaction
+            self.producer.init_transactions(cfg.startup_timeout_s)
         self.worker = InferenceWorker(self.detector, self._on_scored, max_batch_size=cfg.max_batch_size,
                                       max_wait_ms=cfg.max_wait_ms, max_queue_windows=cfg.max_queue_windows,
                                       metrics=self.metrics)
         self.consumer: Consumer = kafka.consumer(cfg.bootstrap, cfg.group, cfg.kafka_options, error_cb=self._on_error)
         self._start_http()
-        log.info("serving model %s on %s, consuming %s as group %s", self.serving_version,
-                 self.detector.scorer.device, cfg.topic, cfg.group)
+        log.info("serving model %s on %s (%s), consuming %s as group %s", self.serving_version,
+                 self.detector.scorer.device, self.detector.scorer.runtime, cfg.topic, cfg.group)
+
+    @property
+    def transactional_id(self) -> str:
+        # Stable across restarts of one instance, so a restarted detector fences its crashed
+        # predecessor at once instead of read_committed readers waiting out its transaction.
+        return self.cfg.transactional_id or f"seqsentry-{self.cfg.group}-{socket.gethostname()}"
+
+    def _fatal_reason(self, error: BaseException | None) -> str:
+        """The root cause behind a failure: librdkafka reports a fatal error (e.g. fencing)
+        through the error callback, while produce() only raises a generic _FATAL."""
+        deadline = time.monotonic() + 2.0
+        while self._fatal is None and isinstance(error, KafkaException) and time.monotonic() < deadline:
+            self._poll_producer(0.1)
+        return self._fatal or str(error or "inference did not drain in time")
+
+    def _poll_producer(self, timeout: float = 0.0) -> None:
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as exc:  # a fatal error (fencing) is raised from poll(), once
+            err = exc.args[0] if exc.args else None
+            self._fatal = err.str() if isinstance(err, KafkaError) else str(exc)
 
     def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():  # e.g. PRODUCER_FENCED: this client may never write again
+            self._fatal = str(err)
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE,
                           KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT, KafkaError.REQUEST_TIMED_OUT):
             self._broker_error_at = time.monotonic()
@@ -272,7 +314,7 @@ class Service:
             if kafka_ts_ms is not None:
                 latency = max(0.0, time.time() - kafka_ts_ms / 1000.0)
                 m.event_to_alert.observe(latency)
-                self.latencies.append(latency)
+                self.latencies.append((kafka_ts_ms, latency))
             ticket.done()
 
         while True:
@@ -280,7 +322,7 @@ class Service:
                 self.producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
                 return
             except BufferError:
-                self.producer.poll(0.05)
+                self._poll_producer(0.05)
 
     def _on_scored(self, p: Pending, found: list[dict]) -> None:
         """Worker thread: publish a group's alerts, then release its hold on the ticket."""
@@ -297,7 +339,7 @@ class Service:
             kts = int(p.kafka_ts[idx]) if p.kafka_ts is not None and idx is not None else None
             self._produce(self.cfg.alerts_topic, orjson.dumps(a), a["user_id"].encode(), None, ticket, kts)
         ticket.done()
-        self.producer.poll(0)
+        self._poll_producer()
 
     def _handle(self, msgs: list[Message]) -> None:
         m = self.metrics
@@ -342,17 +384,56 @@ class Service:
                 self.worker.submit(p)
         ticket.done()
 
-    def _commit_ready(self) -> None:
+    def _commit_ready(self, force: bool = True) -> None:
+        # A synchronous commit costs a broker round trip; paying it every few-ms loop would
+        # take the consumer thread's time from fetching. Deferring it only widens replay.
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.cfg.commit_interval_ms / 1000:
+            return
+        self._last_commit = now
+        if self.cfg.exactly_once:
+            self._commit_transaction()
+            return
         done: dict[tuple[str, int], int] = {}
         while self._tickets and self._tickets[0].complete:
             t = self._tickets.popleft()
             if t.error:
-                raise RuntimeError(f"cannot commit past failed work: {t.error}")
+                raise DetectorFailed(f"cannot commit past failed work: {t.error}")
             done.update(t.offsets)
         if done:
             self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in done.items()],
                                  asynchronous=False)
             self.metrics.commits.inc()
+
+    def _commit_transaction(self, timeout: float = 60.0) -> None:
+        """Exactly-once: commit every output so far together with the offsets they cover.
+
+        A transaction may hold only finished work, so consumption waits while the worker
+        drains; that pause, once per commit interval, is the price of exactly-once. Any
+        failure stops the detector: its open transaction is aborted (by the broker, or by
+        the restarted instance fencing it) and the restart resumes from the last commit.
+        """
+        if not self._tickets:
+            return
+        if not self.worker.drain(timeout):
+            raise DetectorFailed(f"transaction not committed: {self._fatal_reason(self.worker.error)}")
+        if self.producer.flush(timeout):
+            raise DetectorFailed("transaction not committed: alerts not acknowledged within the commit timeout")
+        done: dict[tuple[str, int], int] = {}
+        while self._tickets:
+            t = self._tickets.popleft()
+            if t.error or not t.complete:
+                raise DetectorFailed(f"transaction not committed: {t.error or 'work incomplete'}")
+            done.update(t.offsets)
+        try:
+            self.producer.send_offsets_to_transaction([TopicPartition(t, p, o + 1) for (t, p), o in done.items()],
+                                                      self.consumer.consumer_group_metadata(), timeout)
+            self.producer.commit_transaction(timeout)
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            raise DetectorFailed(f"transaction not committed ({exc.args[0].str() if exc.args else exc}); "
+                                 "the restart resumes from the last committed transaction") from None
+        self.metrics.commits.inc()
 
     def _finish_in_flight(self, timeout: float = 60.0) -> None:
         self.worker.drain(timeout)
@@ -404,7 +485,7 @@ class Service:
             if not version or version == self.serving_version or version in self._bad_versions:
                 continue
             try:
-                scorer = Scorer.load(registry.current(cfg.registry), cfg.device)
+                scorer = Scorer.load(registry.current(cfg.registry), cfg.device, cfg.runtime)
                 if scorer.artifact.window_config != self.detector.window_config:
                     raise ArtifactError(f"window config {scorer.artifact.window_config} differs from the serving "
                                         f"model's {self.detector.window_config}; restart to change windows")
@@ -426,6 +507,8 @@ class Service:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
+        if self.cfg.exactly_once:
+            self.producer.begin_transaction()
         self.worker.start()
         if self.cfg.model is None and self.cfg.registry is not None:
             threading.Thread(target=self._watch_registry, name="seqsentry-reload", daemon=True).start()
@@ -434,14 +517,17 @@ class Service:
         try:
             while not self._stopping.is_set():
                 self._heartbeat = time.monotonic()
+                if self._fatal is not None:
+                    raise DetectorFailed(f"fatal Kafka error, stopping: {self._fatal}")
                 if self.worker.error is not None:
-                    raise RuntimeError(f"inference failed: {self.worker.error}")
-                msgs = self.consumer.consume(self.cfg.consume_batch, timeout=0.1)
+                    raise DetectorFailed(f"inference worker failed: {self._fatal_reason(self.worker.error)}")
+                # consume() waits for a full batch or the timeout: the timeout is latency under light load
+                msgs = self.consumer.consume(self.cfg.consume_batch, timeout=self.cfg.poll_wait_ms / 1000)
                 if msgs:
                     self._handle(msgs)
-                self.producer.poll(0)
+                self._poll_producer()
                 self._backpressure()
-                self._commit_ready()
+                self._commit_ready(force=False)
                 if time.monotonic() - last_observe > 1.0:
                     self._observe()
                     last_observe = time.monotonic()

@@ -103,7 +103,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     logs.detect_format(args.log, args.fmt)  # a bad file name fails before the model loads
     if not args.log.exists():
         raise FileNotFoundError(f"no such log: {args.log}")
-    scorer = Scorer.load(args.model or registry.current(args.registry), args.device)
+    scorer = Scorer.load(args.model or registry.current(args.registry), args.device, args.runtime)
     det = Detector(scorer, cooldown_ms=int(args.cooldown_s * 1000), coalesce=False)
     stats = score_log(args.log, det, args.out, spec=_log_spec(args), dead_letter_out=args.dead_letters,
                       show_progress=not args.quiet)
@@ -129,15 +129,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="serve this artifact (no hot reload)")
     p.add_argument("--shadow", type=Path, help="candidate artifact scored alongside, without alerting")
     p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"],
+                   help="model runtime (auto: ONNX Runtime for a classifier on CPU when installed)")
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-wait-ms", type=float)
     p.add_argument("--max-queue-windows", type=int)
+    p.add_argument("--poll-wait-ms", type=float, help="longest wait for a fuller consume batch (latency floor)")
+    p.add_argument("--commit-interval-ms", type=float, help="commit completed offsets at most this often")
     p.add_argument("--cooldown-s", type=float)
     p.add_argument("--coalesce", action="store_true", default=None,
                    help="score only each user's newest pending window (faster under load, not replay-exact)")
     p.add_argument("--metrics-host")
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--reload-interval-s", type=float)
+    p.add_argument("--exactly-once", action="store_true", default=None,
+                   help="Kafka transactions: alerts, dead letters and offsets commit atomically (readers use "
+                        "isolation.level=read_committed)")
+    p.add_argument("--transactional-id", help="stable per instance (default seqsentry-<group>-<hostname>)")
+    p.add_argument("--startup-timeout-s", type=float,
+                   help="retry an unreachable cluster or missing topics with backoff this long (default 60)")
     p.add_argument("--max-users", type=int, help="cap on tracked users per partition (LRU eviction beyond)")
     p.add_argument("--audit-log", type=Path, help="append 'partition offset' of every scored event (testing)")
     p.add_argument("--bootstrap-model", action="store_true",
@@ -169,6 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path)
     p.add_argument("--registry", type=Path, default=Path("registry"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--cooldown-s", type=float, default=600.0)
     p.add_argument("--quiet", "-q", action="store_true")
     _log_args(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,8 @@ _topic_ids = itertools.count()
 @pytest.fixture(scope="session")
 def broker():
     """A real Kafka-protocol broker (Tansu) on a free loopback port, for the whole session."""
-    b = EmbeddedBroker().start()
+    log = os.environ.get("SEQSENTRY_TEST_BROKER_LOG")  # keep the broker's own log when debugging a session
+    b = EmbeddedBroker(log_path=Path(log) if log else None).start()
     yield b
     b.stop()
 

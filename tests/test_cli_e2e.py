@@ -81,7 +81,8 @@ def one_line_error(args, capsys) -> str:
 
 
 def test_unreachable_broker_is_one_line(capsys, tmp_path):
-    assert "cannot reach Kafka" in one_line_error(["run", "-b", "127.0.0.1:1", "--registry", str(tmp_path)], capsys)
+    assert "cannot reach Kafka" in one_line_error(["run", "-b", "127.0.0.1:1", "--registry", str(tmp_path),
+                                                               "--startup-timeout-s", "0"], capsys)
 
 
 def test_missing_model_is_one_line(broker, capsys, tmp_path):
@@ -91,7 +92,8 @@ def test_missing_model_is_one_line(broker, capsys, tmp_path):
 
 
 def test_missing_topic_is_one_line(broker, capsys, tmp_path):
-    err = one_line_error(["run", "-b", broker.bootstrap, "--topic", "nope", "--registry", str(tmp_path)], capsys)
+    err = one_line_error(["run", "-b", broker.bootstrap, "--topic", "nope", "--registry", str(tmp_path),
+                                "--startup-timeout-s", "0"], capsys)
     assert "does not exist" in err
 
 

@@ -32,9 +32,9 @@ def wait_for(cond, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def read_topic(bootstrap, topic, idle=2.0, partitions=4):
+def read_topic(bootstrap, topic, idle=2.0, partitions=4, isolation="read_uncommitted"):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader{next(_ids)}", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 50})
+                  "fetch.wait.max.ms": 50, "isolation.level": isolation})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     out, last = [], time.monotonic()
     while time.monotonic() - last < idle:
@@ -57,11 +57,18 @@ class Stack:
         self.cfg = ServiceConfig(bootstrap=broker.bootstrap, group=f"g{n}", registry=reg, metrics_port=0,
                                  reload_interval_s=0.3, max_wait_ms=10, **self.topics, **overrides)
         self.svc = None
+        self.error = None
+
+    def _run(self):
+        try:
+            self.svc.run(install_signals=False)
+        except BaseException as exc:  # kept for the test to inspect
+            self.error = exc
 
     def start(self):
         self.svc = Service(self.cfg)
         self.svc.setup()
-        self.thread = threading.Thread(target=self.svc.run, kwargs={"install_signals": False}, daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         wait_for(lambda: self.svc.ready, 30, "partition assignment")
         return self.svc

@@ -48,8 +48,23 @@ def test_saved_then_loaded_model_gives_identical_scores(trained, records):
     art = load_artifact(res.artifact)
     ws = dataset.build_windows(dataset.batches_from_records(records[:3000]), art.vocab, art.window_config)
     a = Scorer(art).score(encoded(ws))
-    b = Scorer.load(res.artifact, "cpu").score(encoded(ws))
+    b = Scorer.load(res.artifact, "cpu", runtime="torch").score(encoded(ws))
     assert np.array_equal(a, b)
+
+
+def test_onnx_runtime_scores_match_torch(trained, records):
+    res, _ = trained
+    torch_scorer = Scorer.load(res.artifact, "cpu", runtime="torch")
+    onnx_scorer = Scorer.load(res.artifact, "cpu", runtime="onnx")
+    ws = dataset.build_windows(dataset.batches_from_records(records[:3000]), torch_scorer.artifact.vocab,
+                               torch_scorer.artifact.window_config)
+    enc = encoded(ws)
+    a, b = torch_scorer.score(enc), onnx_scorer.score(enc)
+    assert onnx_scorer.runtime == "onnxruntime"
+    assert np.abs(a - b).max() < 1e-4
+    row = int(np.argmax(a))
+    wa, wb = dict(torch_scorer.explain(enc, row, top=1000)), dict(onnx_scorer.explain(enc, row, top=1000))
+    assert wa.keys() == wb.keys() and all(abs(wa[k] - wb[k]) < 1e-4 for k in wa)
 
 
 def test_artifact_records_threshold_fingerprint_and_checksums(trained):
