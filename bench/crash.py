@@ -3,8 +3,9 @@
     python -m bench crash [--events 200000] [--kills 5] [--mode at-least-once|exactly-once]
 
 The log (generated traffic with all attack kinds, all valid) is replayed into a 4-partition topic;
-``seqsentry run`` is started as a subprocess and SIGKILLed after a random 4-12 s, ``kills``
-times, then started once more and left to finish. Every scored event's (partition, offset)
+``seqsentry run`` is started as a subprocess and, once it has scored its first events,
+SIGKILLed after a further random 0.5-4 s, ``kills`` times; then it is started once more and
+left to finish. Every scored event's (partition, offset)
 goes to an audit file, flushed before a commit can cover it. Checked afterwards: every
 offset committed; no committed offset missing from the audit; every user an
 uninterrupted offline run alerts on still alerted; duplicates counted. Writes
@@ -38,6 +39,7 @@ class CrashResult:
     mode: str
     events: int
     kills: int
+    committed_at_kills: list[int]  # offsets committed in all when each kill struck
     committed: int
     committed_but_unscored: int
     scored_events: int  # distinct offsets scored over all incarnations
@@ -79,7 +81,7 @@ def read_all(bootstrap: str, topic: str, partitions: int = 4, idle: float = 3.0)
 
 
 def crash_run(bootstrap: str, model: Path, log: Path, workdir: Path, *, kills: int = 5,
-              mode: str = "at-least-once", seed: int = 7, alive_s: tuple[float, float] = (4.0, 12.0),
+              mode: str = "at-least-once", seed: int = 7, scoring_s: tuple[float, float] = (0.5, 4.0),
               offline_alerts: list[dict] | None = None, timeout: float = 1800, show: bool = False) -> CrashResult:
     """Replay all of ``log`` (valid events only), kill the detector ``kills`` times, let it finish, and check."""
     from stream.detector import Detector
@@ -100,6 +102,7 @@ def crash_run(bootstrap: str, model: Path, log: Path, workdir: Path, *, kills: i
     if mode == "exactly-once":  # the same id on every restart: each incarnation fences its killed predecessor
         cmd += ["--exactly-once", "--transactional-id", f"crash-{tag}"]
     rng = random.Random(seed)
+    at_kills: list[int] = []
     t0 = time.monotonic()
     with progress.bar(show) as bar:
         task = bar.add_task(f"kill -9 x{kills} ({mode})", total=events, rate="")
@@ -114,12 +117,16 @@ def crash_run(bootstrap: str, model: Path, log: Path, workdir: Path, *, kills: i
             return n
 
         for k in range(kills):
+            before = audit.stat().st_size if audit.exists() else 0
             proc = start()
-            time.sleep(rng.uniform(*alive_s))  # start-up + some processing, then the plug is pulled
+            deadline = time.monotonic() + 120
+            while (not audit.exists() or audit.stat().st_size == before) and time.monotonic() < deadline:
+                time.sleep(0.05)  # start-up (imports, model, group join, rebuild) is not where kills teach much
+            time.sleep(rng.uniform(*scoring_s))  # then some processing, then the plug is pulled
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+            at_kills.append(done())
             bar.update(task, rate=f"{k + 1} kills")
-            done()
         proc = start()
         try:
             while done() < events:
@@ -137,7 +144,8 @@ def crash_run(bootstrap: str, model: Path, log: Path, workdir: Path, *, kills: i
     alerts = [orjson.loads(v) for v in read_all(bootstrap, alerts_topic)]
     ids = [a["alert_id"] for a in alerts]
     expected_users = {a["user_id"] for a in offline_alerts}
-    return CrashResult(mode=mode, events=events, kills=kills, committed=sum(offsets.values()),
+    return CrashResult(mode=mode, events=events, kills=kills, committed_at_kills=at_kills,
+                       committed=sum(offsets.values()),
                        committed_but_unscored=unscored, scored_events=len(scored),
                        rescored_events=len(scored_lines) - len(scored), alerts=len(ids),
                        duplicate_alerts=len(ids) - len(set(ids)), offline_alerted_users=len(expected_users),

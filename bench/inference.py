@@ -20,7 +20,7 @@ import torch
 
 from bench.common import ensure_log, ensure_model, save
 from stream.encoding import Encoded
-from stream.model import Scorer
+from stream.model import Scorer, serving_thread_count
 
 
 def _windows(model_dir, n: int) -> tuple[Scorer, Encoded]:
@@ -83,13 +83,16 @@ def main() -> None:
         results["torch.compile (dynamic)"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
     ort = Scorer.load(ensure_model(), "cpu", runtime="onnx")
+    serving = serving_thread_count()  # ONNX Runtime gets the serving thread count; compare torch at the same
     rate, s = _time(ort, enc, args.batch_size)
-    results["ONNX Runtime (fp32)"] = {"windows_per_s": rate, "scores": s}
+    results[f"ONNX Runtime (fp32), {serving} thread(s)"] = {"windows_per_s": rate, "scores": s}
 
+    torch.set_num_threads(serving)
     sweep = {}
     for bs in (1, 8, 32, 64, 256):
         sweep[bs] = {name: _time(sc, _head(enc, max(bs * 40, 512)), bs)[0] for name, sc in (("torch", base), ("onnxruntime", ort))}
         print(f"batch {bs}: " + ", ".join(f"{k} {v:,.0f} windows/s" for k, v in sweep[bs].items()))
+    torch.set_num_threads(threads0)
 
     out = {}
     for name, r in results.items():
@@ -102,7 +105,7 @@ def main() -> None:
         print(name, {k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()})
     save("inference", {"command": f"python -m bench inference --windows {args.windows} --batch-size {args.batch_size}",
                        "windows": args.windows, "batch_size": args.batch_size, "variants": out,
-                       "batch_size_sweep_windows_per_s": sweep})
+                       "batch_size_sweep_threads": serving, "batch_size_sweep_windows_per_s": sweep})
 
 
 if __name__ == "__main__":

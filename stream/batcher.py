@@ -5,7 +5,7 @@ them in order, waits at most ``max_wait_ms`` after the oldest for up to
 ``max_batch_size`` windows, scores them in one go (length-bucketed, fp16 + pinned
 transfers on CUDA), and hands each group's alerts to ``on_done``. The queue never drops
 and never grows without bound: when it holds more than ``max_queue_windows`` the
-consumer pauses its partitions (see :attr:`InferenceWorker.full`) until it drains.
+consumer stops fetching (see :attr:`InferenceWorker.full`) until it drains.
 """
 
 from __future__ import annotations

@@ -76,6 +76,7 @@ class ServiceConfig:
     reload_interval_s: float = 5.0
     exactly_once: bool = False  # Kafka transactions: alerts, dead letters and offsets commit atomically
     transactional_id: str | None = None  # stable per instance; default seqsentry-<group>-<hostname>
+    stall_timeout_s: float = 120.0  # /healthz fails when behind yet consuming nothing this long
     startup_timeout_s: float = 60.0  # keep retrying an unreachable cluster / missing topics this long
     explain_top: int = 5
     max_users: int | None = None  # per partition; default: the model's window config
@@ -122,6 +123,8 @@ class Service:
         self._broker_error_at = 0.0
         self._heartbeat = time.monotonic()
         self._last_commit = 0.0
+        self._progress_at = time.monotonic()
+        self._consumed_seen = 0.0
         self._fatal: str | None = None
         self._assigned: list[TopicPartition] = []
         self._bad_versions: set[str] = set()
@@ -207,7 +210,10 @@ class Service:
 
     @property
     def healthy(self) -> bool:
-        return time.monotonic() - self._heartbeat < 30.0 and self.worker.error is None
+        """Loop alive, worker alive, and not stalled: behind on the topic yet consuming nothing
+        for ``stall_timeout_s`` (a wedged fetcher or inference) - a restart resumes safely."""
+        return (time.monotonic() - self._heartbeat < 30.0 and self.worker.error is None
+                and time.monotonic() - self._progress_at < self.cfg.stall_timeout_s)
 
     def _start_http(self) -> None:
         svc = self
@@ -441,19 +447,23 @@ class Service:
         self._commit_ready()
 
     def _backpressure(self) -> None:
+        # Holding back consume() instead of Consumer.pause()/resume(): in a soak here librdkafka
+        # once never fetched the resumed partitions again (lag grew, nothing arrived; cf.
+        # librdkafka #5111). Meanwhile its prefetch queue is bounded by queued.max.messages.kbytes,
+        # heartbeats continue on its own thread, and the queue drains in seconds, far inside
+        # max.poll.interval.ms.
         if not self._paused and self.worker.full:
-            self.consumer.pause(self.consumer.assignment())
             self._paused = True
         elif self._paused and self.worker.drained_enough:
-            self.consumer.resume(self.consumer.assignment())
             self._paused = False
-        self.metrics.paused.set(len(self.consumer.assignment()) if self._paused else 0)
+        self.metrics.paused.set(len(self._assigned) if self._paused else 0)
 
     def _observe(self) -> None:
         m = self.metrics
         m.tracked_users.set(sum(s.users for s in self._stores.values()))
         m.ready.set(1 if self.ready else 0)
         now_ms = time.time() * 1000
+        behind = 0
         for tp in self.consumer.assignment():
             try:
                 lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
@@ -462,8 +472,12 @@ class Service:
                 continue
             if hi >= 0 and pos >= 0:
                 m.lag.labels(tp.topic, str(tp.partition)).set(max(0, hi - pos))
+                behind += max(0, hi - pos)
             if tp.partition in self._last_ts:
                 m.lag_seconds.labels(tp.topic, str(tp.partition)).set(max(0.0, (now_ms - self._last_ts[tp.partition]) / 1000))
+        consumed = m.events_consumed._value.get()
+        if consumed != self._consumed_seen or behind == 0:
+            self._consumed_seen, self._progress_at = consumed, time.monotonic()
         if self.detector.scorer.device.startswith("cuda"):
             import torch
 
@@ -522,7 +536,11 @@ class Service:
                 if self.worker.error is not None:
                     raise DetectorFailed(f"inference worker failed: {self._fatal_reason(self.worker.error)}")
                 # consume() waits for a full batch or the timeout: the timeout is latency under light load
-                msgs = self.consumer.consume(self.cfg.consume_batch, timeout=self.cfg.poll_wait_ms / 1000)
+                if self._paused:
+                    msgs = []
+                    time.sleep(self.cfg.poll_wait_ms / 1000)
+                else:
+                    msgs = self.consumer.consume(self.cfg.consume_batch, timeout=self.cfg.poll_wait_ms / 1000)
                 if msgs:
                     self._handle(msgs)
                 self._poll_producer()
@@ -532,8 +550,6 @@ class Service:
                     self._observe()
                     last_observe = time.monotonic()
             log.info("stopping: draining in-flight work")
-            if self._paused:
-                self.consumer.resume(self.consumer.assignment())
             self._finish_in_flight()
         finally:  # each step runs even if an earlier one fails: a consumer left open would hold its partitions
             with contextlib.suppress(Exception):

@@ -142,6 +142,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-host")
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--reload-interval-s", type=float)
+    p.add_argument("--stall-timeout-s", type=float,
+                   help="/healthz fails when the detector is behind yet consumes nothing this long (default 120)")
     p.add_argument("--exactly-once", action="store_true", default=None,
                    help="Kafka transactions: alerts, dead letters and offsets commit atomically (readers use "
                         "isolation.level=read_committed)")

@@ -27,12 +27,13 @@ SEQSENTRY = [sys.executable, "-m", "stream.cli"]
 def test_kill_9_at_random_points_loses_nothing(broker, tiny_model, traffic, offline_alerts_for_traffic, tmp_path, mode):
     log = tmp_path / "t.jsonl"
     logs.write_log(log, [traffic])
-    res = crash_run(broker.bootstrap, tiny_model[0].artifact, log, tmp_path, kills=5, mode=mode, alive_s=(4.0, 9.0),
+    res = crash_run(broker.bootstrap, tiny_model[0].artifact, log, tmp_path, kills=5, mode=mode, scoring_s=(0.2, 2.0),
                     offline_alerts=offline_alerts_for_traffic, timeout=300)
     # duplicates are counted, not asserted away: at-least-once allows them, and the embedded broker hands
     # aborted transactional records to read_committed readers (see test_broker.py)
     print(res)
     assert res.kills == 5 and res.events == len(traffic)
+    assert res.committed_at_kills[-1] < len(traffic)  # the kills struck mid-stream
     assert res.committed == len(traffic)
     assert res.committed_but_unscored == 0  # no offset committed for an event that was not scored
     # every user an uninterrupted run alerts on is still alerted (the per-user cooldown restarts empty after a
@@ -218,3 +219,45 @@ def test_unknown_artifact_kind_is_refused(tiny_model, tmp_path):
     (bad / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="unknown model kind"):
         load_artifact(bad)
+
+
+class _WedgedConsumer:
+    """The real consumer, except that fetching has silently stopped (as librdkafka once did here after a resume)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def consume(self, num_messages=1, timeout=-1):
+        time.sleep(min(timeout, 0.05))
+        return []
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def test_a_detector_that_stops_consuming_while_behind_fails_its_health_check(broker, tiny_model, traffic, tmp_path):
+    stack = Stack(broker, tiny_model[1], stall_timeout_s=3.0)
+    svc = stack.start()
+    first = tmp_path / "first.jsonl"
+    logs.write_log(first, [traffic[:500]])
+    replay.replay(first, broker.bootstrap, stack.topics["topic"])
+    wait_for(lambda: stack.settled(500), 60, "first events")
+    health = svc.metrics_url + "/healthz"
+    assert urllib.request.urlopen(health, timeout=5).status == 200
+    svc.consumer = _WedgedConsumer(svc.consumer)
+    time.sleep(4.0)  # idle and caught up: not a stall
+    assert urllib.request.urlopen(health, timeout=5).status == 200
+    more = tmp_path / "more.jsonl"
+    logs.write_log(more, [traffic[500:1500]])
+    replay.replay(more, broker.bootstrap, stack.topics["topic"])
+
+    def unhealthy():
+        try:
+            urllib.request.urlopen(health, timeout=5)
+            return False
+        except urllib.error.HTTPError as exc:
+            return exc.code == 503
+
+    wait_for(unhealthy, 30, "/healthz to report the stall")
+    svc.consumer = svc.consumer._real
+    stack.stop()
