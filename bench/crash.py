@@ -3,9 +3,10 @@
     python -m bench crash [--events 200000] [--kills 5] [--mode at-least-once|exactly-once]
 
 The log (generated traffic with all attack kinds, all valid) is replayed into a 4-partition topic;
-``seqsentry run`` is started as a subprocess and, once it has scored its first events,
-SIGKILLed after a further random 0.5-4 s, ``kills`` times; then it is started once more and
-left to finish. Every scored event's (partition, offset)
+``seqsentry run`` is started as a subprocess and SIGKILLed once it has scored a random share
+of the log (``kill_after``, a fraction of the events; progress, not time, so the kills strike
+mid-stream on a fast machine as on a slow one), ``kills`` times; then it is started once
+more and left to finish. Every scored event's (partition, offset)
 goes to an audit file, flushed before a commit can cover it. Checked afterwards: every
 offset committed; no committed offset missing from the audit; every user an
 uninterrupted offline run alerts on still alerted; duplicates counted. Writes
@@ -81,9 +82,12 @@ def read_all(bootstrap: str, topic: str, partitions: int = 4, idle: float = 3.0)
 
 
 def crash_run(bootstrap: str, model: Path, log: Path, workdir: Path, *, kills: int = 5,
-              mode: str = "at-least-once", seed: int = 7, scoring_s: tuple[float, float] = (0.5, 4.0),
-              offline_alerts: list[dict] | None = None, timeout: float = 1800, show: bool = False) -> CrashResult:
-    """Replay all of ``log`` (valid events only), kill the detector ``kills`` times, let it finish, and check."""
+              mode: str = "at-least-once", seed: int = 7, kill_after: tuple[float, float] = (0.02, 0.1),
+              offline_alerts: list[dict] | None = None, timeout: float = 1800, show: bool = False,
+              run_args: tuple[str, ...] = ()) -> CrashResult:
+    """Replay all of ``log`` (valid events only), kill the detector ``kills`` times, let it finish, and check.
+
+    ``run_args`` go to every ``seqsentry run``."""
     from stream.detector import Detector
     from stream.model import Scorer
     from stream.offline import score_log
@@ -98,7 +102,7 @@ def crash_run(bootstrap: str, model: Path, log: Path, workdir: Path, *, kills: i
         offline_alerts = [orjson.loads(x) for x in (workdir / "offline.jsonl").read_bytes().splitlines()]
     audit = workdir / f"audit-{tag}.txt"
     cmd = [*SEQSENTRY, "run", "-b", bootstrap, "--model", str(model), "--topic", topic, "--alerts-topic",
-           alerts_topic, "--dlq-topic", dlq, "--group", group, "--audit-log", str(audit), "--device", "cpu"]
+           alerts_topic, "--dlq-topic", dlq, "--group", group, "--audit-log", str(audit), "--device", "cpu", *run_args]
     if mode == "exactly-once":  # the same id on every restart: each incarnation fences its killed predecessor
         cmd += ["--exactly-once", "--transactional-id", f"crash-{tag}"]
     rng = random.Random(seed)
@@ -116,13 +120,22 @@ def crash_run(bootstrap: str, model: Path, log: Path, workdir: Path, *, kills: i
             bar.update(task, completed=n)
             return n
 
+        audit.touch()
         for k in range(kills):
-            before = audit.stat().st_size if audit.exists() else 0
             proc = start()
-            deadline = time.monotonic() + 120
-            while (not audit.exists() or audit.stat().st_size == before) and time.monotonic() < deadline:
-                time.sleep(0.05)  # start-up (imports, model, group join, rebuild) is not where kills teach much
-            time.sleep(rng.uniform(*scoring_s))  # then some processing, then the plug is pulled
+            target = max(1, int(rng.uniform(*kill_after) * events))
+            deadline, seen, checked = time.monotonic() + 120, 0, time.monotonic()
+            with audit.open("rb") as fh:
+                fh.seek(0, 2)  # only what this incarnation scores counts towards its kill point
+                while seen < target and time.monotonic() < deadline and proc.poll() is None:
+                    time.sleep(0.002)
+                    seen += fh.read().count(b"\n")
+                    if time.monotonic() - checked > 1.0:  # nothing left to score: the kill lands idle
+                        if done() >= events:
+                            break
+                        checked = time.monotonic()
+            if proc.poll() is not None:
+                raise RuntimeError(f"detector exited (code {proc.returncode}) before kill {k + 1}; see {audit}")
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             at_kills.append(done())

@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=20.0)
     args = ap.parse_args()
     model = ensure_model()
+    given = args.max_load
     with EmbeddedBroker() as broker, progress.bar() as bar:
         task = bar.add_task("latency", total=4, rate="")
         log = ensure_log(200_000, seed=5)
@@ -91,7 +92,8 @@ def main() -> None:
             bar.update(task, advance=1, rate=f"{frac:.0%} done")
     half = next(r for r in runs if r["load_fraction"] == 0.5)
     target = 2 * args.max_wait_ms / 1000 + half["mean_batch_inference_s"]
-    result = {"command": f"python -m bench latency --seconds {args.seconds}", "max_load_events_per_s": args.max_load,
+    command = f"python -m bench latency --seconds {args.seconds:g}" + (f" --max-load {given:g}" if given else "")
+    result = {"command": command, "max_load_events_per_s": args.max_load,
               "max_wait_ms": args.max_wait_ms, "target_p99_at_50pct_s": target,
               "meets_target": half.get("p99_s", float("inf")) <= target,
               "runs": [{k: v for k, v in r.items() if k != "samples"} for r in runs]}

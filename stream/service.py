@@ -179,11 +179,12 @@ class Service:
         # predecessor at once instead of read_committed readers waiting out its transaction.
         return self.cfg.transactional_id or f"seqsentry-{self.cfg.group}-{socket.gethostname()}"
 
-    def _fatal_reason(self, error: BaseException | None) -> str:
+    def _fatal_reason(self, error: BaseException | str | None) -> str:
         """The root cause behind a failure: librdkafka reports a fatal error (e.g. fencing)
-        through the error callback, while produce() only raises a generic _FATAL."""
+        through the error callback, while produce() only raises a generic _FATAL and the
+        messages it purged afterwards fail delivery with _PURGE_QUEUE."""
         deadline = time.monotonic() + 2.0
-        while self._fatal is None and isinstance(error, KafkaException) and time.monotonic() < deadline:
+        while self._fatal is None and isinstance(error, (KafkaException, str)) and time.monotonic() < deadline:
             self._poll_producer(0.1)
         return self._fatal or str(error or "inference did not drain in time")
 
@@ -404,7 +405,7 @@ class Service:
         while self._tickets and self._tickets[0].complete:
             t = self._tickets.popleft()
             if t.error:
-                raise DetectorFailed(f"cannot commit past failed work: {t.error}")
+                raise DetectorFailed(f"cannot commit past failed work: {self._fatal_reason(t.error)}")
             done.update(t.offsets)
         if done:
             self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in done.items()],
@@ -429,7 +430,7 @@ class Service:
         while self._tickets:
             t = self._tickets.popleft()
             if t.error or not t.complete:
-                raise DetectorFailed(f"transaction not committed: {t.error or 'work incomplete'}")
+                raise DetectorFailed(f"transaction not committed: {self._fatal_reason(t.error or 'work incomplete')}")
             done.update(t.offsets)
         try:
             self.producer.send_offsets_to_transaction([TopicPartition(t, p, o + 1) for (t, p), o in done.items()],

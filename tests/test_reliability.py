@@ -27,13 +27,15 @@ SEQSENTRY = [sys.executable, "-m", "stream.cli"]
 def test_kill_9_at_random_points_loses_nothing(broker, tiny_model, traffic, offline_alerts_for_traffic, tmp_path, mode):
     log = tmp_path / "t.jsonl"
     logs.write_log(log, [traffic])
-    res = crash_run(broker.bootstrap, tiny_model[0].artifact, log, tmp_path, kills=5, mode=mode, scoring_s=(0.2, 2.0),
-                    offline_alerts=offline_alerts_for_traffic, timeout=300)
+    # the tiny model scores a batch in a few ms: commit often, so that kills land between commits, not
+    # only before the first
+    res = crash_run(broker.bootstrap, tiny_model[0].artifact, log, tmp_path, kills=5, mode=mode, kill_after=(0.1, 0.18),
+                    offline_alerts=offline_alerts_for_traffic, timeout=300, run_args=("--commit-interval-ms", "10"))
     # duplicates are counted, not asserted away: at-least-once allows them, and the embedded broker hands
     # aborted transactional records to read_committed readers (see test_broker.py)
     print(res)
     assert res.kills == 5 and res.events == len(traffic)
-    assert res.committed_at_kills[-1] < len(traffic)  # the kills struck mid-stream
+    assert res.committed_at_kills[-1] < len(traffic)  # every kill struck mid-stream
     assert res.committed == len(traffic)
     assert res.committed_but_unscored == 0  # no offset committed for an event that was not scored
     # every user an uninterrupted run alerts on is still alerted (the per-user cooldown restarts empty after a
