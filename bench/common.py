@@ -75,12 +75,21 @@ def start_replayer(log: Path, bootstrap: str, topic: str, rate: float, limit: in
                              "--rate", str(rate), "--limit", str(limit), "--quiet"], stdout=subprocess.DEVNULL)
 
 
+# Consumer fetch settings of every pre-filled-topic run, the ceiling's and seqsentry's alike.
+# Tansu holds each fetch for the full wait and answers at most 5 MB, so the detector's
+# default 500 ms (Kafka's) would cap ingest here at ~10 MB/s; 50 ms is safe on these topics,
+# which the replayer fills in large batches (the short-wait starvation needs ~15k+ batches a
+# partition, see docs/reliability.md).
+FETCH_OPTIONS = {"fetch.wait.max.ms": 50}
+
+
 def run_seqsentry(broker: EmbeddedBroker, topics: dict[str, str], n: int, model: Path, *, mode: str = "model",
                   coalesce: bool = False, timeout: float = 3600, **cfg: object) -> dict:
     """Consume n pre-filled events with the in-process service; time from first consumed to all done.
 
     mode: "model" (real scoring), "trivial" (cheap numpy score: pipeline overhead), "off" (no scoring).
     """
+    cfg.setdefault("kafka_options", FETCH_OPTIONS)
     svc = Service(ServiceConfig(bootstrap=broker.bootstrap, model=model, group=f"bench{next(_ids)}", metrics_port=0,
                                 coalesce=coalesce, **topics, **cfg))
     svc.setup()
@@ -129,7 +138,7 @@ class TrivialScorer:
 
 def ingest_ceiling(broker: EmbeddedBroker, topic: str, n: int, partitions: int = 4) -> dict:
     """Raw confluent-kafka consume + contract parse of n events: the ceiling for ingest."""
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"ceiling{next(_ids)}", "fetch.wait.max.ms": 50,
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"ceiling{next(_ids)}", **FETCH_OPTIONS,
                   "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     got, t_first = 0, None

@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--max-load", type=float)
     args = ap.parse_args()
     model = ensure_model()
+    given = args.max_load
     with EmbeddedBroker() as broker:
         if args.max_load is None:
             probe = ensure_log(20_000, seed=6)
@@ -64,7 +65,8 @@ def main() -> None:
         th.join(60)
     rss = np.array([s["rss_bytes"] for s in samples])
     half = len(rss) // 2
-    res = {"command": f"python -m bench soak --minutes {args.minutes} --load-fraction {args.load_fraction}",
+    command = f"python -m bench soak --minutes {args.minutes:g} --load-fraction {args.load_fraction:g}"
+    res = {"command": command + (f" --max-load {given:g}" if given else ""),
            "rate_events_per_s": rate, "events": n, "samples": samples,
            "rss_growth_second_half_bytes": float(rss[-1] - rss[half]) if len(rss) > 2 else None}
     save("soak", res)
