@@ -11,7 +11,7 @@ done (group joins excluded for everyone).
 2. Pipeline race with a trivial scorer (share of distinct items): seqsentry (coalesced:
    one window per user per batch, the peer's semantics) vs the peer.
 3. Model race on --model-events: the real model in both.
-4. Model ceiling: the model's best offline windows/s over a batch-size sweep; seqsentry's
+4. Model ceiling: the model's best offline windows/s over runtimes (PyTorch, ONNX Runtime), threads and batch sizes; seqsentry's
    streamed windows/s (one window per event, the default mode) divided by it.
 """
 
@@ -60,35 +60,43 @@ def run_peer(broker: EmbeddedBroker, topics: dict, n: int, scorer: str, model: s
 
 
 def model_ceiling(model_dir, log, n_windows: int = 20_000) -> dict:
-    """Best offline windows/s of the model (encoded windows in memory) over batch sizes."""
+    """Best offline windows/s of the model (encoded windows in memory) over runtimes, threads and batch sizes."""
+    import os
+
+    import torch
+
+    from stream import onnx_runtime
     from stream.windows import WindowConfig
     from training import dataset
 
-    scorer = Scorer.load(model_dir, "auto")
+    scorer = Scorer.load(model_dir, "auto", "torch")
     art = scorer.artifact
     batches = dataset.batches_from_log(log)
     first = [next(batches) for _ in range(2)]
     ws = dataset.build_windows(iter(first), art.vocab, WindowConfig(**art.meta.window))
     ids = ws.input_ids[:n_windows].astype(np.int64)
     enc = Encoded(ids, (ids != 0).astype(np.int64), (ids > 2).sum(1))
-    import os
-
-    import torch
-
+    # Every runtime serving could use here (ONNX Runtime is CPU-only) x thread counts x batch sizes:
+    # the ceiling is the best of them, whichever the detector happens to run.
+    use_onnx = scorer.device == "cpu" and art.meta.kind == "classifier" and onnx_runtime.available()
     before = torch.get_num_threads()
     sweep = {}
-    for threads in sorted({1, os.cpu_count() or 1}):
-        torch.set_num_threads(threads)
-        for bs in (32, 64, 128, 256, 512, 1024):
-            scorer.score(Encoded(enc.input_ids[:bs], enc.attention_mask[:bs], enc.length[:bs]), batch_size=bs)  # warm
-            t0 = time.perf_counter()
-            scorer.score(enc, batch_size=bs)
-            sweep[f"{threads} threads, batch {bs}"] = (len(enc) / (time.perf_counter() - t0), threads, bs)
+    for runtime in ("torch", "onnxruntime") if use_onnx else ("torch",):
+        for threads in sorted({1, os.cpu_count() or 1}):
+            torch.set_num_threads(threads)
+            scorer.onnx = onnx_runtime.OnnxClassifier(art.model, threads) if runtime == "onnxruntime" else None
+            for bs in (32, 64, 128, 256, 512, 1024):
+                scorer.score(Encoded(enc.input_ids[:bs], enc.attention_mask[:bs], enc.length[:bs]), batch_size=bs)
+                t0 = time.perf_counter()
+                scorer.score(enc, batch_size=bs)
+                sweep[f"{runtime}, {threads} thread(s), batch {bs}"] = (len(enc) / (time.perf_counter() - t0),
+                                                                       threads, bs, runtime)
     torch.set_num_threads(before)
     best = max(sweep, key=lambda k: sweep[k][0])
     return {"windows": len(enc), "mean_window_events": float(enc.length.mean()),
             "sweep_windows_per_s": {k: v[0] for k, v in sweep.items()}, "best": best, "best_threads": sweep[best][1],
-            "best_batch_size": sweep[best][2], "windows_per_s": sweep[best][0], "device": scorer.device}
+            "best_batch_size": sweep[best][2], "best_runtime": sweep[best][3], "windows_per_s": sweep[best][0],
+            "device": scorer.device}
 
 
 def main() -> None:
