@@ -98,7 +98,7 @@ def main() -> None:
     half = next(r for r in runs if r["load_fraction"] == 0.5)
     target = 2 * args.max_wait_ms / 1000 + half["mean_batch_inference_s"]
     command = f"python -m bench latency --seconds {args.seconds:g}" + (f" --max-load {given:g}" if given else "")
-    if args.fetch_wait_ms != 10.0:
+    if args.fetch_wait_ms != ap.get_default("fetch_wait_ms"):
         command += f" --fetch-wait-ms {args.fetch_wait_ms:g}"
     result = {"command": command, "max_load_events_per_s": args.max_load, "fetch_wait_ms": args.fetch_wait_ms,
               "max_wait_ms": args.max_wait_ms, "target_p99_at_50pct_s": target,

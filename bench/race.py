@@ -11,8 +11,9 @@ done (group joins excluded for everyone).
 2. Pipeline race with a trivial scorer (share of distinct items): seqsentry (coalesced:
    one window per user per batch, the peer's semantics) vs the peer.
 3. Model race on --model-events: the real model in both.
-4. Model ceiling: the model's best offline windows/s over runtimes (PyTorch, ONNX Runtime), threads and batch sizes; seqsentry's
-   streamed windows/s (one window per event, the default mode) divided by it.
+4. Model ceiling: the model's best offline windows/s over runtimes (PyTorch, ONNX Runtime),
+   threads and batch sizes; seqsentry's streamed windows/s (one window per event, the
+   default mode) divided by it.
 """
 
 from __future__ import annotations
