@@ -7,6 +7,7 @@
     python -m bench parse      # event decoder race
     python -m bench memory     # bytes per tracked user
     python -m bench quality    # detection quality vs baselines
+    python -m bench realdata   # detection on real labelled HDFS sessions vs lookup baselines
     python -m bench soak       # 10 minutes at 50 % load: RSS, lag and latency over time
     python -m bench crash      # kill -9 five times during a 200k-event replay: lost / repeated
 
@@ -19,7 +20,7 @@ import importlib
 import sys
 
 COMMANDS = {"race": "bench.race", "latency": "bench.latency", "inference": "bench.inference",
-            "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality",
+            "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality", "realdata": "bench.realdata",
             "soak": "bench.soak", "crash": "bench.crash", "report": "bench.report"}
 
 
@@ -28,7 +29,7 @@ def main() -> None:
         print(__doc__)
         sys.exit(2)
     name = sys.argv.pop(1)
-    importlib.import_module(COMMANDS[name]).main()
+    sys.exit(importlib.import_module(COMMANDS[name]).main())
 
 
 if __name__ == "__main__":

@@ -29,20 +29,15 @@ def alert_id(user_id: str, model_version: str, trigger_event: str) -> str:
     return h.hexdigest()[:32]
 
 
-def severity(score: float, threshold: float, kind: str) -> str:
-    """Severity from how far past the threshold a score is.
+def severity(score: float, steps: list[float]) -> str:
+    """Severity from where a score sits among the model's calibrated steps.
 
-    Classifier scores are probabilities: the room between threshold and 1 is split in
-    quarters. Zero-label surprise scores are unbounded: ratios 1.1 / 1.25 / 1.5 of the
-    threshold mark the steps.
+    ``steps`` (meta.json ``severity``) are the scores reached by the calibration's normal
+    users at the alert budget (low, = the threshold), a quarter of it (medium), a
+    sixteenth (high), and beyond every normal user seen (critical): a severity says how
+    rarely normal users score this high, whatever the model kind.
     """
-    if kind == "classifier":
-        frac = (score - threshold) / max(1.0 - threshold, 1e-9)
-        steps = (0.25, 0.5, 0.75)
-    else:
-        frac = score / max(threshold, 1e-9)
-        steps = (1.1, 1.25, 1.5)
-    return SEVERITIES[sum(frac >= s for s in steps)]
+    return SEVERITIES[max(0, sum(score >= s for s in steps[1:4]))]
 
 
 @dataclass
@@ -70,7 +65,8 @@ class Cooldown:
         return len(self._last)
 
 
-def build(*, user_id: str, score: float, threshold: float, kind: str, model_version: str, event_time: int,
+def build(*, user_id: str, score: float, threshold: float, severity_steps: list[float], model_version: str,
+          event_time: int,
           trigger: dict, trigger_event: str, window: list[dict], explanation: list[dict],
           window_events: int) -> dict:
     """An alert record per the published schema."""
@@ -80,7 +76,7 @@ def build(*, user_id: str, score: float, threshold: float, kind: str, model_vers
         "user_id": user_id,
         "score": float(score),
         "threshold": float(threshold),
-        "severity": severity(score, threshold, kind),
+        "severity": severity(score, severity_steps),
         "model_version": model_version,
         "event_time": int(event_time),
         "detected_at": int(time.time() * 1000),

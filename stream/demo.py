@@ -77,8 +77,11 @@ def _train(cfg: DemoConfig, console: Console) -> str | None:
                              show=cfg.live)
     t = res.report.get("transformer")
     if t:
-        console.print(f"trained [bold]{res.version}[/] in {res.seconds:.0f}s: test PR-AUC {t['pr_auc']:.3f}, "
-                      f"recall {t['recall']:.3f} at window FPR {t['fpr']:.4f}")
+        u = t["users"]
+        console.print(f"trained [bold]{res.version}[/] in {res.seconds:.0f}s: on held-out test users "
+                      f"{u['detected']}/{u['attackers']} attackers caught, {u['precision']:.1%} of alerted users are "
+                      f"attackers, {u['normal_user_alert_rate']:.2%} of normal users alerted (window PR-AUC "
+                      f"{t['pr_auc']:.3f})")
     return str(res.report_dir / "report.md") if t else None
 
 
@@ -214,12 +217,12 @@ def _latency_plot(lat: np.ndarray, path: Path) -> None:
 
 def _print_summary(console: Console, s: DemoSummary) -> None:
     t = Table(title="seqsentry demo summary", show_header=False)
-    t.add_row("events replayed / consumed / rejected", f"{s.events_replayed:,} / {s.events_consumed:,} / {s.events_rejected:,}")
-    t.add_row("windows scored", f"{s.windows_scored:,}")
-    t.add_row("alerts", f"{s.alerts:,} {s.alerts_by_severity}")
     t.add_row("attackers alerted (recall)", f"{s.attackers_alerted}/{s.attackers} ({s.user_recall:.1%})")
     t.add_row("alerted users who are attackers (precision)", f"{s.user_precision:.1%}")
     t.add_row("normal users alerted", f"{s.normal_users_alerted}/{s.normal_users}")
+    t.add_row("alerts", f"{s.alerts:,} {s.alerts_by_severity}")
+    t.add_row("events replayed / consumed / rejected", f"{s.events_replayed:,} / {s.events_consumed:,} / {s.events_rejected:,}")
+    t.add_row("windows scored", f"{s.windows_scored:,}")
     if s.latency_p50_s is not None:
         t.add_row("event-to-alert latency p50 / p99", f"{s.latency_p50_s * 1000:.0f} ms / {s.latency_p99_s * 1000:.0f} ms")
     t.add_row("model", s.model_version)

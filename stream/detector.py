@@ -1,7 +1,7 @@
 """The detection steps shared by the live service and offline scoring.
 
 ``ingest`` (consumer side): valid events -> window store -> a snapshot of the window each
-event completes (:class:`Pending`). ``score`` (inference side): encode -> model ->
+event completes, and of each session that ended (:class:`Pending`). ``score`` (inference side): encode -> model ->
 threshold -> cooldown -> alerts with explanations. `seqsentry run` calls them from two
 threads with Kafka around them; `seqsentry score` calls them in a loop over a file.
 Because both call exactly this code, a recorded log gives the same alerts either way.
@@ -25,6 +25,7 @@ from stream.windows import Change, Windows, WindowStore
 
 log = logging.getLogger(__name__)
 LENGTH_BUCKETS = (8, 16, 32, 64, 128, 256)
+SESSION_END = "<session end>"  # the explanation's name for the END of a closed session
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Pending:
     kafka_ts: np.ndarray | None = None  # Kafka timestamp (ms) of each completing message
     enqueued: float = field(default_factory=time.monotonic)
     ticket: object | None = None  # the service's commit ticket
+    closing: bool = False  # windows of ended sessions (encoded with END; the trigger is the closing message)
 
     def __len__(self) -> int:
         return len(self.event_time)
@@ -98,7 +100,19 @@ class Detector:
                 offsets=None if offsets is None else offsets[src], kafka_ts=None if kafka_ts is None else kafka_ts[src],
             ))
 
-        res = store.add(batch, on_change=on_change)
+        def on_close(change: Change) -> None:
+            w, src = change.windows, batch.index[change.rows]
+            last_ts = w.ts[:, -1]
+            last_type = [store.type_names[int(t)] for t in w.type[:, -1].tolist()]
+            pending.append(Pending(
+                windows=w, type_names=store.type_names, event_time=last_ts.copy(),
+                trigger_event=[f"end|{t}|{ty}" for t, ty in zip(last_ts.tolist(), last_type, strict=True)],
+                event_ids=[None] * len(w), topic=topic, partition=partition,
+                offsets=None if offsets is None else offsets[src], kafka_ts=None if kafka_ts is None else kafka_ts[src],
+                closing=True,
+            ))
+
+        res = store.add(batch, on_change=on_change, on_close=on_close)
         return pending, res.too_late
 
     # ---- inference side ----------------------------------------------------------------
@@ -115,7 +129,7 @@ class Detector:
                 self.metrics.model_info.info({"version": nxt.artifact.version, "kind": nxt.artifact.meta.kind})
 
     def _encode(self, pendings: list[Pending], scorer: Scorer) -> Encoded:
-        parts = [encode(p.windows, p.type_names, scorer.artifact.vocab) for p in pendings]
+        parts = [encode(p.windows, p.type_names, scorer.artifact.vocab, p.closing) for p in pendings]
         return Encoded(np.concatenate([e.input_ids for e in parts]), np.concatenate([e.attention_mask for e in parts]),
                        np.concatenate([e.length for e in parts]))
 
@@ -153,7 +167,7 @@ class Detector:
         if self.shadow is not None:
             self._shadow(pendings, keep, scores)
         art = scorer.artifact
-        thr, kind, version = art.meta.threshold, art.meta.kind, art.version
+        thr, steps, version = art.meta.threshold, art.meta.severity, art.version
         out: list[list[dict]] = []
         offset = 0
         for p, n in zip(pendings, sizes, strict=True):
@@ -165,7 +179,7 @@ class Detector:
                     if m:
                         m.alerts_suppressed.inc()
                     continue
-                found.append(self._alert(scorer, p, j, enc, row, float(scores[row]), thr, kind, version))
+                found.append(self._alert(scorer, p, j, enc, row, float(scores[row]), thr, steps, version))
             out.append(found)
             offset += n
         return out
@@ -181,7 +195,7 @@ class Detector:
             self.metrics.shadow_agree.inc(int((a == b).sum()))
 
     def _alert(self, scorer: Scorer, p: Pending, j: int, enc: Encoded, row: int, score: float, thr: float,
-               kind: str, version: str) -> dict:
+               steps: list[float], version: str) -> dict:
         w = p.windows
         n = int(w.length[j])
         ts, types, prices = w.ts[j, -n:], w.type[j, -n:], w.price[j, -n:]
@@ -189,11 +203,13 @@ class Detector:
                   for t, ty, pr in zip(ts.tolist(), types.tolist(), prices.tolist(), strict=True)]
         n_enc = int(enc.length[row])
         encoded_events = events[-n_enc:] if n_enc else []
+        if p.closing:
+            encoded_events = [*encoded_events, {"ts": events[-1]["ts"], "type": SESSION_END, "price": None}]
         single = Encoded(enc.input_ids[row : row + 1], enc.attention_mask[row : row + 1], enc.length[row : row + 1])
         explanation = [{**encoded_events[pos], "position": pos, "weight": round(weight, 6)}
                        for pos, weight in scorer.explain(single, 0, self.explain_top)]
         trigger = {"topic": p.topic, "partition": p.partition,
                    "offset": None if p.offsets is None else int(p.offsets[j]), "event_id": p.event_ids[j]}
-        return alerts.build(user_id=w.user_id[j], score=score, threshold=thr, kind=kind, model_version=version,
+        return alerts.build(user_id=w.user_id[j], score=score, threshold=thr, severity_steps=steps, model_version=version,
                             event_time=int(p.event_time[j]), trigger=trigger, trigger_event=p.trigger_event[j],
                             window=events, explanation=explanation, window_events=n)

@@ -3,7 +3,9 @@
 Each event becomes one composite token that carries its type, the log-scale bucket of
 the time since the previous event in the window, whether its item already appeared
 earlier in the window, and its price bucket. A sequence is ``[CLS] e_1 .. e_k [PAD]..``
-with the newest ``max_events`` events, oldest first. The vocabulary (event types seen in
+with the newest ``max_events`` events, oldest first; the window of a session that has
+just ended (stream.windows, session end) is ``[CLS] e_1 .. e_k [END] [PAD]..``, so the
+model can learn which endings are normal. The vocabulary (event types seen in
 training, bucket edges, sizes) is learned from training data and saved inside the model
 artifact; types it has never seen map to the unknown type.
 """
@@ -20,9 +22,9 @@ import numpy as np
 
 from stream.windows import Windows
 
-ENCODING_VERSION = 1
-PAD, CLS, MASK = 0, 1, 2
-N_SPECIAL = 3
+ENCODING_VERSION = 2  # 2: the [END] token of a closed session; sequences are max_events + 2 long
+PAD, CLS, MASK, END = 0, 1, 2, 3
+N_SPECIAL = 4
 UNK_TYPE = "<unk>"
 #: Inter-event time bucket edges (ms); bucket 0 means "first event in the window".
 DEFAULT_DT_EDGES_MS: tuple[int, ...] = (1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_600_000)
@@ -60,8 +62,8 @@ class Vocabulary:
 
     @property
     def seq_len(self) -> int:
-        """Length of an encoded sequence: CLS plus ``max_events``."""
-        return self.max_events + 1
+        """Length of an encoded sequence: CLS, ``max_events`` events and room for END."""
+        return self.max_events + 2
 
     def type_index(self, name: str) -> int:
         """Vocabulary index of an event type (0 = unknown)."""
@@ -127,7 +129,7 @@ class Vocabulary:
     def describe(self, token: int) -> dict:
         """Human-readable parts of a token id (for explanations and debugging)."""
         if token < N_SPECIAL:
-            return {"special": ("PAD", "CLS", "MASK")[token]}
+            return {"special": ("PAD", "CLS", "MASK", "END")[token]}
         type_i, dt_b, rep, price_b, _ = (int(x) for x in self.parts(np.array(token)))
         return {"type": self.types[type_i], "dt_bucket": dt_b, "repeat": bool(rep), "price_bucket": price_b}
 
@@ -144,8 +146,9 @@ class Encoded:
         return len(self.length)
 
 
-def encode(windows: Windows, type_names: list[str], vocab: Vocabulary) -> Encoded:
-    """Encode a batch of windows read from a store whose type table is ``type_names``."""
+def encode(windows: Windows, type_names: list[str], vocab: Vocabulary, closing: bool = False) -> Encoded:
+    """Encode a batch of windows read from a store whose type table is ``type_names``;
+    ``closing`` marks them as windows of ended sessions (an END token follows the events)."""
     b = len(windows)
     e = vocab.max_events
     # keep the newest `e` columns of the store's right-aligned rows
@@ -175,12 +178,15 @@ def encode(windows: Windows, type_names: list[str], vocab: Vocabulary) -> Encode
     # right-aligned (store layout) -> left-aligned after CLS (model layout)
     src = np.clip((n - length)[:, None] + np.arange(e)[None, :], 0, n - 1)
     keep = np.arange(e)[None, :] < length[:, None]
-    ids = np.full((b, e + 1), PAD, dtype=np.int64)
+    ids = np.full((b, e + 2), PAD, dtype=np.int64)
     ids[:, 0] = CLS
-    ids[:, 1:] = np.where(keep, np.take_along_axis(tokens, src, axis=1), PAD)
-    mask = np.zeros((b, e + 1), dtype=np.int64)
+    ids[:, 1 : e + 1] = np.where(keep, np.take_along_axis(tokens, src, axis=1), PAD)
+    mask = np.zeros((b, e + 2), dtype=np.int64)
     mask[:, 0] = 1
-    mask[:, 1:] = keep
+    mask[:, 1 : e + 1] = keep
+    if closing:
+        ids[np.arange(b), length + 1] = END
+        mask[np.arange(b), length + 1] = 1
     return Encoded(ids, mask, length.astype(np.int64))
 
 

@@ -9,7 +9,8 @@ An artifact is a directory::
                         metrics, and sha256 of every file above
 
 ``kind`` is ``classifier`` (fine-tuned BertForSequenceClassification, score = P(attack))
-or ``mlm`` (zero-label: BertForMaskedLM, score = mean surprise of the window's events).
+or ``mlm`` (zero-label: BertForMaskedLM, score = surprise of the window's newest event -
+or of its END for a closed session - given the events before it, in nats).
 Both are served through :class:`Scorer`, so the rest of seqsentry does not care which.
 """
 
@@ -27,14 +28,13 @@ import torch
 from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from stream.encoding import CLS, ENCODING_VERSION, MASK, PAD, Encoded, Vocabulary
+from stream.encoding import ENCODING_VERSION, MASK, PAD, Encoded, Vocabulary
 from stream.errors import SeqsentryError
 from stream.windows import WindowConfig
 
 log = logging.getLogger(__name__)
 ARTIFACT_FILES = ("model.safetensors", "config.json", "vocab.json")
 KINDS = ("classifier", "mlm")
-ZERO_LABEL_PASSES = 4  # each event is masked in exactly one of this many passes
 
 
 class ArtifactError(SeqsentryError, ValueError):
@@ -82,6 +82,36 @@ class Meta:
     created_at: str = ""
     metrics: dict = field(default_factory=dict)
     checksums: dict = field(default_factory=dict)
+    #: score where each severity starts (low, medium, high, critical): low = the threshold,
+    #: then the scores reached by 1/4, 1/16 and none of the calibration's normal users
+    severity: list = field(default_factory=list)
+    user_alert_rate: float = 0.0  # the share of normal users the threshold was calibrated to alert
+
+    def validate(self, where: Path | str) -> None:
+        """Refuse a meta whose fields would break serving (wrong types, non-finite, out of order)."""
+        def bad(msg: str) -> ArtifactError:
+            return ArtifactError(f"{where}/meta.json: {msg}")
+        if not isinstance(self.version, str) or not self.version:
+            raise bad("version must be a non-empty string")
+        if self.kind not in KINDS:
+            raise bad(f"unknown model kind {self.kind!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float) \
+                or not np.isfinite(self.threshold):
+            raise bad(f"threshold must be a finite number, got {self.threshold!r}")
+        if self.kind == "classifier" and not 0.0 < self.threshold <= 1.0:
+            raise bad(f"a classifier's threshold must lie in (0, 1], got {self.threshold}")
+        sev = self.severity
+        if not (isinstance(sev, list) and len(sev) == 4 and all(isinstance(x, int | float) and not isinstance(x, bool)
+                                                                 and np.isfinite(x) for x in sev)):
+            raise bad("severity must be a list of 4 finite numbers")
+        if list(sev) != sorted(sev) or sev[0] != self.threshold:
+            raise bad("severity must start at the threshold and never decrease")
+        if not isinstance(self.window, dict):
+            raise bad("window must be an object")
+        try:
+            WindowConfig(**self.window)
+        except (TypeError, ValueError) as exc:
+            raise bad(f"window config is invalid: {exc}") from None
 
 
 def _sha256(path: Path) -> str:
@@ -136,14 +166,13 @@ def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
         raise ArtifactError(f"{path} holds pickle-format files {unsafe}; only safetensors artifacts are loaded")
     try:
         meta = Meta(**json.loads((path / "meta.json").read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}/meta.json is unreadable: {exc}") from None
-    if meta.kind not in KINDS:
-        raise ArtifactError(f"{path}: unknown model kind {meta.kind!r}")
     if meta.encoding_version != ENCODING_VERSION:
         raise ArtifactError(
             f"{path}: encoding version {meta.encoding_version} does not match this build's {ENCODING_VERSION}; retrain"
         )
+    meta.validate(path)
     for name in ARTIFACT_FILES:
         if not (path / name).is_file():
             raise ArtifactError(f"{path}: missing {name}")
@@ -173,30 +202,31 @@ def pick_device(requested: str = "auto") -> str:
 
 
 @torch.inference_mode()
-def surprise(model: BertForMaskedLM, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Zero-label score: mean negative log-likelihood of each event token when it is masked.
+def next_surprise(model: BertForMaskedLM, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Zero-label score: -log p(newest token | the events before it), in nats.
 
-    Positions are masked in ``ZERO_LABEL_PASSES`` interleaved passes (every 4th event per
-    pass) so each event is predicted from its context without seeing itself.
+    The newest position (the triggering event, or END for a closed session) is masked and
+    predicted from its context - DeepLog's "is this what comes next?", one forward pass per
+    window. Every event's window is scored, so every event is judged once, and a user's
+    evidence is the maximum over its events (the first one past the threshold alerts):
+    it is never averaged away by the normal events around it. Tokens the model never saw in
+    training (an unknown type) get near-zero probability, so they score high.
     """
-    b, seq = input_ids.shape
-    events = (attention_mask.bool()) & (input_ids != CLS)
-    pos = torch.arange(seq, device=input_ids.device)
-    nll = torch.zeros(b, seq, device=input_ids.device)
-    for k in range(ZERO_LABEL_PASSES):
-        sel = events & ((pos % ZERO_LABEL_PASSES) == k)[None, :]
-        masked = torch.where(sel, torch.full_like(input_ids, MASK), input_ids)
-        logits = model(input_ids=masked, attention_mask=attention_mask).logits.float()
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids.unsqueeze(-1)).squeeze(-1)
-        nll = torch.where(sel, -lp, nll)
-    n = events.sum(1).clamp(min=1)
-    return (nll * events).sum(1) / n
+    b = input_ids.shape[0]
+    rows = torch.arange(b, device=input_ids.device)
+    last = attention_mask.sum(1) - 1
+    target = input_ids[rows, last]
+    masked = input_ids.clone()
+    masked[rows, last] = MASK
+    hidden = model.bert(input_ids=masked, attention_mask=attention_mask).last_hidden_state[rows, last]
+    logits = model.cls(hidden).float()
+    return -torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
 
 
 def _logits_to_scores(model: torch.nn.Module, kind: str, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if kind == "classifier":
         return torch.sigmoid(model(input_ids=ids, attention_mask=mask).logits.float()[:, 0])
-    return surprise(model, ids, mask)
+    return next_surprise(model, ids, mask)
 
 
 @dataclass
@@ -261,16 +291,20 @@ class Scorer:
         """Which events of window ``row`` drove its score: (event position, weight) by occlusion.
 
         Each event is replaced by [MASK] in turn; its weight is how much the score drops.
-        Positions index the window's events oldest-first (0 = oldest kept).
+        Positions index the window's events oldest-first (0 = oldest kept); position
+        ``length`` is the END of a closed session. A zero-label score is the surprise of the
+        newest token itself, so that token's weight is the whole score.
         """
-        n = int(enc.length[row])
+        n = int(enc.attention_mask[row].sum()) - 1  # tokens after CLS: events (+ END)
         if n == 0:
             return []
         ids = np.repeat(enc.input_ids[row : row + 1], n + 1, axis=0)
         mask = np.repeat(enc.attention_mask[row : row + 1], n + 1, axis=0)
         ids[np.arange(1, n + 1), np.arange(1, n + 1)] = MASK
-        scores = self.score(Encoded(ids, mask, np.full(n + 1, n)))
+        scores = self.score(Encoded(ids, mask, np.full(n + 1, int(enc.length[row]))))
         weights = scores[0] - scores[1:]
+        if self.artifact.meta.kind == "mlm":
+            weights[-1] = scores[0]
         order = np.argsort(-weights, kind="stable")[:top]
         return [(int(i), float(weights[i])) for i in order]
 

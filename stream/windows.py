@@ -17,6 +17,13 @@ Policies (all in event time, so replaying a log gives the same windows as the li
   the store has seen is evicted by :meth:`WindowStore.expire` (run automatically).
 * **Cap.** At most ``max_users`` users are tracked; a new user beyond the cap evicts
   the least recently updated ones (never one touched by the batch being added).
+* **Session end.** A user's session closes when the partition's event time (the newest
+  ``ts`` seen, in arrival order) passes the user's newest event by more than
+  ``session_gap_ms`` before the user's next event arrives (or when that next event itself
+  comes after the gap). ``on_close`` then receives the window as it stood at the session's
+  last event: what a session *did not do* before it stopped (a checkout never paid, a
+  block never closed) is evidence too. Closes are decided per event in arrival order, so
+  they do not depend on how the stream is cut into batches either.
 
 Every event completes a window, and ``on_change`` receives the window of every event of a
 batch. Events of one user are taken in arrival order (late ones go into place), so the
@@ -48,6 +55,7 @@ class WindowConfig:
     allowed_lateness_ms: int = 60_000
     idle_ttl_ms: int = 6 * 3_600_000
     max_users: int = 1_000_000
+    session_gap_ms: int = 1_800_000  # web analytics' usual 30 min of inactivity ends a session
 
     def __post_init__(self) -> None:
         if self.max_events < 1 or self.span_ms <= 0 or self.max_users < 1:
@@ -56,6 +64,8 @@ class WindowConfig:
             raise ValueError("allowed_lateness_ms must be >= 0 and idle_ttl_ms > 0")
         if self.idle_ttl_ms < self.span_ms:  # else expiry would change windows, and replays would differ
             raise ValueError("idle_ttl_ms must be >= span_ms")
+        if not 0 < self.session_gap_ms <= self.idle_ttl_ms:  # a session must close before its user expires
+            raise ValueError("session_gap_ms must be > 0 and <= idle_ttl_ms")
 
 
 @dataclass(slots=True)
@@ -143,6 +153,7 @@ class WindowStore:
         grow("count", (capacity,), np.int64, 0)
         grow("last_ts", (capacity,), np.int64, 0)
         grow("touched", (capacity,), np.int64, 0)
+        grow("open", (capacity,), np.bool_, False)  # events since the user's last session close
         self.user_of: list[str | None] = getattr(self, "user_of", []) + [None] * (capacity - old)
         self._free.extend(range(capacity - 1, old - 1, -1))
         self.capacity = capacity
@@ -159,7 +170,8 @@ class WindowStore:
     def nbytes(self) -> int:
         """Bytes held by the store: arrays plus an estimate of the user index."""
         arrays = sum(
-            getattr(self, a).nbytes for a in ("ts", "type", "item", "price", "label", "count", "last_ts", "touched")
+            getattr(self, a).nbytes
+            for a in ("ts", "type", "item", "price", "label", "count", "last_ts", "touched", "open")
         )
         index = sys.getsizeof(self._slot) + sys.getsizeof(self.user_of)
         index += sum(sys.getsizeof(u) for u in self._slot)
@@ -189,6 +201,7 @@ class WindowStore:
         self.count[slots] = 0
         self.last_ts[slots] = 0
         self.touched[slots] = 0
+        self.open[slots] = False
 
     def _slots_for(self, user_ids: list[str]) -> np.ndarray:
         get = self._slot.get
@@ -218,10 +231,14 @@ class WindowStore:
         self.touched[slots] = self._clock
         return slots
 
-    def add(self, batch: EventBatch, on_change: Callable[[Change], None] | None = None) -> AddResult:
-        """Add a batch of valid events; report which windows changed.
+    def add(self, batch: EventBatch, on_change: Callable[[Change], None] | None = None,
+            on_close: Callable[[Change], None] | None = None) -> AddResult:
+        """Add a batch of valid events; report which windows changed and which sessions closed.
 
-        ``on_change`` (optional) receives the window every event completed. In the common
+        ``on_change`` (optional) receives the window every event completed. ``on_close``
+        (optional) receives the windows of sessions that closed (see the module docstring);
+        its ``rows`` are the batch rows whose arrival closed them and its ``seq`` the
+        position of each session's last event in its user's history. In the common
         case (no event older than its user's newest stored one) all windows of the batch are
         assembled in one vectorised gather from the stored history and the batch itself;
         with late events the batch is applied in rounds (one event per user per round) and
@@ -235,16 +252,18 @@ class WindowStore:
             parts = []
             for start in range(0, len(batch), chunk):
                 sub = batch.take(np.arange(start, min(start + chunk, len(batch))))
-                shifted = None
-                if on_change is not None:
-                    def shifted(c: Change, o: int = start) -> None:
-                        on_change(Change(c.slots, c.rows + o, c.windows, c.seq))
-                parts.append(self.add(sub, shifted))
+                def shift(cb: Callable[[Change], None] | None, o: int = start) -> Callable[[Change], None] | None:
+                    return None if cb is None else (lambda c: cb(Change(c.slots, c.rows + o, c.windows, c.seq)))
+                parts.append(self.add(sub, shift(on_change), shift(on_close)))
             return _merge_results(parts, chunk)
         self._clock += 1
         slots = self._slots_for(batch.user_id)
         types = self._type_ids_for(batch.type)
         n = len(batch)
+        closes = self._session_closes(batch, slots)
+        if on_close is not None and len(closes.stored):
+            on_close(Change(closes.stored, closes.stored_by, self.read(closes.stored), self.count[closes.stored].copy()))
+        on_change = self._capture_closes(closes, on_change, on_close)
         # per user, events are taken in arrival order: an event older than the one before it is
         # late and goes into place. That makes every event's window independent of batching.
         order = np.lexsort((np.arange(n), slots))
@@ -256,7 +275,9 @@ class WindowStore:
         stored_last = np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted], np.iinfo(np.int64).min)
         prev = np.where(first, stored_last, np.r_[stored_last[:1], ts_sorted[:-1]])
         if not (ts_sorted < prev).any():
-            return self._add_in_order(batch, order, s_sorted, first, start, rank, types, on_change)
+            res = self._add_in_order(batch, order, s_sorted, first, start, rank, types, on_change)
+            self._mark_sessions(closes)
+            return res
         changed_slots: list[np.ndarray] = []
         changed_rows: list[np.ndarray] = []
         late_rows: list[np.ndarray] = []
@@ -271,6 +292,7 @@ class WindowStore:
                     ps = slots[placed]
                     on_change(Change(ps, placed, self.read(ps), self.count[ps].copy()))
         self._after_add(batch)
+        self._mark_sessions(closes)
         all_slots = np.concatenate(changed_slots) if changed_slots else np.empty(0, dtype=np.int64)
         all_rows = np.concatenate(changed_rows) if changed_rows else np.empty(0, dtype=np.int64)
         # later rounds hold later events, so the last occurrence of a slot is its trigger
@@ -278,6 +300,56 @@ class WindowStore:
         too_late_rows = np.sort(np.concatenate(late_rows))
         self.too_late += len(too_late_rows)
         return AddResult(rev_unique, all_rows[::-1][rev_idx], too_late_rows)
+
+    def _session_closes(self, batch: EventBatch, slots: np.ndarray) -> _Closes:
+        """Which sessions the batch closes, decided per event in arrival order (before anything is written)."""
+        n, gap = len(batch), self.config.session_gap_ms
+        ts = batch.ts
+        watermark = np.maximum.accumulate(np.r_[self.max_ts, ts])[1:]  # event time after each arrival
+        us, first_at = np.unique(slots, return_index=True)
+        # sessions stored before this batch: closed if the watermark passes them before their user's next event
+        cand = np.flatnonzero(self.open & (self.last_ts + gap < watermark[-1]))
+        at = np.minimum(np.searchsorted(us, cand), len(us) - 1)
+        nxt = np.where(us[at] == cand, first_at[at], n)
+        by = np.searchsorted(watermark, self.last_ts[cand] + gap, side="right")
+        hit = (by < n) & (by <= nxt)
+        # sessions whose newest event is in this batch
+        order = np.lexsort((np.arange(n), slots))
+        s_sorted = slots[order]
+        first = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
+        ts_sorted = ts[order]
+        newest = _segment_running_max(ts_sorted, first, np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted],
+                                                                  ts_sorted[np.maximum.accumulate(np.where(first, np.arange(n), 0))]))
+        nxt_b = np.r_[np.where(first[1:], n, order[1:]), n]  # arrival row of the same user's next event
+        by_b = np.maximum(np.searchsorted(watermark, newest + gap, side="right"), order + 1)
+        closed_b = (by_b < n) & (by_b <= nxt_b)
+        last_of_user = np.r_[first[1:], True]
+        return _Closes(stored=cand[hit], stored_by=by[hit], rows=order[closed_b], rows_by=by_b[closed_b],
+                       final_slots=s_sorted[last_of_user], final_closed=closed_b[last_of_user])
+
+    def _capture_closes(self, closes: _Closes, on_change: Callable[[Change], None] | None,
+                        on_close: Callable[[Change], None] | None) -> Callable[[Change], None] | None:
+        """Wrap ``on_change`` so that the windows of session-closing events also reach ``on_close``."""
+        if on_close is None or not len(closes.rows):
+            return on_change
+        closing = dict(zip(closes.rows.tolist(), closes.rows_by.tolist(), strict=True))
+
+        def both(change: Change) -> None:
+            if on_change is not None:
+                on_change(change)
+            pick = np.flatnonzero(np.isin(change.rows, closes.rows))
+            if len(pick):
+                w = change.windows
+                sub = Windows([w.user_id[i] for i in pick.tolist()], w.ts[pick], w.type[pick], w.item[pick],
+                              w.price[pick], w.label[pick], w.length[pick])
+                by = np.array([closing[r] for r in change.rows[pick].tolist()], dtype=np.int64)
+                on_close(Change(change.slots[pick], by, sub, change.seq[pick]))
+
+        return both
+
+    def _mark_sessions(self, closes: _Closes) -> None:
+        self.open[closes.stored] = False
+        self.open[closes.final_slots] = ~closes.final_closed
 
     def _after_add(self, batch: EventBatch) -> None:
         self.max_ts = max(self.max_ts, int(batch.ts.max()))
@@ -405,6 +477,33 @@ class WindowStore:
             self._evict(stale)
             self.evicted_idle += len(stale)
         return len(stale)
+
+
+@dataclass(frozen=True, slots=True)
+class _Closes:
+    """Sessions a batch closes: stored ones (slot + closing row) and batch events (row + closing row)."""
+
+    stored: np.ndarray
+    stored_by: np.ndarray
+    rows: np.ndarray
+    rows_by: np.ndarray
+    final_slots: np.ndarray  # each batch user's slot ...
+    final_closed: np.ndarray  # ... and whether its newest batch event's session is already closed
+
+
+def _segment_running_max(values: np.ndarray, first: np.ndarray, initial: np.ndarray) -> np.ndarray:
+    """Running maximum within each group of a grouped array (groups start where ``first``),
+    each element at least ``initial`` (same value across a group)."""
+    if not len(values):
+        return values.astype(np.int64)
+    v = np.maximum(values, initial).astype(np.int64)
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    lo, hi = np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
+    # lift each group above every earlier one, so one global running max never crosses groups
+    base = np.r_[0, np.cumsum(hi - lo + 1)[:-1]]
+    shift = base[group] - lo[group]
+    return np.maximum.accumulate(v + shift) - shift
 
 
 def _merge_results(parts: list[AddResult], chunk: int) -> AddResult:

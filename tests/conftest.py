@@ -50,7 +50,7 @@ def tiny_model(traffic, tmp_path_factory):
 
     cfg = train.TrainConfig(size=ModelSize(layers=1, hidden=32, heads=2, intermediate=64),
                             window=WindowConfig(max_events=32), pretrain_steps=30, finetune_epochs=2,
-                            max_train_windows=4000, batch_size=64, target_fpr=0.005)
+                            max_train_windows=4000, batch_size=64, user_alert_rate=0.02)
     reg = tmp_path_factory.mktemp("registry")
     res = train.train(lambda: dataset.batches_from_records(traffic), tmp_path_factory.mktemp("runs"), cfg,
                       registry_dir=reg, show=False)

@@ -28,7 +28,8 @@ def test_demo_runs_end_to_end_and_summarises(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "seqsentry demo summary" in proc.stdout
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["events_consumed"] == 6000 and summary["windows_scored"] == 6000
+    # every event's window is scored, and every ended session's window once more
+    assert summary["events_consumed"] == 6000 and summary["windows_scored"] > 6000
     assert summary["alerts"] > 0 and summary["attackers_alerted"] >= 1
     assert (tmp_path / "demo" / "latency.png").is_file()
     assert (tmp_path / "reg" / "current").exists()  # it trained and published a model

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from stream.encoding import CLS, N_SPECIAL, PAD, Vocabulary, encode, fit_vocabulary
+from stream.encoding import CLS, END, N_SPECIAL, PAD, Vocabulary, encode, fit_vocabulary
 from stream.events import Event, EventBatch
 from stream.windows import WindowConfig, WindowStore
 
@@ -30,11 +30,11 @@ VOCAB = Vocabulary(types=("<unk>", "buy", "view"), price_edges=(10.0, 100.0), ma
 def test_sequence_is_cls_then_events_oldest_first_then_padding():
     store = store_with([Event("u", T0 + i * 1000, "view") for i in range(3)])
     enc = encode_user(store, VOCAB)
-    assert enc.input_ids.shape == (1, 9)
+    assert enc.input_ids.shape == (1, 10)  # CLS + 8 events + room for END
     assert enc.input_ids[0, 0] == CLS
     assert (enc.input_ids[0, 1:4] >= N_SPECIAL).all()
     assert (enc.input_ids[0, 4:] == PAD).all()
-    assert enc.attention_mask[0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert enc.attention_mask[0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
     assert enc.length.tolist() == [3]
 
 
@@ -101,3 +101,12 @@ def test_token_ids_stay_inside_the_vocabulary():
                     price=float(rng.random() * 1e4) if rng.random() < 0.5 else None) for i in range(50)]
     enc = encode_user(store_with(events, max_events=64), VOCAB)
     assert enc.input_ids.max() < VOCAB.size
+
+
+def test_an_ended_sessions_window_has_end_right_after_its_newest_event():
+    store = store_with([Event("u", T0 + i * 1000, "view") for i in range(8)])
+    w = store.read(np.array([store.slot_of("u")]))
+    open_, ended = encode(w, store.type_names, VOCAB), encode(w, store.type_names, VOCAB, closing=True)
+    assert ended.input_ids[0, :9].tolist() == open_.input_ids[0, :9].tolist()
+    assert ended.input_ids[0, 9] == END and ended.attention_mask[0].sum() == 10
+    assert ended.length.tolist() == open_.length.tolist() == [8]  # END is not an event

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from stream import logs, registry
 from stream.cli import main
-from stream.encoding import Encoded
+from stream.encoding import END, N_SPECIAL, Encoded
 from stream.model import ArtifactError, ModelSize, Scorer, load_artifact
 from stream.windows import WindowConfig
 from training import dataset, metrics, synth, train
@@ -30,7 +30,7 @@ def trained(tiny_model):
 
 
 def encoded(ws: dataset.WindowSet) -> Encoded:
-    return Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), (ws.input_ids > 2).sum(1))
+    return Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), (ws.input_ids >= N_SPECIAL).sum(1))
 
 
 def test_training_publishes_a_classifier_with_a_report(trained):
@@ -137,7 +137,8 @@ def test_one_window_per_event_and_window_labels_follow_attack_events(records):
     window = WindowConfig(max_events=16)
     vocab = dataset.learn_vocabulary(dataset.batches_from_records(records), window)
     ws = dataset.build_windows(dataset.batches_from_records(records), vocab, window)
-    assert len(ws) == len(records)
+    session_ends = (ws.input_ids == END).any(1)
+    assert (~session_ends).sum() == len(records)
     by_event_label = np.array([r["label"] for r in records])
     # a window completed by an attack event is always positive
     positive_triggers = by_event_label.sum()
@@ -170,15 +171,73 @@ def test_precision_recall_at_threshold_on_a_known_case():
     assert r["precision"] == pytest.approx(2 / 3) and r["recall"] == pytest.approx(2 / 3)
 
 
-def test_zero_label_mode_gives_a_surprise_model_on_the_same_serving_path(records, tmp_path):
+@pytest.fixture(scope="module")
+def zero_label(records, tmp_path_factory):
     unlabeled = [{k: v for k, v in r.items() if k not in ("label", "attack")} for r in records]
-    res = train.train(lambda: dataset.batches_from_records(unlabeled), tmp_path, train.TrainConfig(**TINY), show=False)
+    cfg = train.TrainConfig(**{**TINY, "pretrain_steps": 80})
+    res = train.train(lambda: dataset.batches_from_records(unlabeled), tmp_path_factory.mktemp("zl"), cfg, show=False)
+    return res, unlabeled
+
+
+def test_zero_label_mode_gives_a_surprise_model_on_the_same_serving_path(zero_label):
+    res, unlabeled = zero_label
     assert res.kind == "mlm" and not res.report
     scorer = Scorer.load(res.artifact, "cpu")
     ws = dataset.build_windows(dataset.batches_from_records(unlabeled[:2000]), scorer.artifact.vocab,
                                scorer.artifact.window_config)
     s = scorer.score(encoded(ws))
     assert np.isfinite(s).all() and (s > 0).all()
+
+
+def test_zero_label_scores_an_event_type_never_seen_in_training_above_the_threshold(zero_label):
+    res, unlabeled = zero_label
+    scorer = Scorer.load(res.artifact, "cpu")
+    user = unlabeled[0]["user_id"]
+    mine = [r for r in unlabeled if r["user_id"] == user][:10]
+    odd = [*mine, {**mine[-1], "ts": mine[-1]["ts"] + 1000, "type": "never-seen-before"}]
+    ws = dataset.build_windows(dataset.batches_from_records(odd), scorer.artifact.vocab, scorer.artifact.window_config)
+    s = scorer.score(encoded(ws))
+    assert s[len(mine)] >= res.threshold > np.median(s[: len(mine)])
+
+
+def test_user_threshold_keeps_the_share_of_normal_users_alerted_within_budget():
+    rng = np.random.default_rng(2)
+    users = rng.integers(0, 4000, 200_000)  # users with very different numbers of windows
+    ts = rng.integers(0, 30 * metrics.DAY_MS, len(users))
+    scores = rng.normal(size=len(users))
+    thr, steps = metrics.calibrate_user_threshold(scores, users, ts, 0.01)
+    per_user, per_day = metrics.user_maxima(scores, users, ts)
+    assert (per_user >= thr).mean() <= 0.01 and (per_day >= thr).mean() <= 0.01
+    assert (per_user >= thr).mean() > 0.005  # not needlessly strict either
+    assert steps[0] == thr and steps == sorted(steps) and steps[-1] > per_user.max()
+
+
+def test_severity_follows_the_calibrated_steps():
+    from stream.alerts import severity
+
+    steps = [1.0, 2.0, 4.0, 9.0]
+    assert [severity(x, steps) for x in (1.0, 2.5, 5.0, 10.0)] == ["low", "medium", "high", "critical"]
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("threshold", "0.5", "finite number"),
+    ("threshold", float("nan"), "finite number"),
+    ("threshold", 2.0, r"\(0, 1\]"),
+    ("severity", [0.1, 0.2], "severity"),
+    ("window", {"max_events": 64, "bogus": 1}, "window config"),
+    ("window", {"max_events": "64"}, "window config"),
+])
+def test_meta_fields_that_would_break_serving_are_refused_in_one_line(trained, tmp_path, field, value, match):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(trained[0].artifact, bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta[field] = value
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=match) as err:
+        load_artifact(bad)
+    assert "\n" not in str(err.value)
 
 
 def test_a_log_with_non_ecommerce_event_types_trains_and_evaluates_unchanged(records, tmp_path, capsys):

@@ -197,3 +197,62 @@ def test_every_events_window_is_the_same_whatever_the_batching(late):
     for size in (7, 50, 600):
         chunks = [EventBatch.from_events(events[i : i + size]) for i in range(0, n, size)]
         assert snapshots(WindowStore(cfg), chunks) == one_by_one, size
+
+
+def closes_of(store: WindowStore, batches) -> list[tuple]:
+    """Every session close as (user, its window's event times, the closing message's row)."""
+    out, offset = [], 0
+
+    def on_close(change):
+        w = change.windows
+        for j, row in enumerate(change.rows.tolist()):
+            n = int(w.length[j])
+            out.append((w.user_id[j], tuple(w.ts[j, -n:].tolist()), offset + row))
+
+    for b in batches:
+        store.add(b, on_close=on_close)
+        offset += len(b)
+    return sorted(out)
+
+
+GAP = WindowConfig(max_events=4, session_gap_ms=10_000)
+
+
+def test_a_session_closes_when_event_time_passes_its_last_event_by_the_gap():
+    store = WindowStore(GAP)
+    closed = closes_of(store, [batch(("a", 0, "x"), ("a", 1000, "y"), ("b", 5000, "x"), ("b", 11_001, "x"))])
+    assert closed == [("a", (T0, T0 + 1000), 3)]
+
+
+def test_a_users_own_return_after_the_gap_closes_its_previous_session():
+    closed = closes_of(WindowStore(GAP), [batch(("a", 0, "x")), batch(("a", 60_000, "y"))])
+    assert closed == [("a", (T0,), 1)]
+
+
+def test_a_session_closes_once_and_a_new_event_opens_the_next():
+    closed = closes_of(WindowStore(GAP), [batch(("a", 0, "x")), batch(("b", 20_000, "x")), batch(("c", 30_000, "x")),
+                                          batch(("a", 40_000, "x")), batch(("c", 70_000, "x"))])
+    assert [c[:2] for c in closed] == [("a", (T0,)), ("a", (T0, T0 + 40_000)), ("b", (T0 + 20_000,)),
+                                       ("c", (T0 + 30_000,))]
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "with-late-events"])
+def test_session_closes_do_not_depend_on_how_the_stream_is_batched(late):
+    rng = np.random.default_rng(11)
+    n = 500
+    ts = np.cumsum(rng.exponential(4_000, n).astype(np.int64))  # gaps around the 10 s session gap
+    if late:
+        for i in rng.integers(1, n - 1, 40):
+            ts[i], ts[i + 1] = ts[i + 1], ts[i]
+    events = [Event(f"u{rng.integers(8)}", T0 + int(t), "view") for t in ts]
+    cfg = WindowConfig(max_events=4, session_gap_ms=10_000, allowed_lateness_ms=10**9)
+    one_by_one = closes_of(WindowStore(cfg), [EventBatch.from_events([e]) for e in events])
+    assert len(one_by_one) > 20
+    for size in (3, 64, 500):
+        chunks = [EventBatch.from_events(events[i : i + size]) for i in range(0, n, size)]
+        assert closes_of(WindowStore(cfg), chunks) == one_by_one, size
+
+
+def test_a_session_gap_longer_than_the_idle_ttl_is_refused():
+    with pytest.raises(ValueError, match="session_gap_ms"):
+        WindowConfig(session_gap_ms=7 * 3_600_000)

@@ -27,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     size = ModelSize(layers=args.layers, hidden=args.hidden, heads=args.heads, intermediate=args.hidden * 2)
     cfg = train.default_config(size=size, window=window, pretrain_steps=args.pretrain_steps,
                                finetune_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               target_fpr=args.target_fpr, seed=args.seed, device=args.device,
+                               user_alert_rate=args.user_alert_rate, seed=args.seed, device=args.device,
                                zero_label=args.zero_label, max_train_windows=args.max_train_windows)
     res = train.train(lambda: dataset.batches_from_log(args.log, spec), args.out,
                       cfg, registry_dir=None if args.no_registry else args.registry, show=not args.quiet)
@@ -35,11 +35,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"artifact: {res.artifact}")
     if res.report:
         t = res.report["transformer"]
-        print(f"test PR-AUC {t['pr_auc']:.3f}, ROC-AUC {t['roc_auc']:.3f}, recall {t['recall']:.3f} at "
-              f"window FPR {t['fpr']:.4f}; report: {res.report_dir / 'report.md'}")
+        print(_users_line(t["users"]))
+        print(f"windows: PR-AUC {t['pr_auc']:.3f}, ROC-AUC {t['roc_auc']:.3f}; report: {res.report_dir / 'report.md'}")
     else:
         print("no labelled test windows: no report (zero-label model calibrated on held-out traffic)")
     return 0
+
+
+def _users_line(u: dict) -> str:
+    ttd = u["time_to_detect_events_median"]
+    return (f"test users: {u['detected']}/{u['attackers']} attackers caught, precision over alerted users "
+            f"{u['precision']:.1%}, {u['normal_users_alerted']}/{u['normal_users']} normal users alerted "
+            f"({u['normal_user_alert_rate']:.2%}; per day {u['normal_user_alert_rate_per_day_mean']:.2%}), "
+            f"median events to detect {'-' if ttd is None else f'{ttd:.0f}'}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -54,15 +62,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ws = dataset.build_windows(dataset.batches_from_log(args.log, _log_spec(args)), art.vocab, art.window_config)
     if not ((ws.label == 1).any() and (ws.label == 0).any()):
         raise ValueError(f"{args.log} has no labelled normal and attack events to evaluate against; pass --labels")
-    from stream.encoding import Encoded
+    from stream.encoding import N_SPECIAL, Encoded
 
-    enc = Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), (ws.input_ids > 2).sum(1))
+    enc = Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64),
+                  (ws.input_ids >= N_SPECIAL).sum(1))
     scores = {"transformer": scorer.score(enc)}
     report = {"transformer": metrics.evaluate(scores["transformer"], ws, art.meta.threshold)}
     out = args.out or Path(model_dir) / "evaluation"
     metrics.write_report(out, report, scores, ws, title=f"seqsentry {art.version} on {Path(args.log).name}")
     r = report["transformer"]
-    print(json.dumps({k: r[k] for k in ("windows", "positives", "pr_auc", "roc_auc", "precision", "recall", "fpr")}))
+    print(_users_line(r["users"]).replace("test users", "users"))
+    print(json.dumps({"users": r["users"], **{k: r[k] for k in ("windows", "positives", "pr_auc", "roc_auc", "precision",
+                                                                "recall", "fpr")}}))
     print(f"report: {out / 'report.md'}")
     return 0
 
@@ -83,7 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--target-fpr", type=float, help="window false-positive rate the threshold is set for")
+    p.add_argument("--user-alert-rate", type=float, default=0.005,
+                   help="alert budget: share of normal users alerted, over the log and per day (default 0.005)")
     p.add_argument("--max-train-windows", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")

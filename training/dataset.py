@@ -2,8 +2,9 @@
 
 A log is streamed through :class:`stream.windows.WindowStore` exactly as the consumer
 streams Kafka, and every event's window is encoded with :func:`stream.encoding.encode`
-at the moment that event completes it. So a window here is bit-for-bit the window the
-detector would score for that event.
+at the moment that event completes it, and every ended session's window with its END
+token when the stream closes it. So a window here is bit-for-bit the window the detector
+would score for that event or session end.
 
 **Window label.** A window is positive (1) when it holds at least one event labelled 1 -
 i.e. its user is an attacker *and* the window covers attack behaviour. An account-
@@ -28,7 +29,7 @@ import numpy as np
 from stream import logs
 from stream.encoding import PAD, Vocabulary, encode, fit_vocabulary
 from stream.events import EventBatch, validate_records
-from stream.windows import Change, WindowConfig, WindowStore
+from stream.windows import Change, WindowConfig, Windows, WindowStore
 
 
 @dataclass
@@ -90,9 +91,7 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
         def on_change(change: Change, batch: EventBatch = batch, events: list = events) -> None:
             w = change.windows
             enc = encode(w, store.type_names, vocab)
-            valid = w.valid()
-            has_label = (w.label >= 0) & valid
-            lab = np.where(has_label.any(1), ((w.label == 1) & valid).any(1), -1).astype(np.int8)
+            lab = _window_labels(w)
             att = np.zeros(len(change.rows), dtype=np.int16)
             for j, row in enumerate(change.rows.tolist()):
                 name = events[row].attack if lab[j] == 1 else None
@@ -108,7 +107,17 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
             out["ts"].append(batch.ts[change.rows])
             out["seq"].append(change.seq.astype(np.int32))
 
-        store.add(batch, on_change=on_change)
+        def on_close(change: Change) -> None:  # its rows are the closing message's, another user's
+            w = change.windows
+            enc = encode(w, store.type_names, vocab, True)
+            out["ids"].append(enc.input_ids.astype(np.int32))
+            out["label"].append(_window_labels(w))
+            out["attack"].append(np.zeros(len(w), dtype=np.int16))  # filled from the user's attack below
+            out["user"].append(np.array([users.setdefault(u, len(users)) for u in w.user_id], dtype=np.int32))
+            out["ts"].append(w.ts[:, -1].copy())
+            out["seq"].append(change.seq.astype(np.int32))
+
+        store.add(batch, on_change=on_change, on_close=on_close)
     cat = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in out.items()}
     # a positive window whose trigger event was normal still belongs to its user's attack
     user_attack: dict[int, int] = {}
@@ -129,6 +138,13 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
     )
 
 
+def _window_labels(w: Windows) -> np.ndarray:
+    """1 if a window holds an attack event, 0 if it holds labelled events only, -1 if unlabelled."""
+    valid = w.valid()
+    has_label = (w.label >= 0) & valid
+    return np.where(has_label.any(1), ((w.label == 1) & valid).any(1), -1).astype(np.int8)
+
+
 def learn_vocabulary(batches: Iterable[EventBatch], window: WindowConfig) -> Vocabulary:
     """Vocabulary from a log's events (types and price buckets)."""
     return fit_vocabulary(batches, max_events=window.max_events)
@@ -142,6 +158,13 @@ class Split:
     val: np.ndarray
     test: np.ndarray
 
+    def calibration(self, ws: WindowSet) -> np.ndarray:
+        """Every window of the validation users who never attack (whole histories, both sides of
+        the time cut): the normal users an alert budget is calibrated on."""
+        val_users = np.unique(ws.user[self.val])
+        attackers = np.unique(ws.user[ws.label == 1])
+        return np.flatnonzero(np.isin(ws.user, np.setdiff1d(val_users, attackers)))
+
 
 def user_bucket(users: list[str]) -> np.ndarray:
     """Stable 0..99 bucket per user (crc32: the same in every process)."""
@@ -149,8 +172,15 @@ def user_bucket(users: list[str]) -> np.ndarray:
 
 
 def split(ws: WindowSet, val_users: float = 0.2, test_users: float = 0.2, time_cut: float = 0.5) -> Split:
-    """Split by user groups and chronologically (see module docstring)."""
+    """Split by user groups and chronologically (see module docstring).
+
+    A log without labels has nothing to test against: its users split 80 / 20 into
+    training and calibration, over the whole time range.
+    """
     bucket = user_bucket(ws.users)[ws.user]
+    if not (ws.label >= 0).any():
+        cal = bucket < val_users * 100
+        return Split(train=np.flatnonzero(~cal), val=np.flatnonzero(cal), test=np.empty(0, dtype=np.int64))
     t_cut = np.quantile(ws.ts, time_cut) if len(ws) else 0
     test_b = bucket < test_users * 100
     val_b = (bucket >= test_users * 100) & (bucket < (test_users + val_users) * 100)

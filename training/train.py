@@ -6,8 +6,9 @@
    encoder, fine-tuned with AdamW + linear warm-up, positive-class weighting, and early
    stopping on validation PR-AUC.
    Without labels (zero-label mode): the pretrained model itself is the detector; a
-   window's score is how surprising its events are (stream.model.surprise).
-3. The threshold is calibrated on held-out normal windows to a target false-positive rate.
+   window's score is how surprising its newest event is (stream.model.next_surprise).
+3. The threshold is calibrated on held-out normal *users* to an alert budget: the share of
+   normal users alerted (a user is alerted when any window reaches it).
 4. Baselines (IsolationForest, Markov chain) are scored on the same split; a report with
    plots is written; the artifact is saved and published to the registry.
 """
@@ -26,7 +27,7 @@ import torch
 from transformers import BertForMaskedLM, BertForSequenceClassification
 
 from stream import progress, registry
-from stream.encoding import MASK, N_SPECIAL, Encoded, Vocabulary
+from stream.encoding import END, MASK, N_SPECIAL, Encoded, Vocabulary
 from stream.model import (
     Artifact,
     Meta,
@@ -58,7 +59,7 @@ class TrainConfig:
     warmup: float = 0.1
     weight_decay: float = 0.01
     mask_prob: float = 0.15
-    target_fpr: float = 0.002  # per window; a user with 100 windows sees ~1 - 0.998^100 = 18 % alert odds
+    user_alert_rate: float = 0.005  # share of normal users alerted (over the calibration log, and per day)
     max_train_windows: int = 40_000
     seed: int = 0
     device: str = "auto"
@@ -102,8 +103,10 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
         for _ in range(cfg.pretrain_steps):
             idx = rng.integers(0, len(train), cfg.batch_size)
             ids, mask = _tensors(train.input_ids[idx], device)
-            events = (ids >= N_SPECIAL)
+            events = (ids >= N_SPECIAL) | (ids == END)
             pick = events & (torch.rand(ids.shape, device=device) < cfg.mask_prob)
+            # the newest position is always masked: next-event prediction is what zero-label scoring asks
+            pick[torch.arange(len(ids), device=device), mask.sum(1) - 1] = True
             labels = torch.where(pick, ids, torch.full_like(ids, -100))
             masked = torch.where(pick, torch.full_like(ids, MASK), ids)
             loss = model(input_ids=masked, attention_mask=mask, labels=labels).loss
@@ -113,7 +116,7 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
 
 
 def _score(model: torch.nn.Module, kind: str, ws: dataset.WindowSet, vocab: Vocabulary, device: str) -> np.ndarray:
-    art = Artifact(Path("."), Meta("", kind, 0.0, {}), vocab, model.eval())
+    art = Artifact(Path("."), Meta("-", kind, 0.0, {}), vocab, model.eval())
     lengths = (ws.input_ids >= N_SPECIAL).sum(1)
     return Scorer(art, device).score(Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), lengths))
 
@@ -198,9 +201,11 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
         kind = "classifier"
     else:
         model, kind = mlm, "mlm"
-    normal_val = val_ws.label == 0 if labelled or (val_ws.label >= 0).any() else np.ones(len(val_ws), bool)
-    val_scores = _score(model, kind, val_ws.subset(normal_val), vocab, device)
-    threshold = metrics.calibrate_threshold(val_scores, cfg.target_fpr)
+    cal_ws = ws.subset(sp.calibration(ws))
+    cal_scores = _score(model, kind, cal_ws, vocab, device)
+    threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
+    log.info("threshold %.4g for %.2f%% of %d calibration users", threshold, 100 * cfg.user_alert_rate,
+             len(np.unique(cal_ws.user)))
 
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{kind}"
     report: dict = {}
@@ -214,15 +219,17 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
             for name, base in (("isolation_forest", IsolationForestBaseline(vocab, cfg.seed)),
                                ("markov", MarkovBaseline(vocab))):
                 base.fit(normal_train if name == "markov" else _cap(train_ws, cfg.max_train_windows, rng))
-                thr = metrics.calibrate_threshold(base.score(val_ws.subset(val_ws.label == 0)), cfg.target_fpr)
+                thr, _ = metrics.calibrate_user_threshold(base.score(cal_ws), cal_ws.user, cal_ws.ts,
+                                                          cfg.user_alert_rate)
                 scores[name] = base.score(test_ws)
                 report[name] = metrics.evaluate(scores[name], test_ws, thr)
-        test_fpr = float((scores["transformer"][test_ws.label == 0] >= threshold).mean())
-        report["transformer"]["calibration"] = {"target_fpr": cfg.target_fpr, "test_normal_fpr": test_fpr}
+        report["transformer"]["calibration"] = {
+            "user_alert_rate": cfg.user_alert_rate,
+            "test_normal_user_alert_rate": report["transformer"]["users"]["normal_user_alert_rate"]}
     fingerprint = data_fingerprint(ws.input_ids, ws.label)
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
                 data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
-                metrics=report.get("transformer", {}))
+                metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate)
     art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
     report_dir = art_dir / "report"
     if report:
@@ -239,7 +246,7 @@ def train_on_generated(registry_dir: Path, *, events: int = 60_000, seed: int = 
     from training import synth
 
     records = synth.generate_list(events=events, seed=seed, attacker_fraction=attacker_fraction)
-    cfg = TrainConfig(pretrain_steps=200, finetune_epochs=2, max_train_windows=15_000, target_fpr=0.002, device=device)
+    cfg = TrainConfig(pretrain_steps=200, finetune_epochs=2, max_train_windows=15_000, device=device)
     return train(lambda: dataset.batches_from_records(records), out or Path(registry_dir) / "runs", cfg,
                  registry_dir=registry_dir, show=show)
 
