@@ -61,6 +61,11 @@ class Vocabulary:
         return N_SPECIAL + len(self.types) * self.n_dt * 2 * self.n_price
 
     @property
+    def first_known_token(self) -> int:
+        """Token ids below this are special or of the unknown type (types[0] lays out first)."""
+        return N_SPECIAL + self.n_dt * 2 * self.n_price
+
+    @property
     def seq_len(self) -> int:
         """Length of an encoded sequence: CLS, ``max_events`` events and room for END."""
         return self.max_events + 2

@@ -113,11 +113,20 @@ def _normalise(e: Event) -> Event:
     if e.ts.__class__ is str:
         e.ts = _parse_iso(e.ts)  # type: ignore[arg-type]
     if e.user_id.__class__ is int:
-        e.user_id = str(e.user_id)
+        e.user_id = _int_id("user_id", e.user_id)  # type: ignore[arg-type]
     for name in _ID_FIELDS:
         if getattr(e, name).__class__ is int:
-            setattr(e, name, str(getattr(e, name)))
+            setattr(e, name, _int_id(name, getattr(e, name)))
     return e
+
+
+def _int_id(name: str, value: int) -> str:
+    """An integer id as a string, held to the same length bound as string ids."""
+    # str() of a huge int is itself slow (and refused past 4,300 digits): compare first
+    digits = len(str(value)) if abs(value) < 10**MAX_FIELD_CHARS else MAX_FIELD_CHARS + 1
+    if digits > MAX_FIELD_CHARS:
+        raise Reject("bad-value", f"{name} has more than {MAX_FIELD_CHARS} digits")
+    return str(value)
 
 
 def _parse_iso(value: str) -> int:

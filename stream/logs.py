@@ -69,14 +69,18 @@ class LogSpec:
     columns: dict[str, str] = field(default_factory=dict)  # source column -> contract field
     column_names: list[str] | None = None  # for CSVs without a header row
     delimiter: str | None = None  # CSV; detected from the first line when None
-    ts_unit: str = "ms"  # ms | s | us | ns | auto (numbers below 1e11 are seconds)
+    # auto: the unit is read off the magnitude - unambiguous for the contract's years 2000-2100,
+    # where seconds, ms, us and ns each fill their own, non-overlapping range
+    ts_unit: str = "auto"  # auto | ms | s | us | ns
     labels: dict[str, tuple[int, str | None]] | None = None
     chunk_size: int = 20_000
+    constants: dict[str, str] = field(default_factory=dict)  # contract field -> value for every record
+    value_maps: dict[str, dict[str, str]] = field(default_factory=dict)  # field -> {source value: value}
 
     def __post_init__(self) -> None:
         if self.ts_unit not in (*TS_UNITS, "auto"):
             raise LogFormatError(f"unknown ts unit {self.ts_unit!r}; use one of ms, s, us, ns, auto")
-        bad = sorted(set(self.columns.values()) - set(CONTRACT_FIELDS))
+        bad = sorted((set(self.columns.values()) | set(self.constants) | set(self.value_maps)) - set(CONTRACT_FIELDS))
         if bad:
             raise LogFormatError(f"cannot map onto unknown contract field(s) {bad}; fields are {', '.join(CONTRACT_FIELDS)}")
 
@@ -89,6 +93,29 @@ def parse_column_map(items: Iterable[str]) -> dict[str, str]:
         if not sep or not src or not dst:
             raise LogFormatError(f"column mapping {item!r} must look like SOURCE=FIELD, e.g. visitorid=user_id")
         out[src] = dst
+    return out
+
+
+def parse_constants(items: Iterable[str]) -> dict[str, str]:
+    """``["type=click"]`` -> ``{"type": "click"}`` (a field set to one value on every record)."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise LogFormatError(f"--set {item!r} must look like FIELD=VALUE, e.g. type=click")
+        out[name] = value
+    return out
+
+
+def parse_value_maps(items: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``["type:pv=view,buy=purchase"]`` -> ``{"type": {"pv": "view", "buy": "purchase"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, sep, pairs = item.partition(":")
+        mapping = dict(p.partition("=")[::2] for p in pairs.split(",")) if sep else {}
+        if not name or not mapping or any(not k or not v for k, v in mapping.items()):
+            raise LogFormatError(f"--map-values {item!r} must look like FIELD:FROM=TO[,FROM=TO...], e.g. type:pv=view")
+        out.setdefault(name, {}).update(mapping)
     return out
 
 
@@ -110,18 +137,29 @@ def _open_text(path: Path) -> IO[str]:
 
 
 def _convert_ts(value: Any, unit: str) -> Any:
+    """A numeric timestamp in ``unit`` (integer or float) -> integer epoch ms; anything else unchanged."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value
     if unit == "auto":
-        unit = "s" if abs(value) < 1e11 else "ms"
+        mag = abs(value)
+        unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
     scale = TS_UNITS[unit]
-    return value if scale == 1 and isinstance(value, int) else value * scale
+    if scale == 1 and isinstance(value, int):
+        return value
+    ms = value * scale
+    return int(round(ms)) if ms == ms and abs(ms) < 1e18 else value  # NaN / huge: left for validation to refuse
 
 
 def _apply_spec(rec: dict[str, Any], spec: LogSpec) -> dict[str, Any]:
     if spec.columns:
         rec = {spec.columns.get(k, k): v for k, v in rec.items()}
-    if spec.ts_unit != "ms" and "ts" in rec:
+    if spec.constants:
+        rec.update(spec.constants)
+    for name, mapping in spec.value_maps.items():
+        value = rec.get(name)
+        if value is not None:
+            rec[name] = mapping.get(str(value), value)
+    if "ts" in rec:
         rec["ts"] = _convert_ts(rec["ts"], spec.ts_unit)
     if spec.labels is not None and "user_id" in rec:
         label, attack = spec.labels.get(str(rec["user_id"]), (0, None))
@@ -207,14 +245,60 @@ def _table_chunks(batches: Iterable[pa.RecordBatch], spec: LogSpec) -> Iterator[
     checked = False
     for batch in batches:
         if not checked:
-            names = {spec.columns.get(c, c) for c in batch.schema.names}
+            names = {spec.columns.get(c, c) for c in batch.schema.names} | set(spec.constants)
             missing = [f for f in ("user_id", "ts", "type") if f not in names]
             if missing:
-                raise LogFormatError(
-                    f"log columns {batch.schema.names} do not provide {missing}; map them with --map SOURCE=FIELD"
-                )
+                headerless = any(_looks_like_data(c) for c in batch.schema.names)
+                hint = ("; the first row looks like data, not a header: name the columns with --columns a,b,c"
+                        if headerless else "; map them with --map SOURCE=FIELD or set one value with --set FIELD=VALUE")
+                raise LogFormatError(f"log columns {batch.schema.names} do not provide {missing}{hint}")
             checked = True
         yield RawChunk([_apply_spec(r, spec) for r in batch.to_pylist()], None)
+
+
+def _looks_like_data(name: str) -> bool:
+    """A header cell that is a number (or empty) is a data row read as a header."""
+    try:
+        float(name)
+        return True
+    except ValueError:
+        return not name.strip()
+
+
+@dataclass
+class RejectTally:
+    """Rejected records of a run, by reason, with the first example of each (for the end-of-run summary)."""
+
+    seen: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, result: ev.ParseResult, total: int) -> None:
+        """Count one chunk: ``total`` records read, ``result.rejects`` refused."""
+        self.seen += total
+        for r in result.rejects:
+            self.by_reason[r.reason] = self.by_reason.get(r.reason, 0) + 1
+            self.examples.setdefault(r.reason, r.detail[:200])
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.by_reason.values())
+
+    def summary(self) -> list[str]:
+        """One line per reason, most frequent first, each with an example."""
+        return [f"rejected {n:,} of {self.seen:,} records ({n / max(self.seen, 1):.1%}): {reason} - e.g. "
+                f"{self.examples[reason]}" for reason, n in sorted(self.by_reason.items(), key=lambda kv: -kv[1])]
+
+    def check(self, max_share: float) -> None:
+        """Raise :class:`LogFormatError` naming the likely fix when more than ``max_share`` was rejected."""
+        if self.seen and self.rejected / self.seen > max_share:
+            top = max(self.by_reason, key=self.by_reason.__getitem__)
+            fix = {"bad-timestamp": "check --ts-unit and which column is mapped to ts",
+                   "missing-field": "map the log's columns with --map SOURCE=FIELD / --columns, or --set FIELD=VALUE",
+                   "bad-type": "check --columns order and --map: a field holds the wrong kind of value"}.get(
+                       top, "see the examples above")
+            raise LogFormatError(f"{self.rejected:,} of {self.seen:,} records rejected (mostly {top}, more than "
+                                 f"{max_share:.0%}): {fix}")
 
 
 def iter_events(path: Path | str, spec: LogSpec | None = None) -> Iterator[ev.ParseResult]:

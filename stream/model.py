@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from stream.encoding import ENCODING_VERSION, MASK, PAD, Encoded, Vocabulary
+from stream.encoding import ENCODING_VERSION, END, MASK, N_SPECIAL, PAD, Encoded, Vocabulary
 from stream.errors import SeqsentryError
 from stream.windows import WindowConfig
 
@@ -39,6 +39,33 @@ KINDS = ("classifier", "mlm")
 
 class ArtifactError(SeqsentryError, ValueError):
     """An artifact that cannot be served: missing, corrupt, incompatible or unsafe."""
+
+
+#: What an artifact may ask of the serving process, checked before anything is allocated:
+#: far above any model seqsentry trains (2 x 64 by default), far below what would hurt a host.
+LIMITS = {"hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 64, "intermediate_size": 16_384,
+          "vocab_size": 2_000_000, "max_events": 1024, "parameters": 500_000_000, "file_bytes": 2_000_000_000}
+
+
+def _check_limits(path: Path, config: BertConfig, vocab: Vocabulary, window: dict) -> None:
+    """Refuse dimensions, parameter counts and window lengths past :data:`LIMITS` (before building the model)."""
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
+        value = getattr(config, key, None)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= LIMITS[key]:
+            raise ArtifactError(f"{path}: config {key}={value!r} outside (0, {LIMITS[key]:,}]")
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    params = config.vocab_size * h + layers * (4 * h * h + 2 * h * inter)
+    if params > LIMITS["parameters"]:
+        raise ArtifactError(f"{path}: about {params:,} parameters, over the {LIMITS['parameters']:,} limit")
+    if not 0 < vocab.max_events <= LIMITS["max_events"] or window.get("max_events") != vocab.max_events:
+        raise ArtifactError(f"{path}: window length {vocab.max_events} must be in (0, {LIMITS['max_events']}] and "
+                            f"equal the window config's max_events ({window.get('max_events')})")
+    if config.max_position_embeddings != vocab.seq_len:
+        raise ArtifactError(f"{path}: max_position_embeddings {config.max_position_embeddings} != encoded length "
+                            f"{vocab.seq_len}")
+    size = (path / "model.safetensors").stat().st_size
+    if size > LIMITS["file_bytes"]:
+        raise ArtifactError(f"{path}: model.safetensors is {size:,} bytes, over the {LIMITS['file_bytes']:,} limit")
 
 
 @dataclass(frozen=True)
@@ -181,6 +208,10 @@ def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
     try:
         vocab = Vocabulary.load(path / "vocab.json")
         config = BertConfig.from_json_file(str(path / "config.json"))
+    except Exception as exc:
+        raise ArtifactError(f"{path}: vocab.json or config.json is unreadable: {str(exc)[:300]}") from None
+    _check_limits(path, config, vocab, meta.window)
+    try:
         cls = BertForSequenceClassification if meta.kind == "classifier" else BertForMaskedLM
         model = cls(config)
         load_model(model, str(path / "model.safetensors"), strict=True)
@@ -201,16 +232,24 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
+#: Surprise of a token the model cannot have predicted (an event type never seen in training):
+#: a probability of about 1e-13, finite so that scores stay valid JSON.
+UNSEEN_SURPRISE = 30.0
+
+
 @torch.inference_mode()
-def next_surprise(model: BertForMaskedLM, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def next_surprise(model: BertForMaskedLM, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  impossible: int = N_SPECIAL) -> torch.Tensor:
     """Zero-label score: -log p(newest token | the events before it), in nats.
 
     The newest position (the triggering event, or END for a closed session) is masked and
     predicted from its context - DeepLog's "is this what comes next?", one forward pass per
     window. Every event's window is scored, so every event is judged once, and a user's
     evidence is the maximum over its events (the first one past the threshold alerts):
-    it is never averaged away by the normal events around it. Tokens the model never saw in
-    training (an unknown type) get near-zero probability, so they score high.
+    it is never averaged away by the normal events around it. Token ids below
+    ``impossible`` - the special tokens but END, and every token of the unknown type, which
+    training never holds - get probability 0: an event type never seen in training scores
+    :data:`UNSEEN_SURPRISE`, DeepLog's "an unseen key is an anomaly".
     """
     b = input_ids.shape[0]
     rows = torch.arange(b, device=input_ids.device)
@@ -220,13 +259,18 @@ def next_surprise(model: BertForMaskedLM, input_ids: torch.Tensor, attention_mas
     masked[rows, last] = MASK
     hidden = model.bert(input_ids=masked, attention_mask=attention_mask).last_hidden_state[rows, last]
     logits = model.cls(hidden).float()
-    return -torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    never[:impossible] = True
+    never[END] = False
+    logits = logits.masked_fill(never, float("-inf"))
+    nll = -torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return nll.clamp(max=UNSEEN_SURPRISE)
 
 
-def _logits_to_scores(model: torch.nn.Module, kind: str, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    if kind == "classifier":
+def _logits_to_scores(model: torch.nn.Module, art: Artifact, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if art.meta.kind == "classifier":
         return torch.sigmoid(model(input_ids=ids, attention_mask=mask).logits.float()[:, 0])
-    return next_surprise(model, ids, mask)
+    return next_surprise(model, ids, mask, art.vocab.first_known_token)
 
 
 @dataclass
@@ -284,7 +328,7 @@ class Scorer:
                 ids, mask = ids.pin_memory(), mask.pin_memory()
             ids = ids.to(self.device, non_blocking=True)
             mask = mask.to(self.device, non_blocking=True)
-            out[i : i + len(ids)] = _logits_to_scores(self.artifact.model, self.artifact.meta.kind, ids, mask).cpu().numpy()
+            out[i : i + len(ids)] = _logits_to_scores(self.artifact.model, self.artifact, ids, mask).cpu().numpy()
         return out
 
     def explain(self, enc: Encoded, row: int, top: int = 5) -> list[tuple[int, float]]:

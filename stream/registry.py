@@ -66,7 +66,11 @@ def current(registry: Path | str) -> Path:
             f"no model in registry {registry}: train one with `seqsentry train LOG --registry {registry}` "
             "(or run `seqsentry demo`, which trains one)"
         )
-    return link.resolve()
+    target = link.resolve()
+    versions_dir = (Path(registry) / "versions").resolve()
+    if target.parent != versions_dir:  # a link planted to point elsewhere is not a published model
+        raise RegistryError(f"{link} points outside {versions_dir} (to {target}); refusing to load it")
+    return target
 
 
 def current_version(registry: Path | str) -> str | None:

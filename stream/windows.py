@@ -64,8 +64,8 @@ class WindowConfig:
             raise ValueError("allowed_lateness_ms must be >= 0 and idle_ttl_ms > 0")
         if self.idle_ttl_ms < self.span_ms:  # else expiry would change windows, and replays would differ
             raise ValueError("idle_ttl_ms must be >= span_ms")
-        if not 0 < self.session_gap_ms <= self.idle_ttl_ms:  # a session must close before its user expires
-            raise ValueError("session_gap_ms must be > 0 and <= idle_ttl_ms")
+        if self.session_gap_ms <= 0:
+            raise ValueError("session_gap_ms must be > 0")
 
 
 @dataclass(slots=True)
@@ -263,7 +263,6 @@ class WindowStore:
         closes = self._session_closes(batch, slots)
         if on_close is not None and len(closes.stored):
             on_close(Change(closes.stored, closes.stored_by, self.read(closes.stored), self.count[closes.stored].copy()))
-        on_change = self._capture_closes(closes, on_change, on_close)
         # per user, events are taken in arrival order: an event older than the one before it is
         # late and goes into place. That makes every event's window independent of batching.
         order = np.lexsort((np.arange(n), slots))
@@ -275,7 +274,8 @@ class WindowStore:
         stored_last = np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted], np.iinfo(np.int64).min)
         prev = np.where(first, stored_last, np.r_[stored_last[:1], ts_sorted[:-1]])
         if not (ts_sorted < prev).any():
-            res = self._add_in_order(batch, order, s_sorted, first, start, rank, types, on_change)
+            res = self._add_in_order(batch, order, s_sorted, first, start, rank, types,
+                                     self._capture_closes(closes, on_change, on_close))
             self._mark_sessions(closes)
             return res
         changed_slots: list[np.ndarray] = []
@@ -290,7 +290,12 @@ class WindowStore:
                 changed_rows.append(placed)
                 if on_change is not None:
                     ps = slots[placed]
-                    on_change(Change(ps, placed, self.read(ps), self.count[ps].copy()))
+                    on_change(Change(ps, placed, self._read_as_of(ps, batch.ts[placed]), self.count[ps].copy()))
+            ending = rows[np.isin(rows, closes.rows)]
+            if on_close is not None and len(ending):  # the session as it stands now, newest events included
+                es = slots[ending]
+                by = closes.rows_by[np.searchsorted(closes.rows, ending)]
+                on_close(Change(es, by, self.read(es), self.count[es].copy()))
         self._after_add(batch)
         self._mark_sessions(closes)
         all_slots = np.concatenate(changed_slots) if changed_slots else np.empty(0, dtype=np.int64)
@@ -303,7 +308,8 @@ class WindowStore:
 
     def _session_closes(self, batch: EventBatch, slots: np.ndarray) -> _Closes:
         """Which sessions the batch closes, decided per event in arrival order (before anything is written)."""
-        n, gap = len(batch), self.config.session_gap_ms
+        n = len(batch)
+        gap = min(self.config.session_gap_ms, self.config.idle_ttl_ms)  # a session ends before its user expires
         ts = batch.ts
         watermark = np.maximum.accumulate(np.r_[self.max_ts, ts])[1:]  # event time after each arrival
         us, first_at = np.unique(slots, return_index=True)
@@ -324,12 +330,14 @@ class WindowStore:
         by_b = np.maximum(np.searchsorted(watermark, newest + gap, side="right"), order + 1)
         closed_b = (by_b < n) & (by_b <= nxt_b)
         last_of_user = np.r_[first[1:], True]
-        return _Closes(stored=cand[hit], stored_by=by[hit], rows=order[closed_b], rows_by=by_b[closed_b],
+        by_row = np.argsort(order[closed_b])  # rows ascending, for lookups
+        return _Closes(stored=cand[hit], stored_by=by[hit], rows=order[closed_b][by_row], rows_by=by_b[closed_b][by_row],
                        final_slots=s_sorted[last_of_user], final_closed=closed_b[last_of_user])
 
     def _capture_closes(self, closes: _Closes, on_change: Callable[[Change], None] | None,
                         on_close: Callable[[Change], None] | None) -> Callable[[Change], None] | None:
-        """Wrap ``on_change`` so that the windows of session-closing events also reach ``on_close``."""
+        """Wrap ``on_change`` so that the windows of session-closing events also reach ``on_close``
+        (in-order batches, where every event's window is its user's newest)."""
         if on_close is None or not len(closes.rows):
             return on_change
         closing = dict(zip(closes.rows.tolist(), closes.rows_by.tolist(), strict=True))
@@ -415,13 +423,15 @@ class WindowStore:
         self.label[s, col] = batch.label[r]
         self.count[s] += 1
         self.last_ts[s] = ts[inorder]
-        placed = [r]
+        placed, fell_off = [r], []
         insert = late & ~too_late
         for row, slot in zip(rows[insert].tolist(), slots[insert].tolist(), strict=True):
             if self._insert_late(slot, row, int(types[row]), batch):
                 placed.append(np.array([row]))
-        self.late_inserted += int(insert.sum())
-        return np.sort(np.concatenate(placed)), rows[too_late]
+            else:  # older than the whole full window: it has no place, so it is too late, not lost
+                fell_off.append(row)
+        self.late_inserted += int(insert.sum()) - len(fell_off)
+        return np.sort(np.concatenate(placed)), np.sort(np.r_[rows[too_late], np.array(fell_off, dtype=np.int64)])
 
     def _insert_late(self, slot: int, row: int, type_id: int, batch: EventBatch) -> bool:
         """Insert one late event in time order; False if it fell straight off a full window."""
@@ -448,6 +458,26 @@ class WindowStore:
         return True
 
     # ---- reading & eviction ----------------------------------------------------------
+    def _read_as_of(self, slots: np.ndarray, ts: np.ndarray) -> Windows:
+        """Windows of ``slots`` as they stood at event time ``ts``: the events up to it, within
+        the span before it. For an in-place late event, that is the window a reader expects -
+        the events before it, ending with it - not the user's newest events."""
+        w = self.read(slots)
+        n = w.ts.shape[1]
+        valid = w.valid()
+        after = (valid & (w.ts > ts[:, None])).sum(axis=1)
+        if not after.any():
+            return w
+        # shift each row right by the events newer than ts, then re-apply the span from ts
+        src = np.arange(n)[None, :] - after[:, None]
+        keep = src >= 0
+        src = np.clip(src, 0, n - 1)
+        cols = {k: np.take_along_axis(getattr(w, k), src, axis=1) for k in ("ts", "type", "item", "price", "label")}
+        shifted_valid = keep & np.take_along_axis(valid, src, axis=1)
+        in_span = shifted_valid & (cols["ts"] >= (ts - self.config.span_ms)[:, None])
+        return Windows(w.user_id, cols["ts"], cols["type"], cols["item"], cols["price"], cols["label"],
+                       in_span.sum(axis=1))
+
     def read(self, slots: np.ndarray) -> Windows:
         """Current windows of ``slots`` (span applied relative to each user's newest event)."""
         slots = np.asarray(slots, dtype=np.int64)

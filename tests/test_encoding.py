@@ -58,8 +58,9 @@ def test_unknown_types_map_to_the_unknown_token():
 def test_only_the_newest_max_events_are_encoded():
     store = store_with([Event("u", T0 + i, "view" if i < 12 else "buy") for i in range(16)], max_events=16)
     enc = encode_user(store, VOCAB)
-    types = [VOCAB.describe(int(t))["type"] for t in enc.input_ids[0, 1:]]
+    types = [VOCAB.describe(int(t))["type"] for t in enc.input_ids[0, 1:9]]
     assert types == ["view"] * 4 + ["buy"] * 4
+    assert enc.input_ids[0, 9] == PAD  # room for END, unused while the session is open
 
 
 def test_batch_encoding_matches_one_by_one_encoding():

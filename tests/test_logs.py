@@ -75,3 +75,56 @@ def test_mapping_onto_an_unknown_field_is_refused():
 def test_malformed_mapping_is_refused():
     with pytest.raises(logs.LogFormatError, match="SOURCE=FIELD"):
         logs.parse_column_map(["visitorid"])
+
+
+def test_float_second_timestamps_are_read_in_any_unit(tmp_path):
+    path = tmp_path / "yoochoose.tsv"
+    path.write_text("session\tts\titem\n1\t1396321232.123\t214536502\n1\t1396321275.5\t214536500\n")
+    spec = logs.LogSpec(columns={"session": "user_id", "item": "item_id"}, constants={"type": "click"})
+    (res,) = list(logs.iter_events(path, spec))
+    assert not res.rejects
+    assert res.events.ts.tolist() == [1396321232123, 1396321275500]
+    assert res.events.type == ["click", "click"]
+
+
+@pytest.mark.parametrize("value", [1511544070, 1511544070000, 1511544070000000, 1511544070000000000, 1511544070.0])
+def test_the_timestamp_unit_is_read_off_its_magnitude_by_default(tmp_path, value):
+    path = tmp_path / "x.jsonl"
+    path.write_text(f'{{"user_id": "u", "ts": {value}, "type": "view"}}\n')
+    (res,) = list(logs.iter_events(path))
+    assert res.events.ts.tolist() == [1511544070000]
+
+
+def test_values_can_be_mapped_onto_the_models_names(tmp_path):
+    path = tmp_path / "taobao.csv"
+    path.write_text("1,2268318,2520377,pv,1511544070\n1,2333346,2520771,buy,1511561733\n")
+    spec = logs.LogSpec(column_names=["user_id", "item_id", "category_id", "type", "ts"],
+                        value_maps=logs.parse_value_maps(["type:pv=view,buy=purchase"]))
+    (res,) = list(logs.iter_events(path, spec))
+    assert res.events.type == ["view", "purchase"]
+
+
+def test_a_headerless_csv_read_without_columns_says_use_columns(tmp_path):
+    path = tmp_path / "taobao.csv"
+    path.write_text("1,2268318,2520377,pv,1511544070\n1,2333346,2520771,buy,1511561733\n")
+    with pytest.raises(logs.LogFormatError, match="--columns"):
+        list(logs.iter_events(path))
+
+
+def test_reject_tally_summarises_by_reason_and_refuses_a_mostly_rejected_run(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"user_id": "u", "ts": true, "type": "view"}\n' * 3 + '{"user_id": "u", "ts": 1700000000000, "type": "v"}\n')
+    tally = logs.RejectTally()
+    for res in logs.iter_events(path):
+        tally.add(res, len(res.events) + len(res.rejects))
+    assert tally.seen == 4 and tally.by_reason == {"bad-type": 3}
+    assert tally.summary()[0].startswith("rejected 3 of 4 records (75.0%): bad-type - e.g. ")
+    tally.check(0.99)
+    with pytest.raises(logs.LogFormatError, match="mostly bad-type"):
+        tally.check(0.5)
+
+
+@pytest.mark.parametrize("bad", [["type"], ["=x"], ["type="]])
+def test_malformed_set_options_are_one_line_errors(bad):
+    with pytest.raises(logs.LogFormatError, match="FIELD=VALUE"):
+        logs.parse_constants(bad)

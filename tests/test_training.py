@@ -253,3 +253,49 @@ def test_a_log_with_non_ecommerce_event_types_trains_and_evaluates_unchanged(rec
     assert "pr_auc" in out
     vocab = json.loads((registry.current(tmp_path / "reg") / "vocab.json").read_text())
     assert "E0" in vocab["types"] and "view" not in vocab["types"]
+
+
+def test_a_current_link_pointing_outside_the_registry_is_refused(trained, tmp_path):
+    import os
+
+    reg = tmp_path / "reg"
+    (reg / "versions").mkdir(parents=True)
+    os.symlink(trained[0].artifact, reg / "current")
+    with pytest.raises(registry.RegistryError, match="outside"):
+        registry.current(reg)
+
+
+@pytest.mark.parametrize("key,value", [("intermediate_size", 6_000_000), ("hidden_size", 0),
+                                       ("num_hidden_layers", "2")])
+def test_model_dimensions_past_the_limits_are_refused_before_allocating(trained, tmp_path, key, value):
+    import shutil
+
+    from stream.model import _sha256
+
+    bad = tmp_path / "big"
+    shutil.copytree(trained[0].artifact, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg[key] = value
+    (bad / "config.json").write_text(json.dumps(cfg))
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["checksums"]["config.json"] = _sha256(bad / "config.json")  # a consistent, hostile artifact
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=key):
+        load_artifact(bad)
+
+
+def test_a_window_length_past_the_limit_is_refused(trained, tmp_path):
+    import shutil
+
+    from stream.model import _sha256
+
+    bad = tmp_path / "long"
+    shutil.copytree(trained[0].artifact, bad)
+    vocab = json.loads((bad / "vocab.json").read_text())
+    vocab["max_events"] = 100_000
+    (bad / "vocab.json").write_text(json.dumps(vocab))
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["checksums"]["vocab.json"] = _sha256(bad / "vocab.json")
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="window length"):
+        load_artifact(bad)

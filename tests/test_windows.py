@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.events import Event, EventBatch
 from stream.windows import WindowConfig, WindowStore
@@ -253,6 +255,45 @@ def test_session_closes_do_not_depend_on_how_the_stream_is_batched(late):
         assert closes_of(WindowStore(cfg), chunks) == one_by_one, size
 
 
-def test_a_session_gap_longer_than_the_idle_ttl_is_refused():
+def test_a_non_positive_session_gap_is_refused():
     with pytest.raises(ValueError, match="session_gap_ms"):
-        WindowConfig(session_gap_ms=7 * 3_600_000)
+        WindowConfig(session_gap_ms=0)
+
+
+def test_a_late_event_older_than_a_full_window_is_too_late_not_lost():
+    store = WindowStore(WindowConfig(max_events=4, allowed_lateness_ms=60_000))
+    store.add(batch(*[("u", i * 1000, "a") for i in range(10)]))
+    seen = []
+    res = store.add(batch(("u", 2_000, "late")), on_change=lambda c: seen.extend(c.rows.tolist()))
+    assert seen == [] and res.too_late.tolist() == [0] and store.too_late == 1
+
+
+def test_a_late_events_window_ends_with_it():
+    store = WindowStore(WindowConfig(max_events=8, allowed_lateness_ms=60_000))
+    store.add(batch(("u", 0, "a"), ("u", 2_000, "c"), ("u", 3_000, "d")))
+    got = []
+
+    def on_change(c):
+        n = int(c.windows.length[0])
+        got.append([store.type_names[t] for t in c.windows.type[0, -n:]])
+
+    store.add(batch(("u", 1_000, "b")), on_change=on_change)
+    assert got == [["a", "b"]]
+    assert window_of(store, "u")[1] == ["a", "b", "c", "d"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 200_000)), min_size=1, max_size=120),
+       st.integers(1, 40))
+def test_every_valid_event_is_windowed_or_too_late(stream, size):
+    events = [Event(f"u{u}", T0 + t, "view") for u, t in stream]
+    store = WindowStore(WindowConfig(max_events=4, allowed_lateness_ms=30_000))
+    windowed = too_late = 0
+    for i in range(0, len(events), size):
+
+        def count(c):
+            nonlocal windowed
+            windowed += len(c.rows)
+
+        too_late += len(store.add(EventBatch.from_events(events[i : i + size]), on_change=count).too_late)
+    assert windowed + too_late == len(events)
