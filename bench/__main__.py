@@ -8,6 +8,7 @@
     python -m bench memory     # bytes per tracked user
     python -m bench quality    # detection quality vs baselines
     python -m bench realdata   # detection on real labelled HDFS sessions vs lookup baselines
+    python -m bench zerolabel  # zero-label serving cost vs the classifier's, same windows
     python -m bench soak       # 10 minutes at 50 % load: RSS, lag and latency over time
     python -m bench crash      # kill -9 five times during a 200k-event replay: lost / repeated
 
@@ -20,7 +21,7 @@ import importlib
 import sys
 
 COMMANDS = {"race": "bench.race", "latency": "bench.latency", "inference": "bench.inference",
-            "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality", "realdata": "bench.realdata",
+            "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality", "realdata": "bench.realdata", "zerolabel": "bench.zerolabel",
             "soak": "bench.soak", "crash": "bench.crash", "report": "bench.report"}
 
 

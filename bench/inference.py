@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.common import ensure_log, ensure_model, save
-from stream.encoding import Encoded
+from stream.encoding import N_SPECIAL, Encoded
 from stream.model import Scorer, serving_thread_count
 
 
@@ -32,7 +32,7 @@ def _windows(model_dir, n: int) -> tuple[Scorer, Encoded]:
     batches = dataset.batches_from_log(ensure_log(20_000, seed=6))
     ws = dataset.build_windows(batches, art.vocab, WindowConfig(**art.meta.window))
     ids = ws.input_ids[:n].astype(np.int64)
-    return scorer, Encoded(ids, (ids != 0).astype(np.int64), (ids > 2).sum(1))
+    return scorer, Encoded(ids, (ids != 0).astype(np.int64), (ids >= N_SPECIAL).sum(1))
 
 
 def _head(enc: Encoded, k: int) -> Encoded:

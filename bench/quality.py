@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from bench.realdata import DOC_END, DOC_START
+from bench.realdata import CLICKS_END, CLICKS_START, DOC_END, DOC_START
 from training import dataset, synth, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,8 @@ def main() -> None:
     doc = ROOT / "docs" / "quality.md"
     doc.parent.mkdir(exist_ok=True)
     old = doc.read_text() if doc.exists() else ""
-    real = old[old.index(DOC_START):old.index(DOC_END) + len(DOC_END)] + "\n" if DOC_START in old else ""
+    real = "".join(old[old.index(a):old.index(b) + len(b)] + "\n\n" for a, b in ((DOC_START, DOC_END),
+                                                                              (CLICKS_START, CLICKS_END)) if a in old)
     doc.write_text(
         "# Detection quality benchmark\n\n"
         f"Command: `{summary['command']}` ({summary['seconds']:.0f} s on this machine, {summary['torch_threads']} torch threads, CPU).\n\n"
