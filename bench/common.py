@@ -105,14 +105,14 @@ def run_seqsentry(broker: EmbeddedBroker, topics: dict[str, str], n: int, model:
     t_first = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        consumed = m.events_consumed._value.get()
-        if t_first is None and consumed > 0:
+        progress = svc.progress()
+        if t_first is None and progress.consumed > 0:
             t_first = time.monotonic()
-        if consumed >= n and not svc._tickets and svc.worker.queued_windows == 0:
+        if progress.consumed >= n and progress.idle:
             break
         time.sleep(0.005)
     t_last = time.monotonic()
-    windows = m.windows_scored._value.get()
+    windows = m.value("seqsentry_windows_scored_total")
     lat = np.array(svc.latencies) if svc.latencies else np.array([])
     svc.stop()
     th.join(60)

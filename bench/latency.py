@@ -48,13 +48,13 @@ def measure(broker: EmbeddedBroker, model, log, rate: float, seconds: float, max
     while not svc.ready:
         time.sleep(0.1)
     replayer = start_replayer(log, broker.bootstrap, topics["topic"], rate, n)
-    while svc.metrics.events_consumed._value.get() == 0 and replayer.poll() is None:
+    while svc.progress().consumed == 0 and replayer.poll() is None:
         time.sleep(0.001)
     t0_ms = time.time() * 1000  # the warm-up runs from the first consumed event
     if replayer.wait() != 0:
         raise RuntimeError(f"replayer exited with {replayer.returncode}")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (svc.metrics.events_consumed._value.get() < n or svc._tickets):
+    while time.monotonic() < deadline and (svc.progress().consumed < n or svc.progress().uncommitted_batches):
         time.sleep(0.05)
     inf_sum, inf_count = _sum_count(svc.metrics.inference)
     wait_sum, wait_count = _sum_count(svc.metrics.batch_wait)

@@ -51,14 +51,14 @@ def main() -> None:
         sender = start_replayer(log, broker.bootstrap, "soak-ev", rate, n)
         samples = []
         seen = 0
-        while sender.poll() is None or (svc.metrics.events_consumed._value.get() < n and time.monotonic() - t0 < args.minutes * 60 + 120):
+        while sender.poll() is None or (svc.progress().consumed < n and time.monotonic() - t0 < args.minutes * 60 + 120):
             time.sleep(5)
             lat = [x for _, x in list(svc.latencies)[seen:]]
             seen += len(lat)
             lag = sum(s.value for s in svc.metrics.lag.collect()[0].samples)
             samples.append({"t_s": time.monotonic() - t0, "rss_bytes": rss_bytes(), "lag_messages": lag,
-                            "consumed": svc.metrics.events_consumed._value.get(),
-                            "tracked_users": svc.metrics.tracked_users._value.get(),
+                            "consumed": svc.progress().consumed,
+                            "tracked_users": svc.metrics.value("seqsentry_tracked_users"),
                             "p99_latency_s": float(np.percentile(lat, 99)) if lat else None})
             print(samples[-1], flush=True)
         svc.stop()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from stream import progress
+from stream.log_args import log_args, log_spec
 
 EXIT_USAGE = 2
 
@@ -26,29 +27,6 @@ def _kafka_args(p: argparse.ArgumentParser, bootstrap_required: bool = True) -> 
                    help="Kafka bootstrap servers (env SEQSENTRY_BOOTSTRAP)")
     p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE",
                    help="librdkafka setting passed through, e.g. -X security.protocol=SASL_SSL (repeatable)")
-
-
-def _log_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", dest="fmt", choices=["jsonl", "csv", "parquet"], help="log format (default: from file name)")
-    p.add_argument("--map", dest="column_map", action="append", default=[], metavar="SRC=FIELD",
-                   help="map a source column onto a contract field, e.g. --map visitorid=user_id (repeatable)")
-    p.add_argument("--columns", help="comma-separated column names for a CSV without a header row")
-    p.add_argument("--delimiter", help="CSV delimiter (default: detected)")
-    p.add_argument("--ts-unit", default="ms", choices=["ms", "s", "us", "ns", "auto"], help="unit of numeric timestamps")
-    p.add_argument("--labels", type=Path, help="CSV with user_id,label[,attack] giving labels by user")
-
-
-def _log_spec(args: argparse.Namespace):
-    from stream import logs
-
-    return logs.LogSpec(
-        fmt=args.fmt,
-        columns=logs.parse_column_map(args.column_map),
-        column_names=args.columns.split(",") if args.columns else None,
-        delimiter=args.delimiter,
-        ts_unit=args.ts_unit,
-        labels=logs.read_labels(args.labels) if args.labels else None,
-    )
 
 
 def _options(args: argparse.Namespace) -> dict[str, str]:
@@ -83,7 +61,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from stream import replay
 
-    stats = replay.replay(args.log, args.bootstrap, args.topic, spec=_log_spec(args), speed=args.speed,
+    stats = replay.replay(args.log, args.bootstrap, args.topic, spec=log_spec(args), speed=args.speed,
                           rate=args.rate, options=_options(args), limit=args.limit, show_progress=not args.quiet)
     print(f"replayed {stats.sent:,} events to {args.topic} in {stats.seconds:.1f}s ({stats.rate:,.0f} ev/s)"
           + (f"; {stats.unkeyed:,} had no user_id and were sent unkeyed" if stats.unkeyed else ""))
@@ -150,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="stop after this many events")
     p.add_argument("--quiet", "-q", action="store_true")
     _kafka_args(p)
-    _log_args(p)
+    log_args(p)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("record", help="record a topic to a JSONL file")

@@ -153,11 +153,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
                 for m in tail.consume(500, timeout=0.25):
                     if not m.error():
                         alerts.append(orjson.loads(m.value()))
-                counts.update(replayed=sent["n"] or int(svc.metrics.events_consumed._value.get()),
-                              consumed=int(svc.metrics.events_consumed._value.get()), alerts=len(alerts))
+                progress = svc.progress()
+                counts.update(replayed=sent["n"] or progress.consumed, consumed=progress.consumed, alerts=len(alerts))
                 live.update(_alert_table(alerts, counts))
-                done = (not sender.is_alive() and counts["consumed"] >= sent["n"] and not svc._tickets
-                        and svc.worker.queued_windows == 0)
+                done = not sender.is_alive() and counts["consumed"] >= sent["n"] and progress.idle
                 if done:
                     for m in tail.consume(1000, timeout=1.0):  # the last acks
                         if not m.error():
@@ -172,9 +171,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
         lat = np.array([x for _, x in svc.latencies]) if svc.latencies else None
         m = svc.metrics
         summary = DemoSummary(
-            events_replayed=sent["n"], events_consumed=int(m.events_consumed._value.get()),
-            events_rejected=int(sum(c._value.get() for c in m.events_rejected._metrics.values())),
-            windows_scored=int(m.windows_scored._value.get()), alerts=len(alerts),
+            events_replayed=sent["n"], events_consumed=int(m.value("seqsentry_events_consumed_total")),
+            events_rejected=int(sum(s.value for s in m.events_rejected.collect()[0].samples
+                                    if s.name == "seqsentry_events_rejected_total")),
+            windows_scored=int(m.value("seqsentry_windows_scored_total")), alerts=len(alerts),
             alerts_by_severity=dict(Counter(a["severity"] for a in alerts)), attackers=len(attackers),
             attackers_alerted=len(alerted & attackers), normal_users=len(normals),
             normal_users_alerted=len(alerted & normals),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,17 +118,33 @@ class Detector:
         return pending, res.too_late
 
     # ---- inference side ----------------------------------------------------------------
-    def request_swap(self, scorer: Scorer) -> None:
-        """Serve ``scorer`` from the next batch on (hot reload; thread-safe hand-over)."""
-        self._next = scorer
+    def request_swap(self, scorer: Scorer, on_swapped: Callable[[Scorer], None] | None = None) -> None:
+        """Serve ``scorer`` from the next batch on (hot reload; thread-safe hand-over).
 
-    def _maybe_swap(self) -> None:
-        nxt, self._next = self._next, None
-        if nxt is not None:
+        The swap happens here, at once and under the swap lock: the serving scorer, the
+        model-info metric and the caller's record of the serving version (``on_swapped``)
+        change together, so nothing ever reports a version that is not the one serving. A
+        batch already scoring keeps the scorer it took at its start (``score`` reads it once).
+        """
+        # dict.setdefault is atomic: every thread gets the same per-detector lock (re-entrant:
+        # _maybe_swap takes it again) without a field in __post_init__.
+        with self.__dict__.setdefault("_swap_lock", threading.RLock()):
+            self._next = scorer
+            self._maybe_swap(on_swapped)
+
+    def _maybe_swap(self, on_swapped: Callable[[Scorer], None] | None = None) -> None:
+        # Also called by score() at the start of each batch: taking the lock there means a
+        # batch never starts halfway through a swap.
+        with self.__dict__.setdefault("_swap_lock", threading.RLock()):
+            nxt, self._next = self._next, None
+            if nxt is None:
+                return
             log.info("model swapped: %s -> %s", self.scorer.artifact.version, nxt.artifact.version)
             self.scorer = nxt
             if self.metrics:
                 self.metrics.model_info.info({"version": nxt.artifact.version, "kind": nxt.artifact.meta.kind})
+            if on_swapped is not None:
+                on_swapped(nxt)
 
     def _encode(self, pendings: list[Pending], scorer: Scorer) -> Encoded:
         parts = [encode(p.windows, p.type_names, scorer.artifact.vocab, p.closing) for p in pendings]

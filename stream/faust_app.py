@@ -2,7 +2,7 @@
 
 For teams that already operate Faust apps. Parsing, windows, encoding, model, alert
 building and cooldown are the very same objects as in `seqsentry run`
-(stream.events / stream.detector); Faust supplies consumption, batching
+(stream.runtime.pipeline / stream.detector); Faust supplies consumption, batching
 (``stream.take_events``), offset commits and rebalancing. Differences from the main
 runtime, by design of Faust rather than of seqsentry:
 
@@ -27,13 +27,14 @@ import numpy as np
 import orjson
 from prometheus_client import start_http_server
 
-from stream import events
 from stream.detector import Detector
 from stream.metrics import Metrics
-from stream.service import ServiceConfig
+from stream.runtime import pipeline
+from stream.runtime.config import ServiceConfig
+from stream.runtime.outputs import dead_letter_headers
 from stream.windows import WindowStore
 
-log = logging.getLogger("seqsentry.faust")
+log = logging.getLogger(__name__)
 
 
 def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust.App:
@@ -60,26 +61,17 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
                 by_part.setdefault(ev.message.partition, []).append(ev)
             for part, evs in by_part.items():
                 values = [e.value for e in evs]
-                metrics.events_consumed.inc(len(evs))
-                res = events.parse_batch(values, cfg.max_message_bytes)
-                metrics.events_valid.inc(len(res.events))
-                for r in res.rejects:
-                    metrics.events_rejected.labels(r.reason).inc()
-                    m = evs[r.index].message
-                    sends.append(await dlq.send(key=evs[r.index].key, value=values[r.index], headers={
-                        "seqsentry.reason": r.reason.encode(), "seqsentry.detail": r.detail[:500].encode(),
-                        "seqsentry.topic": m.topic.encode(), "seqsentry.partition": str(m.partition).encode(),
-                        "seqsentry.offset": str(m.offset).encode()}))
                 store = stores.setdefault(part, detector.new_store())
-                offsets = np.array([e.message.offset for e in evs], dtype=np.int64)
-                kts = np.array([int(e.message.timestamp * 1000) for e in evs], dtype=np.int64)
-                pending, too_late = detector.ingest(store, res.events, topic=cfg.topic, partition=part,
-                                                    offsets=offsets, kafka_ts=kts)
-                for row in too_late.tolist():
-                    metrics.events_late.inc()
-                    i = int(res.events.index[row])
-                    sends.append(await dlq.send(key=evs[i].key, value=values[i],
-                                                headers={"seqsentry.reason": b"too-late"}))
+                res = pipeline.step(
+                    detector, store, pipeline.parse(values, cfg.max_message_bytes), topic=cfg.topic, partition=part,
+                    offsets=np.array([e.message.offset for e in evs], dtype=np.int64),
+                    kafka_ts=np.array([int(e.message.timestamp * 1000) for e in evs], dtype=np.int64),
+                    keys=[e.key for e in evs], metrics=metrics)
+                for d in res.dead_letters:  # the same headers as `seqsentry run`'s (README: the dead-letter contract)
+                    m = evs[d.index].message
+                    sends.append(await dlq.send(key=evs[d.index].key, value=values[d.index], headers=dict(
+                        dead_letter_headers(d.reason, d.detail, m.topic, m.partition, m.offset))))
+                pending = res.pending
                 found = await loop.run_in_executor(scoring, detector.score, pending)
                 for group in found:
                     for a in group:

@@ -30,6 +30,8 @@ class Metrics:
                                    registry=r)
         self.key_mismatch = Counter("seqsentry_key_mismatch", "Messages whose key differs from the payload user_id.",
                                     registry=r)
+        self.sessions_ended = Counter("seqsentry_sessions_ended", "Windows of ended sessions handed to scoring "
+                                      "(scored on top of one window per valid event).", registry=r)
         self.windows_scored = Counter("seqsentry_windows_scored", "Windows scored by the serving model.", registry=r)
         self.alerts = Counter("seqsentry_alerts", "Alerts published, by severity.", ["severity"], registry=r)
         self.alerts_suppressed = Counter("seqsentry_alerts_suppressed", "Alerts withheld by the per-user cooldown.",
@@ -79,3 +81,8 @@ class Metrics:
             self.model_loads.labels(result)
         for sev in ("low", "medium", "high", "critical"):
             self.alerts.labels(sev)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """The current value of one exported sample, by its exposition name (e.g.
+        ``seqsentry_events_consumed_total``); 0 when it has not been exported yet."""
+        return self.registry.get_sample_value(name, labels) or 0.0

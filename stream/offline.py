@@ -3,7 +3,8 @@
 Same parsing, windows, encoding, model, threshold, cooldown and alert code as the live
 detector (stream.detector), so the alerts it writes are the ones `seqsentry run`
 publishes when the same log is replayed through Kafka (same ids, same scores within
-float tolerance). Rejected records go to a dead-letter file with their reasons.
+float tolerance): the step from raw records to windows is the same function too
+(stream.runtime.pipeline). Rejected records go to a dead-letter file with their reasons.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ import orjson
 
 from stream import events, logs, progress
 from stream.detector import Detector
+from stream.runtime import pipeline
 
 
 @dataclass
 class ScoreStats:
+    """Counts of one offline run."""
+
     events: int = 0
     rejected: int = 0
     too_late: int = 0
-    windows: int = 0
+    windows: int = 0  # one per valid in-time event, plus one per ended session
+    sessions_ended: int = 0
     alerts: int = 0
     seconds: float = 0.0
 
@@ -40,26 +45,23 @@ def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, s
             task = bar.add_task(f"score {Path(path).name}", total=None, rate="")
             for chunk in logs.iter_chunks(path, spec):
                 if chunk.raw is not None:  # JSONL: parse the bytes exactly as the consumer parses messages
-                    res = events.parse_batch(chunk.raw)
+                    parsed = pipeline.parse(chunk.raw)
                 else:
-                    res = events.validate_records(chunk.records)
-                pending, too_late = detector.ingest(store, res.events)
-                for p, found in zip(pending, detector.score(pending), strict=True):
+                    parsed = events.validate_records(chunk.records)
+                res = pipeline.step(detector, store, parsed)
+                for p, found in zip(res.pending, detector.score(res.pending), strict=True):
                     stats.windows += len(p)
                     for a in found:
                         out.write(orjson.dumps(a) + b"\n")
                     stats.alerts += len(found)
-                n_in = len(chunk.records)
-                stats.events += n_in
-                stats.rejected += len(res.rejects)
-                stats.too_late += len(too_late)
+                stats.events += len(chunk.records)
+                stats.rejected += res.rejected
+                stats.too_late += res.too_late
+                stats.sessions_ended += res.sessions_ended
                 if dlq is not None:
-                    for r in res.rejects:
-                        dlq.write(orjson.dumps({"reason": r.reason, "detail": r.detail,
-                                                "value": _raw(chunk, r.index)}) + b"\n")
-                    for row in too_late.tolist():
-                        dlq.write(orjson.dumps({"reason": "too-late", "detail": "outside allowed lateness",
-                                                "value": _raw(chunk, int(res.events.index[row]))}) + b"\n")
+                    for d in res.dead_letters:
+                        dlq.write(orjson.dumps({"reason": d.reason, "detail": d.detail,
+                                                "value": _raw(chunk, d.index)}) + b"\n")
                 elapsed = time.monotonic() - t0
                 bar.update(task, completed=stats.events, rate=f"{stats.events / max(elapsed, 1e-9):,.0f} ev/s, "
                                                                f"{stats.alerts:,} alerts")

@@ -1,7 +1,8 @@
 """`seqsentry run` and `seqsentry score`, with configuration from flags, SEQSENTRY_* and YAML.
 
 Precedence: command-line flag > environment variable (``SEQSENTRY_MAX_BATCH_SIZE=512``)
-> YAML file (``--config seqsentry.yaml`` with keys like ``max_batch_size: 512``) > default.
+> YAML file (``--config seqsentry.yaml`` with keys like ``max_batch_size: 512``) > default,
+resolved and validated by stream.runtime.config.
 """
 
 from __future__ import annotations
@@ -13,51 +14,39 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
-import yaml
+from stream.log_args import log_args, log_spec
+from stream.runtime.config import ServiceConfig, field_names, resolve_config
 
-from stream.service import ServiceConfig
-
-_TYPES = {"int": int, "float": float, "bool": lambda v: str(v).lower() in ("1", "true", "yes", "on"),
-          "str": str, "Path | None": Path, "Path": Path, "dict": dict}
-
-
-def resolve_config(flags: dict[str, Any], config_file: Path | None) -> ServiceConfig:
-    """Merge flag values (None = not given), SEQSENTRY_* variables and a YAML file into a ServiceConfig."""
-    file_values: dict[str, Any] = {}
-    if config_file is not None:
-        file_values = yaml.safe_load(Path(config_file).read_text()) or {}
-        unknown = set(file_values) - {f.name for f in dataclasses.fields(ServiceConfig)}
-        if unknown:
-            raise ValueError(f"{config_file}: unknown settings {sorted(unknown)}")
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(ServiceConfig):
-        env = os.environ.get(f"SEQSENTRY_{f.name.upper()}")
-        if flags.get(f.name) is not None:
-            values[f.name] = flags[f.name]
-        elif env is not None and f.name != "kafka_options":
-            values[f.name] = _TYPES.get(str(f.type), str)(env)
-        elif f.name in file_values:
-            values[f.name] = file_values[f.name]
-    options = dict(file_values.get("kafka_options") or {})
-    options.update(flags.get("kafka_options") or {})
-    values["kafka_options"] = options
-    if not values.get("bootstrap"):
-        raise ValueError("no Kafka bootstrap servers: pass --bootstrap, set SEQSENTRY_BOOTSTRAP, or put bootstrap: in --config")
-    for name in ("registry", "model", "shadow"):
-        if isinstance(values.get(name), str):
-            values[name] = Path(values[name])
-    return ServiceConfig(**values)
+__all__ = ["register", "resolve_config"]
 
 
 def _config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """ServiceConfig from a `run`/`faust` command line (flags, then env, then --config YAML)."""
     from stream import kafka
 
-    flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(ServiceConfig)}}
+    names = field_names()
+    flags = {k: v for k, v in vars(args).items() if k in names}
     flags["kafka_options"] = kafka.parse_options(args.kafka_options)
     return resolve_config(flags, args.config)
+
+
+def _show_info_logs() -> None:
+    # Module loggers are named after their modules (stream.runtime.reload, stream.detector, ...),
+    # so one level on the package loggers shows model swaps, reloads and rebalances at INFO
+    # without lowering the root (and every library's logger) below --log-level.
+    for name in ("stream", "training"):
+        logger = logging.getLogger(name)
+        logger.setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+
+
+def _train_starter_model(registry_dir: Path, device: str) -> None:
+    """`run --bootstrap-model`: the one door from the runtime's command to training."""
+    from training.train import train_on_generated
+
+    print(f"no model in {registry_dir}: training a starter model on generated traffic (--bootstrap-model)",
+          flush=True)
+    train_on_generated(registry_dir, device=device, show=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -65,13 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream.service import Service
 
     cfg = _config_from_args(args)
-    logging.getLogger("seqsentry").setLevel(logging.INFO)
+    _show_info_logs()
     if args.bootstrap_model and cfg.model is None and cfg.registry and registry.current_version(cfg.registry) is None:
-        from training.train import train_on_generated
-
-        print(f"no model in {cfg.registry}: training a starter model on generated traffic (--bootstrap-model)",
-              flush=True)
-        train_on_generated(cfg.registry, device=cfg.device, show=False)
+        _train_starter_model(cfg.registry, cfg.device)
     svc = Service(cfg)
     svc.setup()
     print(f"seqsentry: model {svc.serving_version} consuming {cfg.topic} on {cfg.bootstrap}; alerts -> "
@@ -95,7 +80,6 @@ def cmd_faust(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from stream import logs, registry
-    from stream.cli import _log_spec
     from stream.detector import Detector
     from stream.model import Scorer
     from stream.offline import score_log
@@ -105,7 +89,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such log: {args.log}")
     scorer = Scorer.load(args.model or registry.current(args.registry), args.device, args.runtime)
     det = Detector(scorer, cooldown_ms=int(args.cooldown_s * 1000), coalesce=False)
-    stats = score_log(args.log, det, args.out, spec=_log_spec(args), dead_letter_out=args.dead_letters,
+    stats = score_log(args.log, det, args.out, spec=log_spec(args), dead_letter_out=args.dead_letters,
                       show_progress=not args.quiet)
     print(json.dumps(dataclasses.asdict(stats)))
     print(f"{stats.alerts:,} alerts from {stats.events:,} events -> {args.out}")
@@ -113,8 +97,6 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stream.cli import _log_args
-
     register_demo(sub)
     p = sub.add_parser("run", help="run the streaming detector against Kafka")
     p.add_argument("--config", type=Path, help="YAML file with settings (flags and SEQSENTRY_* override it)")
@@ -184,7 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--cooldown-s", type=float, default=600.0)
     p.add_argument("--quiet", "-q", action="store_true")
-    _log_args(p)
+    log_args(p)
     p.set_defaults(func=cmd_score)
 
 

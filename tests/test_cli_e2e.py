@@ -131,6 +131,7 @@ def test_offline_score_writes_alerts_and_dead_letters(tiny_model, traffic, tmp_p
     assert main(["score", str(log), "--model", str(tiny_model[0].artifact), "--out", str(tmp_path / "a.jsonl"),
                  "--dead-letters", str(tmp_path / "dlq.jsonl"), "-q", "--device", "cpu"]) == 0
     stats = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert stats["events"] == 3001 and stats["rejected"] == 1 and stats["windows"] == 3000
+    assert stats["events"] == 3001 and stats["rejected"] == 1
+    assert stats["windows"] == 3000 + stats["sessions_ended"]  # one per event, one more per ended session
     dead = [json.loads(x) for x in (tmp_path / "dlq.jsonl").read_text().splitlines()]
     assert dead == [{"reason": "not-json", "detail": dead[0]["detail"], "value": "garbage"}]

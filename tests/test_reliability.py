@@ -53,7 +53,7 @@ def test_exactly_once_mode_commits_alerts_and_offsets_together(broker, tiny_mode
     wait_for(lambda: stack.settled(len(traffic)), 120, "all events processed and committed")
     offsets = committed_offsets(broker.bootstrap, stack.cfg.group, stack.topics["topic"])
     assert sum(offsets.values()) == len(traffic)  # committed through send_offsets_to_transaction
-    assert svc.metrics.commits._value.get() >= 1
+    assert svc.metrics.value("seqsentry_offset_commits_total") >= 1
     alerts = [orjson.loads(m.value())
               for m in read_topic(broker.bootstrap, stack.topics["alerts_topic"], isolation="read_committed")]
     assert sorted(a["alert_id"] for a in alerts) == sorted(a["alert_id"] for a in offline_alerts_for_traffic)
@@ -109,7 +109,7 @@ def test_a_paused_broker_is_survived_and_shown_in_readiness(tiny_model, traffic,
         wait_for(lambda: svc.ready, 30, "ready again")
         assert stack.thread.is_alive()
         stack.stop()
-        assert svc.metrics.events_consumed._value.get() == 6000
+        assert svc.metrics.value("seqsentry_events_consumed_total") == 6000
         assert readiness[0] is True and False in readiness  # the outage showed
 
 

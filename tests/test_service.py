@@ -79,10 +79,11 @@ class Stack:
         assert not self.thread.is_alive()
 
     def consumed(self):
-        return self.svc.metrics.events_consumed._value.get()
+        return self.svc.progress().consumed
 
     def settled(self, n):
-        return self.consumed() >= n and not self.svc._tickets and self.svc.worker.queued_windows == 0
+        progress = self.svc.progress()
+        return progress.consumed >= n and progress.idle
 
     def scrape(self):
         text = urllib.request.urlopen(self.svc.metrics_url + "/metrics", timeout=5).read().decode()
@@ -159,7 +160,8 @@ def test_metrics_reconcile_consumed_with_valid_plus_rejected(streamed, traffic):
     rejected = sum(v for k, v in m.items() if isinstance(k, tuple) and k[0] == "seqsentry_events_rejected_total")
     assert m["seqsentry_events_consumed_total"] == len(traffic)
     assert m["seqsentry_events_consumed_total"] == m["seqsentry_events_valid_total"] + rejected
-    assert m["seqsentry_windows_scored_total"] == len(traffic)
+    # one window per event, and one more per ended session
+    assert m["seqsentry_windows_scored_total"] == len(traffic) + m["seqsentry_sessions_ended_total"]
     assert health == 200
 
 
@@ -196,7 +198,7 @@ def test_a_restart_mid_stream_misses_no_attacker_and_skips_no_event(broker, tiny
     stack.start()  # same group: resumes from committed offsets, rebuilding windows first
     wait_for(lambda: stack.consumed() >= 1 and stack.settled(stack.consumed()) and
              first + stack.consumed() >= len(traffic), 120, "the rest consumed")
-    rebuilt = stack.svc.metrics.rebuilt_events._value.get()
+    rebuilt = stack.svc.metrics.value("seqsentry_rebuilt_events_total")
     stack.stop()
     alerts = [orjson.loads(m.value()) for m in read_topic(broker.bootstrap, stack.topics["alerts_topic"])]
     assert first + stack.consumed() == len(traffic)  # nothing skipped, nothing consumed twice after a clean stop
@@ -218,7 +220,7 @@ def test_hot_reload_switches_model_version_mid_stream(broker, tiny_model, traffi
     shutil.copytree(res.artifact, corrupt)
     (corrupt / "model.safetensors").write_bytes(b"garbage")
     registry.publish(reg, corrupt, "v-corrupt")
-    wait_for(lambda: stack.svc.metrics.model_loads.labels("error")._value.get() >= 1, 10, "corrupt model refused")
+    wait_for(lambda: stack.svc.metrics.value("seqsentry_model_loads_total", {"result": "error"}) >= 1, 10, "corrupt model refused")
     assert stack.svc.serving_version == "v1"
     v2 = tmp_path / "v2"
     shutil.copytree(res.artifact, v2)
@@ -237,31 +239,20 @@ def test_hot_reload_switches_model_version_mid_stream(broker, tiny_model, traffi
     assert versions == {res.version, "v2"}
 
 
-def test_config_resolution_prefers_flags_then_env_then_yaml(tmp_path, monkeypatch):
-    from stream.service_cli import resolve_config
-
-    cfg_file = tmp_path / "s.yaml"
-    cfg_file.write_text("bootstrap: yaml:9092\nmax_batch_size: 64\nmax_wait_ms: 7\nkafka_options: {client.id: y}\n")
-    monkeypatch.setenv("SEQSENTRY_MAX_BATCH_SIZE", "128")
-    cfg = resolve_config({"max_wait_ms": 3.0, "kafka_options": {"security.protocol": "SSL"}}, cfg_file)
-    assert (cfg.bootstrap, cfg.max_batch_size, cfg.max_wait_ms) == ("yaml:9092", 128, 3.0)
-    assert cfg.kafka_options == {"client.id": "y", "security.protocol": "SSL"}
-
-
 def test_a_full_queue_pauses_consumption_and_loses_nothing(broker, tiny_model, traffic, tmp_path):
     path = tmp_path / "burst.jsonl"
     logs.write_log(path, [traffic[:5000]])
     stack = Stack(broker, tiny_model[1], max_queue_windows=64, max_batch_size=32)
     svc = stack.start()
     peak = []
-    watcher = threading.Thread(target=lambda: [peak.append(svc.metrics.paused._value.get()) or time.sleep(0.01)
+    watcher = threading.Thread(target=lambda: [peak.append(svc.metrics.value("seqsentry_paused_partitions")) or time.sleep(0.01)
                                                for _ in range(3000) if not stack.settled(5000)], daemon=True)
     watcher.start()
     replay.replay(path, broker.bootstrap, stack.topics["topic"])
     wait_for(lambda: stack.settled(5000), 120, "burst processed")
     stack.stop()
     assert max(peak) > 0  # partitions were paused at some point
-    assert svc.metrics.windows_scored._value.get() == 5000
+    assert svc.metrics.value("seqsentry_windows_scored_total") == 5000 + svc.metrics.value("seqsentry_sessions_ended_total")
 
 
 def test_shadow_model_is_scored_alongside_without_alerting(broker, tiny_model, traffic, tmp_path):
@@ -273,8 +264,9 @@ def test_shadow_model_is_scored_alongside_without_alerting(broker, tiny_model, t
     replay.replay(path, broker.bootstrap, stack.topics["topic"])
     wait_for(lambda: stack.settled(1500), 60, "processed")
     stack.stop()
-    assert svc.metrics.shadow_windows._value.get() == 1500
-    assert svc.metrics.shadow_agree._value.get() == 1500  # same model: always agrees
+    scored = 1500 + svc.metrics.value("seqsentry_sessions_ended_total")  # ended sessions are scored too
+    assert svc.metrics.value("seqsentry_shadow_windows_total") == scored
+    assert svc.metrics.value("seqsentry_shadow_agreements_total") == scored  # same model: always agrees
 
 
 def test_messages_keyed_by_someone_else_are_counted(broker, tiny_model):
@@ -288,7 +280,7 @@ def test_messages_keyed_by_someone_else_are_counted(broker, tiny_model):
     p.flush()
     wait_for(lambda: stack.settled(2), 30, "processed")
     stack.stop()
-    assert svc.metrics.key_mismatch._value.get() == 1
+    assert svc.metrics.value("seqsentry_key_mismatch_total") == 1
 
 
 def test_faust_runtime_gives_the_same_alerts_as_offline_scoring(broker, tiny_model, traffic, tmp_path):
@@ -301,8 +293,11 @@ def test_faust_runtime_gives_the_same_alerts_as_offline_scoring(broker, tiny_mod
     broker.create_topics({topics["topic"]: 2, topics["alerts"]: 1, topics["dlq"]: 1})
     log = tmp_path / "part.jsonl"
     logs.write_log(log, [traffic[:4000]])
+    late_user, late_ts = traffic[3999]["user_id"], traffic[3999]["ts"] - 86_400_000
     with open(log, "ab") as f:
         f.write(b"not json\n")
+        # a valid event a day behind its user's newest: too late, dead-lettered after ingest
+        f.write(orjson.dumps({"user_id": late_user, "ts": late_ts, "type": "view"}) + b"\n")
     offline = tmp_path / "offline.jsonl"
     score_log(log, Detector(Scorer.load(res.artifact, "cpu")), offline)
     expected = {json.loads(x)["alert_id"] for x in offline.read_text().splitlines()}
@@ -316,12 +311,19 @@ def test_faust_runtime_gives_the_same_alerts_as_offline_scoring(broker, tiny_mod
         replay.replay(log, broker.bootstrap, topics["topic"])
         got: set[str] = set()
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and got != expected:
+        dead: list = []
+        while time.monotonic() < deadline and (got != expected or len(dead) < 2):
             got |= {orjson.loads(m.value())["alert_id"]
                     for m in read_topic(broker.bootstrap, topics["alerts"], idle=1.0, partitions=1)}
-        dead = read_topic(broker.bootstrap, topics["dlq"], idle=1.0, partitions=1)
+            dead = read_topic(broker.bootstrap, topics["dlq"], idle=1.0, partitions=1)
     finally:
         proc.terminate()
         proc.wait(30)
     assert got == expected
-    assert [dict(d.headers())["seqsentry.reason"] for d in dead] == [b"not-json"]
+    assert sorted(dict(d.headers())["seqsentry.reason"] for d in dead) == [b"not-json", b"too-late"]
+    for d in dead:  # the README's dead-letter contract, too-late ones included
+        headers = dict(d.headers())
+        assert list(headers) == ["seqsentry.reason", "seqsentry.detail", "seqsentry.topic",
+                                 "seqsentry.partition", "seqsentry.offset"]
+        assert headers["seqsentry.detail"] and headers["seqsentry.topic"] == topics["topic"].encode()
+        assert int(headers["seqsentry.partition"]) in (0, 1) and int(headers["seqsentry.offset"]) >= 0

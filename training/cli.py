@@ -15,7 +15,7 @@ def _window_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from stream.cli import _log_spec
+    from stream.log_args import log_spec as _log_spec
     from stream.model import ModelSize
     from stream.windows import WindowConfig
     from training import dataset, train
@@ -52,7 +52,7 @@ def _users_line(u: dict) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream import registry
-    from stream.cli import _log_spec
+    from stream.log_args import log_spec as _log_spec
     from stream.model import Scorer
     from training import dataset, metrics
 
@@ -79,7 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stream.cli import _log_args
+    from stream.log_args import log_args as _log_args
 
     p = sub.add_parser("train", help="train a model from a recorded log (zero-label when it has no labels)")
     p.add_argument("log", type=Path)

@@ -1,0 +1,179 @@
+"""The consumer loop: fetch, run the pipeline step, hand windows to the worker, commit, observe.
+
+Threads: everything here runs on the consumer thread (the one that calls
+:meth:`ConsumerLoop.run`), including the rebalance callbacks librdkafka invokes inside
+``consume()``. It is the only thread that touches the consumer, the window stores and the
+commit tracker. Other threads see it through plain values it writes: ``heartbeat``,
+``progress_at`` (health) and the metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, Message
+
+from stream.batcher import InferenceWorker
+from stream.detector import Detector
+from stream.metrics import Metrics
+from stream.runtime import pipeline
+from stream.runtime.commits import CommitTracker, DetectorFailed
+from stream.runtime.config import ServiceConfig
+from stream.runtime.outputs import Outputs
+from stream.runtime.rebuild import Partitions
+
+log = logging.getLogger(__name__)
+OBSERVE_EVERY_S = 1.0  # lag, tracked users, evictions, GPU: one scrape's resolution is enough
+
+
+class ConsumerLoop:
+    """Owns the consumer and everything only the consumer thread may touch."""
+
+    def __init__(self, cfg: ServiceConfig, consumer: Consumer, detector: Detector, worker: InferenceWorker,
+                 outputs: Outputs, commits: CommitTracker, partitions: Partitions, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.consumer = consumer
+        self.detector = detector
+        self.worker = worker
+        self.outputs = outputs
+        self.commits = commits
+        self.partitions = partitions
+        self.metrics = metrics
+        self.paused = False
+        self.heartbeat = time.monotonic()  # last turn of the loop
+        self.progress_at = time.monotonic()  # last time consumption advanced, or there was nothing to consume
+        self._consumed_seen = 0.0
+        self._evicted_seen = {"idle": 0, "lru": 0}
+
+    # ---- one turn ---------------------------------------------------------------------
+    def handle(self, msgs: list[Message]) -> None:
+        """Run the pipeline step over one consumed batch, partition by partition, under one ticket."""
+        by_part: dict[int, list[Message]] = {}
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", msg.error())
+                continue
+            by_part.setdefault(msg.partition(), []).append(msg)
+            offsets[(msg.topic(), msg.partition())] = msg.offset()
+        ticket = self.commits.open(offsets)
+        for part, pm in by_part.items():
+            self.partitions.last_ts[part] = pm[-1].timestamp()[1]
+            values = [x.value() for x in pm]
+            topic = pm[0].topic()
+            res = pipeline.step(
+                self.detector, self.partitions.store(part), pipeline.parse(values, self.cfg.max_message_bytes),
+                topic=topic, partition=part, offsets=np.array([x.offset() for x in pm], dtype=np.int64),
+                kafka_ts=np.array([x.timestamp()[1] for x in pm], dtype=np.int64), keys=[x.key() for x in pm],
+                metrics=self.metrics)
+            for d in res.dead_letters:
+                msg = pm[d.index]
+                self.outputs.dead_letter(ticket, msg.value(), msg.key(), d.reason, d.detail, topic=msg.topic(),
+                                         partition=msg.partition(), offset=msg.offset())
+            for p in res.pending:
+                p.ticket = ticket
+                ticket.add()
+                self.worker.submit(p)
+        ticket.done()
+
+    def commit(self, force: bool = True) -> None:
+        """Commit what is safe to commit (at most every commit interval unless forced)."""
+        if not self.commits.due(force):
+            return
+        if self.cfg.exactly_once:
+            self.commits.commit_transaction(self.outputs.producer, self.consumer, self.worker.drain,
+                                            lambda: self.worker.error)
+        else:
+            self.commits.commit(self.consumer)
+
+    def finish_in_flight(self, timeout: float = 60.0) -> None:
+        """Drain the worker, flush the outputs and commit (on revoke and at stop)."""
+        self.worker.drain(timeout)
+        self.outputs.flush(timeout)
+        self.commit()
+
+    def backpressure(self) -> None:
+        # Holding back consume() instead of Consumer.pause()/resume(): in a soak here librdkafka
+        # once never fetched the resumed partitions again (lag grew, nothing arrived; cf.
+        # librdkafka #5111). Meanwhile its prefetch queue is bounded by queued.max.messages.kbytes,
+        # heartbeats continue on its own thread, and the queue drains in seconds, far inside
+        # max.poll.interval.ms.
+        if not self.paused and self.worker.full:
+            self.paused = True
+        elif self.paused and self.worker.drained_enough:
+            self.paused = False
+        self.metrics.paused.set(len(self.partitions.assigned) if self.paused else 0)
+
+    def observe(self, ready: bool) -> None:
+        """Refresh the gauges only the consumer thread can compute; note consumption progress."""
+        m = self.metrics
+        stores = self.partitions.stores.values()
+        m.tracked_users.set(sum(s.users for s in stores))
+        m.ready.set(1 if ready else 0)
+        now_ms = time.time() * 1000
+        behind = 0
+        for tp in self.consumer.assignment():
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
+                pos = self.consumer.position([tp])[0].offset
+            except Exception:
+                continue
+            if hi >= 0 and pos >= 0:
+                m.lag.labels(tp.topic, str(tp.partition)).set(max(0, hi - pos))
+                behind += max(0, hi - pos)
+            last_ts = self.partitions.last_ts.get(tp.partition)
+            if last_ts is not None:
+                m.lag_seconds.labels(tp.topic, str(tp.partition)).set(max(0.0, (now_ms - last_ts) / 1000))
+        consumed = m.value("seqsentry_events_consumed_total")
+        if consumed != self._consumed_seen or behind == 0:  # a stall is being behind *and* consuming nothing
+            self._consumed_seen, self.progress_at = consumed, time.monotonic()
+        if self.detector.scorer.device.startswith("cuda"):
+            import torch
+
+            m.gpu_memory.set(torch.cuda.memory_allocated())
+            with contextlib.suppress(Exception):  # NVML missing: leave the series at 0, never fail the loop
+                m.gpu_utilization.set(torch.cuda.utilization() / 100.0)
+        # The stores count evictions since they were created; the counter takes only what is new.
+        # (Counts of revoked partitions' stores are gone with them, so a total can drop: never negative.)
+        evicted = {"idle": sum(s.evicted_idle for s in stores), "lru": sum(s.evicted_lru for s in stores)}
+        for cause, n in evicted.items():
+            delta = n - self._evicted_seen[cause]
+            if delta > 0:
+                m.evicted.labels(cause).inc(delta)
+                self._evicted_seen[cause] = n
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self, stopping: threading.Event, ready: Callable[[], bool]) -> None:
+        """Consume until ``stopping`` is set; then finish in-flight work. Raises DetectorFailed."""
+        self.consumer.subscribe([self.cfg.topic], on_assign=self.partitions.on_assign,
+                                on_revoke=self.partitions.on_revoke)
+        errors = self.outputs.errors
+        last_observe = 0.0
+        while not stopping.is_set():
+            self.heartbeat = time.monotonic()
+            if errors.fatal is not None:
+                raise DetectorFailed(f"fatal Kafka error, stopping: {errors.fatal}")
+            if self.worker.error is not None:
+                raise DetectorFailed(f"inference worker failed: {self.outputs.fatal_reason(self.worker.error)}")
+            # consume() waits for a full batch or the timeout: the timeout is latency under light load
+            if self.paused:
+                msgs = []
+                time.sleep(self.cfg.poll_wait_ms / 1000)
+            else:
+                msgs = self.consumer.consume(self.cfg.consume_batch, timeout=self.cfg.poll_wait_ms / 1000)
+            if msgs:
+                self.handle(msgs)
+            self.outputs.poll()
+            self.backpressure()
+            self.commit(force=False)
+            if time.monotonic() - last_observe > OBSERVE_EVERY_S:
+                self.observe(ready())
+                last_observe = time.monotonic()
+        log.info("stopping: draining in-flight work")
+        self.finish_in_flight()

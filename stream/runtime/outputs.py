@@ -1,0 +1,139 @@
+"""Outputs: alerts and dead letters to Kafka, each tied to the commit ticket of its input.
+
+The dead-letter contract (README, "Alerts"): the original bytes and key, with headers
+``seqsentry.reason``, ``seqsentry.detail``, ``seqsentry.topic``, ``seqsentry.partition``
+and ``seqsentry.offset``. :func:`dead_letter_headers` is the one place that builds them,
+for every runtime.
+
+Threads: :meth:`Outputs.dead_letter` runs on the consumer thread, :meth:`Outputs.publish`
+on the inference worker; delivery callbacks run on whichever thread polls the producer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from stream.detector import Pending
+from stream.metrics import Metrics
+from stream.runtime.commits import Ticket
+
+log = logging.getLogger(__name__)
+DETAIL_MAX_CHARS = 500  # a header, not a log: the detail only has to say what was wrong
+_BROKER_DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._TIMED_OUT,
+                KafkaError._MSG_TIMED_OUT, KafkaError.REQUEST_TIMED_OUT)
+
+
+def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter: why it was diverted and where it came from."""
+    return [("seqsentry.reason", reason.encode()), ("seqsentry.detail", detail[:DETAIL_MAX_CHARS].encode()),
+            ("seqsentry.topic", topic.encode()), ("seqsentry.partition", str(partition).encode()),
+            ("seqsentry.offset", str(offset).encode())]
+
+
+class BrokerErrors:
+    """What the Kafka clients reported through their error callbacks (librdkafka's threads)."""
+
+    def __init__(self) -> None:
+        self.fatal: str | None = None  # e.g. PRODUCER_FENCED: this client may never write again
+        self.broker_error_at = 0.0  # monotonic time of the last sign that the cluster is unreachable
+
+    def on_error(self, err: KafkaError) -> None:
+        """librdkafka's ``error_cb``."""
+        if err.fatal():
+            self.fatal = str(err)
+        if err.code() in _BROKER_DOWN:
+            self.broker_error_at = time.monotonic()
+        log.warning("kafka: %s", err)
+
+
+class Outputs:
+    """Produces alerts and dead letters; every delivery settles one unit of its ticket."""
+
+    def __init__(self, producer: Producer, *, alerts_topic: str, dlq_topic: str, metrics: Metrics,
+                 errors: BrokerErrors, audit_log: Path | None = None) -> None:
+        self.producer = producer
+        self.alerts_topic = alerts_topic
+        self.dlq_topic = dlq_topic
+        self.metrics = metrics
+        self.errors = errors
+        # (trigger's Kafka timestamp ms, event-to-alert seconds) of recent alerts: demo summary, benchmarks
+        self.latencies: deque[tuple[int, float]] = deque(maxlen=100_000)
+        self._audit: IO[str] | None = open(audit_log, "a") if audit_log else None  # noqa: SIM115
+
+    def dead_letter(self, ticket: Ticket, value: bytes | None, key: bytes | None, reason: str, detail: str, *,
+                    topic: str, partition: int, offset: int) -> None:
+        """Divert one input message to the dead-letter topic (consumer thread)."""
+        ticket.add()
+        self._produce(self.dlq_topic, value, key, dead_letter_headers(reason, detail, topic, partition, offset),
+                      ticket, None)
+
+    def publish(self, p: Pending, found: list[dict]) -> None:
+        """Worker thread: publish a group's alerts, then release its hold on the ticket."""
+        ticket = p.ticket
+        assert isinstance(ticket, Ticket)
+        if self._audit is not None and p.offsets is not None:
+            self._audit.write("".join(f"{p.partition} {o}\n" for o in p.offsets.tolist()))
+            self._audit.flush()  # in the OS before the commit can happen: survives kill -9
+        for a in found:
+            ticket.add()
+            self.metrics.alerts.labels(a["severity"]).inc()
+            offset = a["trigger"]["offset"]
+            idx = int(np.flatnonzero(p.offsets == offset)[0]) if p.offsets is not None else None
+            kts = int(p.kafka_ts[idx]) if p.kafka_ts is not None and idx is not None else None
+            self._produce(self.alerts_topic, orjson.dumps(a), a["user_id"].encode(), None, ticket, kts)
+        ticket.done()
+        self.poll()
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None, ticket: Ticket,
+                 kafka_ts_ms: int | None) -> None:
+        m = self.metrics
+
+        def delivered(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                ticket.fail(f"delivery to {topic} failed: {err}")
+                return
+            if kafka_ts_ms is not None:
+                latency = max(0.0, time.time() - kafka_ts_ms / 1000.0)
+                m.event_to_alert.observe(latency)
+                self.latencies.append((kafka_ts_ms, latency))
+            ticket.done()
+
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                return
+            except BufferError:  # librdkafka's queue is full: serve deliveries until there is room
+                self.poll(0.05)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery callbacks; a fatal producer error (fencing) is raised from poll() once: keep it."""
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            self.errors.fatal = err.str() if isinstance(err, KafkaError) else str(exc)
+
+    def fatal_reason(self, error: BaseException | str | None) -> str:
+        """The root cause behind a failure: librdkafka reports a fatal error (e.g. fencing)
+        through the error callback, while produce() only raises a generic _FATAL and the
+        messages it purged afterwards fail delivery with _PURGE_QUEUE."""
+        deadline = time.monotonic() + 2.0
+        while self.errors.fatal is None and isinstance(error, (KafkaException, str)) and time.monotonic() < deadline:
+            self.poll(0.1)
+        return self.errors.fatal or str(error or "inference did not drain in time")
+
+    def flush(self, timeout: float) -> int:
+        """Wait for every delivery; the number of messages still undelivered."""
+        return self.producer.flush(timeout)
+
+    def close(self) -> None:
+        if self._audit is not None:
+            self._audit.close()

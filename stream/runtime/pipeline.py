@@ -1,0 +1,82 @@
+"""The one pipeline step every runtime calls: parse -> dead letters -> ingest -> windows to score.
+
+`seqsentry run` (stream.runtime.consumer), `seqsentry faust` (stream.faust_app) and
+`seqsentry score` (stream.offline) differ only in where the bytes come from and where
+the outputs go; what is a dead letter, with which reason and detail, which metrics
+count it and which windows are due for scoring is decided here, once. The step neither
+scores nor produces: each runtime scores the pending windows on its own thread and
+delivers the dead letters to its own sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream import events
+from stream.detector import Detector, Pending
+from stream.metrics import Metrics
+from stream.windows import WindowStore
+
+TOO_LATE = "too-late"
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one step over one partition's batch produced."""
+
+    pending: list[Pending]  # windows to score, in order
+    # contract rejects first, then too-late events (reason "too-late"), each in input order
+    dead_letters: list[events.Rejected]
+    valid: int  # inputs that passed the contract
+    rejected: int  # inputs that broke it (each also a dead letter)
+    too_late: int  # valid inputs outside the allowed lateness (each also a dead letter)
+    sessions_ended: int  # windows of ended sessions among ``pending`` (scored beyond one per event)
+
+
+def too_late_detail(store: WindowStore) -> str:
+    """The detail of a too-late dead letter (the same text from every runtime)."""
+    return f"more than {store.config.allowed_lateness_ms} ms behind the user's newest event"
+
+
+def parse(values: Sequence[bytes | None], max_message_bytes: int = events.DEFAULT_MAX_BYTES) -> events.ParseResult:
+    """Message payloads -> valid events and contract rejects (never raises on bad input)."""
+    return events.parse_batch(values, max_message_bytes)
+
+
+def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, topic: str | None = None,
+         partition: int | None = None, offsets: np.ndarray | None = None, kafka_ts: np.ndarray | None = None,
+         keys: Sequence[bytes | None] | None = None, metrics: Metrics | None = None) -> StepResult:
+    """Ingest one parsed batch of one partition into ``store``; return windows to score and dead letters.
+
+    ``offsets``, ``kafka_ts`` and ``keys`` are indexed by input position, like the
+    parsed batch's rejects and ``events.index``. With ``metrics`` the step counts
+    consumed, valid, rejected (by reason), too-late and key-mismatched inputs.
+    """
+    batch = parsed.events
+    n_in = len(batch) + len(parsed.rejects)
+    dead = list(parsed.rejects)
+    pending, too_late = detector.ingest(store, batch, topic=topic, partition=partition, offsets=offsets,
+                                        kafka_ts=kafka_ts)
+    late_rows = too_late.tolist()
+    if late_rows:
+        detail = too_late_detail(store)
+        dead += [events.Rejected(int(batch.index[row]), TOO_LATE, detail) for row in late_rows]
+    ended = sum(len(p) for p in pending if p.closing)
+    if metrics is not None:
+        metrics.events_consumed.inc(n_in)
+        if ended:
+            metrics.sessions_ended.inc(ended)
+        metrics.events_valid.inc(len(batch))
+        for r in parsed.rejects:
+            metrics.events_rejected.labels(r.reason).inc()
+        if late_rows:
+            metrics.events_late.inc(len(late_rows))
+        if keys is not None:  # a producer keying by something else breaks per-user partitioning
+            mismatched = sum(keys[i] != u.encode() for i, u in zip(batch.index.tolist(), batch.user_id, strict=True))
+            if mismatched:
+                metrics.key_mismatch.inc(mismatched)
+    return StepResult(pending, dead, valid=len(batch), rejected=len(parsed.rejects), too_late=len(late_rows),
+                      sessions_ended=ended)

@@ -1,0 +1,103 @@
+"""The shared pipeline step without a broker or a model: parse -> dead letters -> ingest -> windows."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import orjson
+import pytest
+
+from stream.detector import Detector
+from stream.metrics import Metrics
+from stream.runtime import pipeline
+from stream.windows import WindowConfig
+
+T0 = 1_793_491_200_000
+LATENESS_MS = 60_000
+
+
+@pytest.fixture
+def detector() -> Detector:
+    # ingest needs only the model's window config: a stand-in artifact keeps these tests model-free
+    cfg = WindowConfig(max_events=8, allowed_lateness_ms=LATENESS_MS)
+    return Detector(SimpleNamespace(artifact=SimpleNamespace(window_config=cfg)))
+
+
+def event(user: str, ts: int, type_: str = "view") -> bytes:
+    return orjson.dumps({"user_id": user, "ts": ts, "type": type_})
+
+
+def run(detector: Detector, values: list[bytes], **kw) -> pipeline.StepResult:
+    return pipeline.step(detector, detector.new_store(), pipeline.parse(values), **kw)
+
+
+def test_every_valid_event_completes_a_window_to_score(detector):
+    res = run(detector, [event("a", T0), event("b", T0 + 1), event("a", T0 + 2)])
+    assert sum(len(p) for p in res.pending) == 3
+    assert (res.valid, res.rejected, res.too_late, res.dead_letters) == (3, 0, 0, [])
+
+
+def test_a_contract_violation_becomes_a_dead_letter_with_its_position_and_reason(detector):
+    res = run(detector, [event("a", T0), b"not json", event("a", T0 + 1)])
+    [dead] = res.dead_letters
+    assert (dead.index, dead.reason) == (1, "not-json")
+    assert dead.detail
+    assert sum(len(p) for p in res.pending) == 2
+
+
+def test_an_event_beyond_the_allowed_lateness_becomes_a_too_late_dead_letter_with_the_shared_detail(detector):
+    res = run(detector, [event("a", T0), event("a", T0 - LATENESS_MS - 1)])
+    [dead] = res.dead_letters
+    assert (dead.index, dead.reason) == (1, "too-late")
+    assert dead.detail == f"more than {LATENESS_MS} ms behind the user's newest event"
+    assert res.too_late == 1
+
+
+def test_rejects_come_before_too_late_events_among_the_dead_letters(detector):
+    res = run(detector, [event("a", T0), event("a", T0 - LATENESS_MS - 1), b"{}"])
+    assert [d.reason for d in res.dead_letters] == ["missing-field", "too-late"]
+
+
+def test_windows_carry_the_kafka_coordinates_of_their_triggering_messages(detector):
+    res = run(detector, [b"junk", event("a", T0)], topic="events", partition=3,
+              offsets=np.array([100, 101], dtype=np.int64), kafka_ts=np.array([5, 6], dtype=np.int64))
+    [p] = res.pending
+    assert (p.topic, p.partition, p.offsets.tolist(), p.kafka_ts.tolist()) == ("events", 3, [101], [6])
+
+
+def test_the_store_keeps_state_between_steps(detector):
+    store = detector.new_store()
+    pipeline.step(detector, store, pipeline.parse([event("a", T0)]))
+    res = pipeline.step(detector, store, pipeline.parse([event("a", T0 + 1)]))
+    [p] = res.pending
+    assert int(p.windows.length[0]) == 2  # the second event's window holds the first
+
+
+def test_the_step_counts_consumed_valid_rejected_and_late_inputs(detector):
+    m = Metrics()
+    run(detector, [event("a", T0), b"nope", event("a", T0 - LATENESS_MS - 1)], metrics=m)
+    assert m.value("seqsentry_events_consumed_total") == 3
+    assert m.value("seqsentry_events_valid_total") == 2
+    assert m.value("seqsentry_events_rejected_total", {"reason": "not-json"}) == 1
+    assert m.value("seqsentry_events_late_total") == 1
+
+
+def test_messages_keyed_by_another_user_are_counted(detector):
+    m = Metrics()
+    run(detector, [event("alice", T0), event("carol", T0), b"bad"], keys=[b"bob", b"carol", b"x"], metrics=m)
+    assert m.value("seqsentry_key_mismatch_total") == 1
+
+
+def test_oversized_messages_are_rejected_at_the_given_limit():
+    [r] = pipeline.parse([event("a", T0)], max_message_bytes=10).rejects
+    assert r.reason == "too-large"
+
+
+def test_an_ended_session_adds_a_window_to_score_and_is_counted(detector):
+    m = Metrics()
+    gap = detector.window_config.session_gap_ms
+    res = run(detector, [event("a", T0), event("a", T0 + gap + 1)], metrics=m)
+    assert res.sessions_ended == 1
+    assert sum(len(p) for p in res.pending) == 3  # two events' windows and the first session's end
+    assert m.value("seqsentry_sessions_ended_total") == 1
