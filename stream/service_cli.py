@@ -31,7 +31,8 @@ def _config_from_args(args: argparse.Namespace) -> ServiceConfig:
     return resolve_config(flags, args.config)
 
 
-def _show_info_logs() -> None:
+def show_info_logs() -> None:
+    """`run`'s logging: INFO from seqsentry's own modules (model swaps, reloads, rebalances)."""
     # Module loggers are named after their modules (stream.runtime.reload, stream.detector, ...),
     # so one level on the package loggers shows model swaps, reloads and rebalances at INFO
     # without lowering the root (and every library's logger) below --log-level.
@@ -54,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream.service import Service
 
     cfg = _config_from_args(args)
-    _show_info_logs()
+    show_info_logs()
     if args.bootstrap_model and cfg.model is None and cfg.registry and registry.current_version(cfg.registry) is None:
         _train_starter_model(cfg.registry, cfg.device)
     svc = Service(cfg)

@@ -30,3 +30,21 @@ def test_a_batch_without_a_swap_request_keeps_the_serving_model():
     before = det.scorer
     assert det.score([]) == []
     assert det.scorer is before
+
+
+def test_runs_logging_shows_model_swaps_at_info(caplog):
+    import logging
+
+    from stream.service_cli import show_info_logs
+
+    saved = {name: logging.getLogger(name).level for name in ("stream", "training")}
+    caplog.set_level(logging.WARNING)  # the default --log-level, on the root logger
+    caplog.handler.setLevel(logging.NOTSET)  # the capture itself filters nothing
+    try:
+        show_info_logs()
+        Detector(scorer("v1")).request_swap(scorer("v2"))
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("stream.detector", logging.INFO, "model swapped: v1 -> v2")]
