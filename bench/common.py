@@ -135,6 +135,9 @@ class TrivialScorer:
     def explain(self, enc: Encoded, row: int, top: int = 5) -> list:
         return []
 
+    def explain_many(self, enc: Encoded, rows: list[int], top: int = 5) -> list[list]:
+        return [[] for _ in rows]
+
 
 def ingest_ceiling(broker: EmbeddedBroker, topic: str, n: int, partitions: int = 4) -> dict:
     """Raw confluent-kafka consume + contract parse of n events: the ceiling for ingest."""

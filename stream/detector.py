@@ -186,20 +186,19 @@ class Detector:
             self._shadow(pendings, keep, scores)
         art = scorer.artifact
         thr, steps, version = art.meta.threshold, art.meta.severity, art.version
-        out: list[list[dict]] = []
+        fire: list[tuple[int, int, int]] = []  # (pending, row in pending, row in batch) past threshold and cooldown
         offset = 0
-        for p, n in zip(pendings, sizes, strict=True):
-            found = []
+        for i, (p, n) in enumerate(zip(pendings, sizes, strict=True)):
             for j in np.flatnonzero(scores[offset : offset + n] >= thr).tolist():
-                row = offset + j
-                user = users[row]
-                if not self.cooldown.allow(user, int(p.event_time[j])):
-                    if m:
-                        m.alerts_suppressed.inc()
-                    continue
-                found.append(self._alert(scorer, p, j, enc, row, float(scores[row]), thr, steps, version))
-            out.append(found)
+                if self.cooldown.allow(users[offset + j], int(p.event_time[j])):
+                    fire.append((i, j, offset + j))
+                elif m:
+                    m.alerts_suppressed.inc()
             offset += n
+        why = scorer.explain_many(enc, [row for _, _, row in fire], self.explain_top)
+        out: list[list[dict]] = [[] for _ in pendings]
+        for (i, j, row), pairs in zip(fire, why, strict=True):
+            out[i].append(self._alert(pendings[i], j, enc, row, float(scores[row]), thr, steps, version, pairs))
         return out
 
     def _shadow(self, pendings: list[Pending], keep: np.ndarray, scores: np.ndarray) -> None:
@@ -212,8 +211,8 @@ class Detector:
             self.metrics.shadow_windows.inc(int(keep.sum()))
             self.metrics.shadow_agree.inc(int((a == b).sum()))
 
-    def _alert(self, scorer: Scorer, p: Pending, j: int, enc: Encoded, row: int, score: float, thr: float,
-               steps: list[float], version: str) -> dict:
+    def _alert(self, p: Pending, j: int, enc: Encoded, row: int, score: float, thr: float,
+               steps: list[float], version: str, why: list[tuple[int, float]]) -> dict:
         w = p.windows
         n = int(w.length[j])
         ts, types, prices = w.ts[j, -n:], w.type[j, -n:], w.price[j, -n:]
@@ -223,9 +222,7 @@ class Detector:
         encoded_events = events[-n_enc:] if n_enc else []
         if p.closing:
             encoded_events = [*encoded_events, {"ts": events[-1]["ts"], "type": SESSION_END, "price": None}]
-        single = Encoded(enc.input_ids[row : row + 1], enc.attention_mask[row : row + 1], enc.length[row : row + 1])
-        explanation = [{**encoded_events[pos], "position": pos, "weight": round(weight, 6)}
-                       for pos, weight in scorer.explain(single, 0, self.explain_top)]
+        explanation = [{**encoded_events[pos], "position": pos, "weight": round(weight, 6)} for pos, weight in why]
         trigger = {"topic": p.topic, "partition": p.partition,
                    "offset": None if p.offsets is None else int(p.offsets[j]), "event_id": p.event_ids[j]}
         return alerts.build(user_id=w.user_id[j], score=score, threshold=thr, severity_steps=steps, model_version=version,

@@ -339,18 +339,31 @@ class Scorer:
         ``length`` is the END of a closed session. A zero-label score is the surprise of the
         newest token itself, so that token's weight is the whole score.
         """
-        n = int(enc.attention_mask[row].sum()) - 1  # tokens after CLS: events (+ END)
-        if n == 0:
-            return []
-        ids = np.repeat(enc.input_ids[row : row + 1], n + 1, axis=0)
-        mask = np.repeat(enc.attention_mask[row : row + 1], n + 1, axis=0)
-        ids[np.arange(1, n + 1), np.arange(1, n + 1)] = MASK
-        scores = self.score(Encoded(ids, mask, np.full(n + 1, int(enc.length[row]))))
-        weights = scores[0] - scores[1:]
-        if self.artifact.meta.kind == "mlm":
-            weights[-1] = scores[0]
-        order = np.argsort(-weights, kind="stable")[:top]
-        return [(int(i), float(weights[i])) for i in order]
+        return self.explain_many(enc, [row], top)[0]
+
+    def explain_many(self, enc: Encoded, rows: list[int], top: int = 5) -> list[list[tuple[int, float]]]:
+        """:meth:`explain` for several windows, with every occluded copy scored in one batched call
+        (an alert burst costs a few batches, not a model call per alert)."""
+        sizes = [int(enc.attention_mask[r].sum()) - 1 for r in rows]  # tokens after CLS: events (+ END)
+        if not rows or not sum(sizes):
+            return [[] for _ in rows]
+        src = np.repeat(np.asarray(rows), np.asarray(sizes) + 1)
+        ids, mask = enc.input_ids[src].copy(), enc.attention_mask[src]
+        starts = np.r_[0, np.cumsum(np.asarray(sizes) + 1)[:-1]]
+        for start, n in zip(starts.tolist(), sizes, strict=True):
+            ids[np.arange(start + 1, start + n + 1), np.arange(1, n + 1)] = MASK
+        scores = self.score(Encoded(ids, mask, enc.length[src]))
+        out = []
+        for start, n in zip(starts.tolist(), sizes, strict=True):
+            if n == 0:
+                out.append([])
+                continue
+            weights = scores[start] - scores[start + 1 : start + n + 1]
+            if self.artifact.meta.kind == "mlm":
+                weights[-1] = scores[start]
+            order = np.argsort(-weights, kind="stable")[:top]
+            out.append([(int(i), float(weights[i])) for i in order])
+        return out
 
 
 def data_fingerprint(*arrays: np.ndarray) -> str:
