@@ -99,7 +99,7 @@ class EmbeddedBroker:
         else:
             with socket.socket() as s:
                 if s.connect_ex((self.host, self.port)) == 0:
-                    raise BrokerError(f"port {self.port} on {self.host} is in use; choose another with --broker-port")
+                    raise BrokerError(f"port {self.port} on {self.host} is in use; choose another with `seqsentry broker --port N`")
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from stream import progress
-from stream.log_args import log_args, log_spec
+from stream.log_args import log_args, log_spec, report_log_quality
 
 EXIT_USAGE = 2
 
@@ -59,12 +59,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream import replay
+    from stream import logs, replay
 
+    tally = logs.RejectTally()
     stats = replay.replay(args.log, args.bootstrap, args.topic, spec=log_spec(args), speed=args.speed,
-                          rate=args.rate, options=_options(args), limit=args.limit, show_progress=not args.quiet)
+                          rate=args.rate, options=_options(args), limit=args.limit, show_progress=not args.quiet,
+                          tally=tally)
     print(f"replayed {stats.sent:,} events to {args.topic} in {stats.seconds:.1f}s ({stats.rate:,.0f} ev/s)"
           + (f"; {stats.unkeyed:,} had no user_id and were sent unkeyed" if stats.unkeyed else ""))
+    report_log_quality(tally, args.max_reject_share)  # these go to the dead-letter topic, not the detector
     return 0
 
 
@@ -81,11 +84,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from stream.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(port=args.port).start()
-    topics = {t: args.partitions for t in args.topic}
-    if topics:
-        broker.create_topics(topics)
-    print(f"embedded broker on {broker.bootstrap} (in-memory; Ctrl-C stops it)"
-          + (f"; topics: {', '.join(topics)}" if topics else ""), flush=True)
+    inputs = args.topic or ["events"]
+    # what `seqsentry run` will ask for with its defaults: each input, its dead letters, the alerts
+    topics = {name: args.partitions for t in inputs for name in (t, f"{t}-dlq")} | {"alerts": args.partitions}
+    broker.create_topics(topics)
+    print(f"embedded broker on {broker.bootstrap} (in-memory; Ctrl-C stops it); topics: {', '.join(topics)}",
+          flush=True)
     stop = False
 
     def handler(*_: object) -> None:
@@ -100,6 +104,25 @@ def cmd_broker(args: argparse.Namespace) -> int:
         pass
     finally:
         broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from stream import topics
+
+    if args.action == "create":
+        if not args.names:
+            raise ValueError("name the topics to create: seqsentry topics create NAME [NAME ...]")
+        topics.create(args.bootstrap, args.names, args.partitions, _options(args))
+        print(f"created {', '.join(args.names)} ({args.partitions} partitions each)")
+        return 0
+    for t in topics.describe(args.bootstrap, args.names or None, _options(args)):
+        if args.action == "list":
+            print(f"{t.name}\t{len(t.partitions)} partitions\t{t.messages:,} messages")
+            continue
+        print(f"{t.name}: {len(t.partitions)} partitions, {t.messages:,} messages")
+        for p in t.partitions:
+            print(f"  partition {p.partition}: offsets {p.low:,} .. {p.high:,}")
     return 0
 
 
@@ -142,12 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (in-memory) until Ctrl-C")
     p.add_argument("--port", type=int, default=9092)
-    p.add_argument("--topic", action="append", default=[], help="topic to create (repeatable)")
+    p.add_argument("--topic", action="append", default=[],
+                   help="input topic to create, with TOPIC-dlq beside it (repeatable; default events); "
+                        "the alerts topic is always created")
     p.add_argument("--partitions", type=int, default=4)
     p.set_defaults(func=cmd_broker)
 
+    p = sub.add_parser("topics", help="list, describe (partitions and offsets) or create topics")
+    p.add_argument("action", choices=["list", "describe", "create"])
+    p.add_argument("names", nargs="*", help="topics (describe/list: default all; create: required)")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of created topics")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_topics)
+
     for register in _extra_commands():
         register(sub)
+    for p in sub.choices.values():  # every help text shows its defaults
+        p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
 
 

@@ -174,7 +174,7 @@ class RawChunk:
     """A chunk of a log as it was written: records plus, for JSONL, the original line bytes."""
 
     records: list[Any]  # decoded values, or events.Reject for lines that did not decode
-    raw: list[bytes] | None
+    raw: list[bytes] | None  # JSONL lines, re-encoded where the log options changed the record
 
 
 def iter_chunks(path: Path | str, spec: LogSpec | None = None) -> Iterator[RawChunk]:
@@ -209,10 +209,16 @@ def _jsonl_chunks(path: Path, spec: LogSpec) -> Iterator[RawChunk]:
 
 def _decode_lines(raw: list[bytes], spec: LogSpec) -> RawChunk:
     records: list[Any] = []
-    for line in raw:
+    rewrites = bool(spec.columns or spec.constants or spec.value_maps or spec.labels is not None)
+    for i, line in enumerate(raw):
         try:
             value = ev.decode(line, max_bytes=1 << 30)
-            records.append(_apply_spec(value, spec) if isinstance(value, dict) else value)
+            if isinstance(value, dict):
+                ts = value.get("ts")
+                value = _apply_spec(value, spec)
+                if rewrites or value.get("ts") is not ts:  # send and parse what the options made of the line
+                    raw[i] = orjson.dumps(value)
+            records.append(value)
         except ev.Reject as r:
             records.append(r)
     return RawChunk(records, raw)
@@ -273,10 +279,10 @@ class RejectTally:
     by_reason: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
 
-    def add(self, result: ev.ParseResult, total: int) -> None:
-        """Count one chunk: ``total`` records read, ``result.rejects`` refused."""
+    def add(self, rejects: Iterable[ev.Rejected], total: int) -> None:
+        """Count one chunk: ``total`` records read, ``rejects`` refused."""
         self.seen += total
-        for r in result.rejects:
+        for r in rejects:
             self.by_reason[r.reason] = self.by_reason.get(r.reason, 0) + 1
             self.examples.setdefault(r.reason, r.detail[:200])
 
@@ -301,8 +307,13 @@ class RejectTally:
                                  f"{max_share:.0%}): {fix}")
 
 
-def iter_events(path: Path | str, spec: LogSpec | None = None) -> Iterator[ev.ParseResult]:
-    """Stream a log as validated event batches (rejects reported, never raised)."""
+def iter_events(path: Path | str, spec: LogSpec | None = None, tally: RejectTally | None = None,
+                max_reject_share: float | None = None) -> Iterator[ev.ParseResult]:
+    """Stream a log as validated event batches (rejects reported, never raised).
+
+    With ``tally``, rejects are counted there; with ``max_reject_share`` as well, the end
+    of the log raises :class:`LogFormatError` if more than that share was rejected.
+    """
     for chunk in iter_chunks(path, spec):
         result = ev.validate_records([None if isinstance(r, ev.Reject) else r for r in chunk.records])
         decode_errors = {i: r for i, r in enumerate(chunk.records) if isinstance(r, ev.Reject)}
@@ -312,7 +323,11 @@ def iter_events(path: Path | str, spec: LogSpec | None = None) -> Iterator[ev.Pa
                 if x.index in decode_errors else x
                 for x in result.rejects
             ]
+        if tally is not None:
+            tally.add(result.rejects, len(chunk.records))
         yield result
+    if tally is not None and max_reject_share is not None:
+        tally.check(max_reject_share)
 
 
 def write_log(path: Path | str, chunks: Iterable[list[dict]], fmt: str | None = None) -> int:

@@ -27,6 +27,7 @@ class ScoreStats:
     events: int = 0
     rejected: int = 0
     too_late: int = 0
+    unknown_types: int = 0  # valid events whose type the model never saw in training
     windows: int = 0  # one per valid in-time event, plus one per ended session
     sessions_ended: int = 0
     alerts: int = 0
@@ -34,9 +35,14 @@ class ScoreStats:
 
 
 def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, spec: logs.LogSpec | None = None,
-              dead_letter_out: Path | str | None = None, show_progress: bool = False) -> ScoreStats:
-    """Score every event of a log; write alerts (JSONL) and, optionally, dead letters."""
+              dead_letter_out: Path | str | None = None, show_progress: bool = False,
+              tally: logs.RejectTally | None = None) -> ScoreStats:
+    """Score every event of a log; write alerts (JSONL) and, optionally, dead letters.
+
+    ``tally`` (optional) counts every dead letter by reason, for the end-of-run summary.
+    """
     stats = ScoreStats()
+    known = set(detector.scorer.artifact.vocab.types[1:])
     t0 = time.monotonic()
     store = detector.new_store()
     dlq = open(dead_letter_out, "wb") if dead_letter_out else None  # noqa: SIM115
@@ -49,6 +55,9 @@ def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, s
                 else:
                     parsed = events.validate_records(chunk.records)
                 res = pipeline.step(detector, store, parsed)
+                stats.unknown_types += sum(t not in known for t in parsed.events.type)
+                if tally is not None:
+                    tally.add(res.dead_letters, len(chunk.records))
                 for p, found in zip(res.pending, detector.score(res.pending), strict=True):
                     stats.windows += len(p)
                     for a in found:

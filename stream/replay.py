@@ -44,6 +44,14 @@ def _key_and_ts(record: object) -> tuple[bytes | None, int | None]:
     return key, ts if isinstance(ts, int) and not isinstance(ts, bool) else None
 
 
+def _contract_rejects(chunk: logs.RawChunk) -> list:
+    from stream import events
+
+    if chunk.raw is not None:
+        return events.parse_batch(chunk.raw).rejects
+    return events.validate_records(chunk.records).rejects
+
+
 def replay(
     path: Path | str,
     bootstrap: str,
@@ -56,6 +64,7 @@ def replay(
     rate: float | None = None,
     stop: threading.Event | None = None,
     show_progress: bool = False,
+    tally: logs.RejectTally | None = None,
 ) -> ReplayStats:
     """Send a log's events to ``topic`` in file order.
 
@@ -83,6 +92,8 @@ def replay(
         task = bar.add_task(f"replay → {topic}", total=limit, rate="")
         for chunk in logs.iter_chunks(path, spec):
             raws = chunk.raw
+            if tally is not None:  # what the detector will dead-letter, told before it is sent
+                tally.add(_contract_rejects(chunk), len(chunk.records))
             for i, record in enumerate(chunk.records):
                 if (limit is not None and stats.sent >= limit) or (stop is not None and stop.is_set()):
                     break

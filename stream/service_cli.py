@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from stream.log_args import log_args, log_spec
+from stream.log_args import log_args, log_spec, report_log_quality
 from stream.runtime.config import ServiceConfig, field_names, resolve_config
 
 __all__ = ["register", "resolve_config"]
@@ -90,11 +90,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such log: {args.log}")
     scorer = Scorer.load(args.model or registry.current(args.registry), args.device, args.runtime)
     det = Detector(scorer, cooldown_ms=int(args.cooldown_s * 1000), coalesce=False)
+    tally = logs.RejectTally()
     stats = score_log(args.log, det, args.out, spec=log_spec(args), dead_letter_out=args.dead_letters,
-                      show_progress=not args.quiet)
-    print(json.dumps(dataclasses.asdict(stats)))
+                      show_progress=not args.quiet, tally=tally)
+    print(json.dumps({**dataclasses.asdict(stats), "rejects_by_reason": tally.by_reason}))
     print(f"{stats.alerts:,} alerts from {stats.events:,} events -> {args.out}")
+    report_log_quality(tally, args.max_reject_share, stats.unknown_types, stats.events - stats.rejected)
     return 0
+
+
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -115,8 +115,8 @@ def test_reject_tally_summarises_by_reason_and_refuses_a_mostly_rejected_run(tmp
     path = tmp_path / "x.jsonl"
     path.write_text('{"user_id": "u", "ts": true, "type": "view"}\n' * 3 + '{"user_id": "u", "ts": 1700000000000, "type": "v"}\n')
     tally = logs.RejectTally()
-    for res in logs.iter_events(path):
-        tally.add(res, len(res.events) + len(res.rejects))
+    for _ in logs.iter_events(path, tally=tally):
+        pass
     assert tally.seen == 4 and tally.by_reason == {"bad-type": 3}
     assert tally.summary()[0].startswith("rejected 3 of 4 records (75.0%): bad-type - e.g. ")
     tally.check(0.99)
@@ -128,3 +128,18 @@ def test_reject_tally_summarises_by_reason_and_refuses_a_mostly_rejected_run(tmp
 def test_malformed_set_options_are_one_line_errors(bad):
     with pytest.raises(logs.LogFormatError, match="FIELD=VALUE"):
         logs.parse_constants(bad)
+
+
+def test_a_jsonl_line_is_passed_on_as_the_options_rewrote_it(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"sid": 7, "ts": 1396321232.5, "type": "pv"}\n{"user_id": "u", "ts": 1700000000000, "type": "v"}\n')
+    (chunk,) = list(logs.iter_chunks(path, logs.LogSpec(columns={"sid": "user_id"},
+                                                         value_maps={"type": {"pv": "view"}})))
+    assert chunk.raw[0] == b'{"user_id":7,"ts":1396321232500,"type":"view"}'
+
+
+def test_iter_events_refuses_a_mostly_rejected_log_at_its_end(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"user_id": "u", "ts": "yesterday", "type": "view"}\n' * 3)
+    with pytest.raises(logs.LogFormatError, match="mostly bad-timestamp"):
+        list(logs.iter_events(path, tally=logs.RejectTally(), max_reject_share=0.5))

@@ -15,7 +15,9 @@ def _window_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from stream import logs
     from stream.log_args import log_spec as _log_spec
+    from stream.log_args import report_log_quality
     from stream.model import ModelSize
     from stream.windows import WindowConfig
     from training import dataset, train
@@ -29,8 +31,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                                finetune_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                user_alert_rate=args.user_alert_rate, seed=args.seed, device=args.device,
                                zero_label=args.zero_label, max_train_windows=args.max_train_windows)
-    res = train.train(lambda: dataset.batches_from_log(args.log, spec), args.out,
-                      cfg, registry_dir=None if args.no_registry else args.registry, show=not args.quiet)
+    tally = logs.RejectTally()
+    passes = []
+
+    def batches():  # the first pass over the log counts its rejects and refuses a mostly-rejected log
+        passes.append(1)
+        if len(passes) == 1:
+            return dataset.batches_from_log(args.log, spec, tally, args.max_reject_share)
+        return dataset.batches_from_log(args.log, spec)
+
+    res = train.train(batches, args.out, cfg, registry_dir=None if args.no_registry else args.registry,
+                      show=not args.quiet)
+    report_log_quality(tally, args.max_reject_share)
     print(f"trained {res.kind} model {res.version} in {res.seconds:.0f}s; threshold {res.threshold:.4g}")
     print(f"artifact: {res.artifact}")
     if res.report:
@@ -51,15 +63,19 @@ def _users_line(u: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stream import registry
+    from stream import logs, registry
     from stream.log_args import log_spec as _log_spec
+    from stream.log_args import report_log_quality
     from stream.model import Scorer
     from training import dataset, metrics
 
     model_dir = args.model or registry.current(args.registry)
     scorer = Scorer.load(model_dir, args.device)
     art = scorer.artifact
-    ws = dataset.build_windows(dataset.batches_from_log(args.log, _log_spec(args)), art.vocab, art.window_config)
+    tally = logs.RejectTally()
+    ws = dataset.build_windows(dataset.batches_from_log(args.log, _log_spec(args), tally, args.max_reject_share),
+                               art.vocab, art.window_config)
+    report_log_quality(tally, args.max_reject_share)
     if not ((ws.label == 1).any() and (ws.label == 0).any()):
         raise ValueError(f"{args.log} has no labelled normal and attack events to evaluate against; pass --labels")
     from stream.encoding import N_SPECIAL, Encoded

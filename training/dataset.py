@@ -58,9 +58,11 @@ class WindowSet:
         return WindowSet(**kw, users=self.users, attack_names=self.attack_names)
 
 
-def batches_from_log(path: Path | str, spec: logs.LogSpec | None = None) -> Iterator[EventBatch]:
-    """Valid events of a log, batch by batch (rejected lines are skipped and counted by the caller)."""
-    for res in logs.iter_events(path, spec):
+def batches_from_log(path: Path | str, spec: logs.LogSpec | None = None, tally: logs.RejectTally | None = None,
+                     max_reject_share: float | None = None) -> Iterator[EventBatch]:
+    """Valid events of a log, batch by batch; rejected lines are skipped and, with ``tally``,
+    counted there (past ``max_reject_share`` the end of the log raises, see logs.iter_events)."""
+    for res in logs.iter_events(path, spec, tally, max_reject_share):
         yield res.events
 
 

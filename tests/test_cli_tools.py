@@ -1,0 +1,119 @@
+"""A user's first hour: logs that mostly fail are refused loudly, topics can be managed, every
+command or flag a message suggests exists, and help texts show defaults."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from stream import logs
+from stream.cli import build_parser, main
+
+STREAM = Path(__file__).resolve().parent.parent / "stream"
+TAOBAO_ROWS = "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,buy,1511561733\n" * 5
+
+
+def test_score_of_a_mostly_rejected_log_exits_2_naming_the_fix(tiny_model, tmp_path, capsys):
+    log = tmp_path / "swapped.csv"  # type and ts columns swapped: every ts is "pv"/"buy"
+    log.write_text(TAOBAO_ROWS)
+    code = main(["score", str(log), "--columns", "user_id,item_id,category_id,ts,type", "--model",
+                 str(tiny_model[0].artifact), "--out", str(tmp_path / "a.jsonl"), "-q", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "rejected 10 of 10 records" in err and "e.g." in err
+    assert err.strip().splitlines()[-1].startswith("seqsentry score: error: 10 of 10 records rejected")
+
+
+def test_score_warns_when_most_event_types_are_unknown_to_the_model(tiny_model, tmp_path, capsys):
+    log = tmp_path / "taobao.csv"
+    log.write_text(TAOBAO_ROWS)
+    assert main(["score", str(log), "--columns", "user_id,item_id,category_id,type,ts", "--model",
+                 str(tiny_model[0].artifact), "--out", str(tmp_path / "a.jsonl"), "-q", "--device", "cpu"]) == 0
+    assert "never saw in training" in capsys.readouterr().err
+
+
+def test_train_refuses_a_mostly_rejected_log_before_training(tmp_path, capsys):
+    log = tmp_path / "taobao.csv"
+    log.write_text(TAOBAO_ROWS)
+    code = main(["train", str(log), "--columns", "user_id,ts,category_id,type,item_id", "--out", str(tmp_path),
+                 "--no-registry", "-q"])
+    assert code == 2
+    assert "records rejected (mostly bad-timestamp" in capsys.readouterr().err
+
+
+def test_replay_reports_what_the_detector_will_dead_letter(broker, topic, tmp_path, capsys):
+    log = tmp_path / "x.jsonl"
+    log.write_text('{"user_id": "u", "ts": "soon", "type": "view"}\n' * 4)
+    assert main(["replay", str(log), "-b", broker.bootstrap, "-t", topic, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "rejected 4 of 4 records" in err and "bad-timestamp" in err
+
+
+def test_topics_create_list_and_describe_with_offsets(broker, capsys):
+    assert main(["topics", "create", "cli-topic-a", "--partitions", "2", "-b", broker.bootstrap]) == 0
+    assert main(["topics", "list", "-b", broker.bootstrap]) == 0
+    assert "cli-topic-a\t2 partitions\t0 messages" in capsys.readouterr().out
+    assert main(["topics", "describe", "cli-topic-a", "-b", broker.bootstrap]) == 0
+    out = capsys.readouterr().out
+    assert "partition 0: offsets 0 .. 0" in out and "partition 1" in out
+
+
+def test_describing_a_missing_topic_is_one_line(broker, capsys):
+    assert main(["topics", "describe", "no-such-topic", "-b", broker.bootstrap]) == 2
+    assert "seqsentry topics create no-such-topic" in capsys.readouterr().err
+
+
+def _suggestions() -> list[tuple[str, str]]:
+    """Every `seqsentry COMMAND ...` a message in the code suggests, with the file it is in."""
+    found = []
+    for path in STREAM.rglob("*.py"):
+        for m in re.finditer(r"`seqsentry ([a-z]+)([^`]*)`", path.read_text()):
+            found.append((path.name, m.group(0)))
+    return found
+
+
+@pytest.mark.parametrize("where,suggestion", _suggestions())
+def test_every_suggested_command_and_flag_exists(where, suggestion):
+    sub = next(a for a in build_parser()._actions if a.dest == "command")  # noqa: SLF001 - argparse's own API
+    words = suggestion.strip("`").split()
+    assert words[1] in sub.choices, f"{where}: {suggestion}"
+    flags = {s for a in sub.choices[words[1]]._actions for s in a.option_strings}
+    for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", " ".join(words[2:])):
+        assert flag in flags, f"{where}: {suggestion} names {flag}"
+
+
+def test_help_texts_show_defaults():
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()  # noqa: SLF001
+    assert "(default: 0.005)" in text and "(default: auto)" in text
+
+
+def test_log_options_reach_the_reader(tmp_path):
+    args = build_parser().parse_args(["score", "x.csv", "--set", "type=click", "--map-values", "type:pv=view"])
+    from stream.log_args import log_spec
+
+    spec = log_spec(args)
+    assert spec.constants == {"type": "click"} and spec.value_maps == {"type": {"pv": "view"}}
+    assert spec.ts_unit == "auto" and isinstance(spec, logs.LogSpec)
+
+
+def test_the_embedded_broker_creates_the_topics_run_needs(capsys):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--port", str(port), "--topic", "clicks"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "topics: clicks, clicks-dlq, alerts" in line
+        assert main(["topics", "list", "-b", f"127.0.0.1:{port}"]) == 0
+        listed = {row.split("\t")[0] for row in capsys.readouterr().out.splitlines()}
+        assert {"clicks", "clicks-dlq", "alerts"} <= listed
+    finally:
+        proc.terminate()
+        proc.wait(10)
