@@ -39,7 +39,7 @@ from stream.runtime import http
 from stream.runtime.commits import CommitTracker, DetectorFailed
 from stream.runtime.config import ServiceConfig
 from stream.runtime.consumer import ConsumerLoop
-from stream.runtime.outputs import BrokerErrors, Outputs
+from stream.runtime.outputs import DEFAULT_MESSAGE_MAX_BYTES, BrokerErrors, Outputs
 from stream.runtime.rebuild import Partitions
 from stream.runtime.reload import RegistryWatcher
 
@@ -107,8 +107,9 @@ class Service:
                                   **{"linger.ms": 0, **txn})
         if cfg.exactly_once:  # fences a previous incarnation with the same id and aborts its open transaction
             producer.init_transactions(cfg.startup_timeout_s)
+        max_bytes = int(cfg.kafka_options.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         self.outputs = Outputs(producer, alerts_topic=cfg.alerts_topic, dlq_topic=cfg.dlq_topic, metrics=m,
-                               errors=self.errors, audit_log=cfg.audit_log)
+                               errors=self.errors, audit_log=cfg.audit_log, max_message_bytes=max_bytes)
         self.worker = InferenceWorker(self.detector, self.outputs.publish, max_batch_size=cfg.max_batch_size,
                                       max_wait_ms=cfg.max_wait_ms, max_queue_windows=cfg.max_queue_windows, metrics=m)
         self.commits = CommitTracker(m, commit_interval_ms=cfg.commit_interval_ms,
@@ -147,8 +148,8 @@ class Service:
     # ---- the public view: readiness, health, progress --------------------------------------------
     @property
     def ready(self) -> bool:
-        """Partitions assigned, the broker reachable lately, and not stopping."""
-        return (self.loop is not None and bool(self.partitions.assigned)
+        """Partitions assigned, the broker reachable lately, no output refused for good, and not stopping."""
+        return (self.loop is not None and bool(self.partitions.assigned) and self.errors.fatal is None
                 and time.monotonic() - self.errors.broker_error_at > BROKER_QUIET_S and not self._stopping.is_set())
 
     @property

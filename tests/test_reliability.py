@@ -263,3 +263,22 @@ def test_a_detector_that_stops_consuming_while_behind_fails_its_health_check(bro
     wait_for(unhealthy, 30, "/healthz to report the stall")
     svc.consumer = svc.consumer._real
     stack.stop()
+
+
+def test_a_one_megabyte_message_is_dead_lettered_truncated_and_the_stream_goes_on(broker, tiny_model, traffic):
+    stack = Stack(broker, tiny_model[1])
+    svc = stack.start()
+    huge = b"{" + b"x" * 999_899  # 999,900 bytes: passes a default producer, too big with dead-letter headers
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    p.produce(stack.topics["topic"], huge, b"u1", partition=0)
+    for r in traffic[:50]:
+        p.produce(stack.topics["topic"], orjson.dumps(r), r["user_id"].encode(), partition=0)
+    assert p.flush(30) == 0
+    wait_for(lambda: stack.settled(51), 60, "the huge message and the valid ones after it")
+    stack.stop()
+    [dead] = read_topic(broker.bootstrap, stack.topics["dlq_topic"], partitions=1)
+    headers = dict(dead.headers())
+    assert headers["seqsentry.truncated"] == b"true" and headers["seqsentry.original-size"] == b"999900"
+    assert huge.startswith(dead.value())
+    assert stack.error is None and svc.worker.error is None
+    assert committed_offsets(broker.bootstrap, stack.cfg.group, stack.topics["topic"])[0] == 51

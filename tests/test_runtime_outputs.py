@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import orjson
+from confluent_kafka import KafkaError, KafkaException
 
 from stream.detector import Pending
 from stream.metrics import Metrics
 from stream.runtime.commits import Ticket
-from stream.runtime.outputs import BrokerErrors, Outputs, dead_letter_headers
+from stream.runtime.outputs import DEFAULT_MESSAGE_MAX_BYTES, BrokerErrors, Outputs, dead_letter_headers
 from stream.windows import Windows
 
 CONTRACT = ["seqsentry.reason", "seqsentry.detail", "seqsentry.topic", "seqsentry.partition", "seqsentry.offset"]
@@ -17,12 +20,15 @@ CONTRACT = ["seqsentry.reason", "seqsentry.detail", "seqsentry.topic", "seqsentr
 class FakeProducer:
     """Records messages; acknowledges them (or fails them) when polled, as librdkafka does."""
 
-    def __init__(self, fail: str | None = None) -> None:
+    def __init__(self, fail: str | None = None, raises: list[BaseException] | None = None) -> None:
         self.sent: list[dict] = []
         self._callbacks: list = []
         self.fail = fail
+        self.raises = list(raises or [])  # raised by the next produce() calls, one each
 
     def produce(self, topic, value, key, headers=None, on_delivery=None):
+        if self.raises:
+            raise self.raises.pop(0)
         self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
         self._callbacks.append(on_delivery)
 
@@ -102,3 +108,58 @@ def test_alerts_are_published_keyed_by_user_and_release_the_windows_hold_on_the_
     assert ticket.complete
     assert out.metrics.value("seqsentry_alerts_total", {"severity": "high"}) == 1
     assert len(out.latencies) == 1 and out.latencies[0][0] == 1_700_000_000_000
+
+
+def _size(msg: dict) -> int:
+    return len(msg["value"] or b"") + len(msg["key"] or b"") + sum(len(k) + len(v) for k, v in msg["headers"] or [])
+
+
+def test_an_oversized_dead_letter_is_cut_to_fit_the_producer_limit_and_says_so():
+    producer = FakeProducer()
+    out, ticket = outputs(producer), Ticket({})
+    original = b"x" * 999_900  # passes a default producer; the contract headers would push it over
+    out.dead_letter(ticket, original, b"u1", "too-large", "999900 bytes", topic="events", partition=0, offset=5)
+    [msg] = producer.sent
+    headers = dict(msg["headers"])
+    assert _size(msg) < DEFAULT_MESSAGE_MAX_BYTES
+    assert original.startswith(msg["value"]) and len(msg["value"]) > 900_000
+    assert headers["seqsentry.truncated"] == b"true"
+    assert headers["seqsentry.original-size"] == b"999900"
+    assert headers["seqsentry.original-sha256"] == hashlib.sha256(original).hexdigest().encode()
+    assert headers["seqsentry.reason"] == b"too-large"
+
+
+def test_a_dead_letter_that_fits_carries_no_truncation_headers():
+    producer = FakeProducer()
+    outputs(producer).dead_letter(Ticket({}), b"x" * 100_000, b"u1", "too-large", "", topic="events", partition=0,
+                                  offset=0)
+    [msg] = producer.sent
+    assert len(msg["value"]) == 100_000 and "seqsentry.truncated" not in dict(msg["headers"])
+
+
+def test_a_refused_produce_fails_the_ticket_and_the_detector_instead_of_raising():
+    producer = FakeProducer(raises=[KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))])
+    out, ticket = outputs(producer), Ticket({})
+    out.dead_letter(ticket, b"x", None, "not-json", "", topic="events", partition=0, offset=0)  # does not raise
+    ticket.done()
+    assert ticket.complete and ticket.error is not None and "cannot produce to dlq" in ticket.error
+    assert out.errors.fatal == ticket.error and "\n" not in ticket.error
+
+
+def test_a_retriable_produce_error_is_retried_until_the_message_is_accepted():
+    retriable = KafkaException(KafkaError(KafkaError._TRANSPORT, retriable=True))
+    producer = FakeProducer(raises=[retriable, retriable])
+    out, ticket = outputs(producer), Ticket({})
+    out.dead_letter(ticket, b"x", None, "not-json", "", topic="events", partition=0, offset=0)
+    ticket.done()
+    producer.poll()
+    assert len(producer.sent) == 1 and ticket.complete and ticket.error is None and out.errors.fatal is None
+
+
+def test_a_refused_alert_fails_its_ticket_without_raising_on_the_worker():
+    producer = FakeProducer(raises=[KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))])
+    out, ticket = outputs(producer), Ticket({})
+    ticket.add()
+    ticket.done()
+    out.publish(_pending(ticket), [{"user_id": "u1", "severity": "high", "trigger": {"offset": 42}}])
+    assert ticket.complete and "cannot produce to alerts" in ticket.error

@@ -3,7 +3,14 @@
 The dead-letter contract (README, "Alerts"): the original bytes and key, with headers
 ``seqsentry.reason``, ``seqsentry.detail``, ``seqsentry.topic``, ``seqsentry.partition``
 and ``seqsentry.offset``. :func:`dead_letter_headers` is the one place that builds them,
-for every runtime.
+for every runtime. A payload too big to be produced again with those headers is cut to
+fit (:func:`fit_dead_letter`), saying so in ``seqsentry.truncated``,
+``seqsentry.original-size`` and ``seqsentry.original-sha256``.
+
+A produce error is never an uncaught exception: a full queue (``BufferError``) and
+retriable errors are retried; anything else fails the message's ticket (so nothing is
+committed past it) and records one line in :attr:`BrokerErrors.fatal`, which fails
+readiness and stops the consumer loop.
 
 Threads: :meth:`Outputs.dead_letter` runs on the consumer thread, :meth:`Outputs.publish`
 on the inference worker; delivery callbacks run on whichever thread polls the producer.
@@ -11,6 +18,7 @@ on the inference worker; delivery callbacks run on whichever thread polls the pr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import deque
@@ -27,6 +35,12 @@ from stream.runtime.commits import Ticket
 
 log = logging.getLogger(__name__)
 DETAIL_MAX_CHARS = 500  # a header, not a log: the detail only has to say what was wrong
+# librdkafka's default message.max.bytes; a producer given another via -X passes it to Outputs
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+# Room left under message.max.bytes for what librdkafka counts besides key, value and header
+# bytes (record framing, varints), so a fitted dead letter is never refused as too large.
+DLQ_HEADROOM_BYTES = 4096
+PRODUCE_RETRIES = 20  # retriable produce() errors (e.g. a leader moving), 0.1 s apart
 _BROKER_DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._TIMED_OUT,
                 KafkaError._MSG_TIMED_OUT, KafkaError.REQUEST_TIMED_OUT)
 
@@ -36,6 +50,26 @@ def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, of
     return [("seqsentry.reason", reason.encode()), ("seqsentry.detail", detail[:DETAIL_MAX_CHARS].encode()),
             ("seqsentry.topic", topic.encode()), ("seqsentry.partition", str(partition).encode()),
             ("seqsentry.offset", str(offset).encode())]
+
+
+def fit_dead_letter(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
+                    max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The payload and headers of a dead letter that fits under the producer's ``message.max.bytes``.
+
+    A payload that fits is kept whole. One that does not (a ~1 MB message passes a default
+    producer; the added headers push it over) is cut to its first bytes that fit, and the
+    headers ``seqsentry.truncated`` (``true``), ``seqsentry.original-size`` (bytes) and
+    ``seqsentry.original-sha256`` (hex) say so, so the original can still be identified.
+    """
+    if value is None:
+        return value, headers
+    marks = [("seqsentry.truncated", b"true"), ("seqsentry.original-size", str(len(value)).encode()),
+             ("seqsentry.original-sha256", hashlib.sha256(value).hexdigest().encode())]
+    overhead = DLQ_HEADROOM_BYTES + len(key or b"") + sum(len(k) + len(v) for k, v in headers + marks)
+    room = max(0, max_message_bytes - overhead)
+    if len(value) <= room:
+        return value, headers
+    return value[:room], headers + marks
 
 
 class BrokerErrors:
@@ -58,8 +92,10 @@ class Outputs:
     """Produces alerts and dead letters; every delivery settles one unit of its ticket."""
 
     def __init__(self, producer: Producer, *, alerts_topic: str, dlq_topic: str, metrics: Metrics,
-                 errors: BrokerErrors, audit_log: Path | None = None) -> None:
+                 errors: BrokerErrors, audit_log: Path | None = None,
+                 max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES) -> None:
         self.producer = producer
+        self.max_message_bytes = max_message_bytes  # the producer's message.max.bytes
         self.alerts_topic = alerts_topic
         self.dlq_topic = dlq_topic
         self.metrics = metrics
@@ -72,8 +108,9 @@ class Outputs:
                     topic: str, partition: int, offset: int) -> None:
         """Divert one input message to the dead-letter topic (consumer thread)."""
         ticket.add()
-        self._produce(self.dlq_topic, value, key, dead_letter_headers(reason, detail, topic, partition, offset),
-                      ticket, None)
+        value, headers = fit_dead_letter(value, key, dead_letter_headers(reason, detail, topic, partition, offset),
+                                         self.max_message_bytes)
+        self._produce(self.dlq_topic, value, key, headers, ticket, None)
 
     def publish(self, p: Pending, found: list[dict]) -> None:
         """Worker thread: publish a group's alerts, then release its hold on the ticket."""
@@ -106,12 +143,26 @@ class Outputs:
                 self.latencies.append((kafka_ts_ms, latency))
             ticket.done()
 
+        retries = 0
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
                 return
             except BufferError:  # librdkafka's queue is full: serve deliveries until there is room
                 self.poll(0.05)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.retriable() and retries < PRODUCE_RETRIES:
+                    retries += 1
+                    self.poll(0.1)
+                    continue
+                # Not retriable (e.g. MSG_SIZE_TOO_LARGE): this output can never be written. Failing
+                # the ticket keeps its offsets uncommitted; ``fatal`` stops the loop with this line.
+                reason = f"cannot produce to {topic}: {err.str() if isinstance(err, KafkaError) else exc}"
+                if self.errors.fatal is None:
+                    self.errors.fatal = reason
+                ticket.fail(reason)
+                return
 
     def poll(self, timeout: float = 0.0) -> None:
         """Serve delivery callbacks; a fatal producer error (fencing) is raised from poll() once: keep it."""
