@@ -107,6 +107,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
     broker = None
     stop = threading.Event()
     svc: Service | None = None
+    runner: threading.Thread | None = None
+    sender: threading.Thread | None = None
+    tail = None
     try:
         bootstrap = cfg.bootstrap
         if bootstrap is None:
@@ -165,6 +168,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
                 if svc.worker.error is not None or not runner.is_alive():
                     raise RuntimeError(f"detector stopped: {svc.worker.error}")
         tail.close()
+        tail = None
         svc.stop()
         runner.join(30)
         alerted = {a["user_id"] for a in alerts}
@@ -190,10 +194,22 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
             _latency_plot(lat, cfg.out / "latency.png")
         _print_summary(console, summary)
         return summary
+    except KeyboardInterrupt:
+        console.print("stopping: replay, then the detector (finishing in-flight windows, flushing alerts, "
+                      "committing), then the broker ...")
+        raise
     finally:
+        # in order, each waited for: a client still polling a stopped broker floods the log
+        # with connection errors and can die inside librdkafka at interpreter exit
         stop.set()
+        if sender is not None:
+            sender.join(10)
         if svc is not None:
             svc.stop()
+            if runner is not None:
+                runner.join(30)
+        if tail is not None:
+            tail.close()
         if broker is not None:
             broker.stop()
 

@@ -186,7 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         run_demo(cfg)
     except KeyboardInterrupt:
-        print("demo interrupted: broker, detector and replay stopped cleanly")
+        print("demo interrupted: replay, detector and broker stopped in order")
         return 130
     return 0
 

@@ -117,3 +117,28 @@ def test_the_embedded_broker_creates_the_topics_run_needs(capsys):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_ctrl_c_on_demo_stops_in_order_and_exits_130(tiny_model, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, reg = tiny_model
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "demo", "--events", "40000", "--rate", "2000",
+                             "--no-live", "--registry", str(reg), "--out", str(tmp_path / "demo"), "--metrics-port", "0",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        if "detector serving" in line or time.monotonic() > deadline:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out = "".join(seen) + proc.communicate(timeout=90)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert "stopping: replay, then the detector" in out
+    for bad in ("Traceback", "SystemError", "terminate called", "Connection refused"):
+        assert bad not in out, out[-2000:]
