@@ -138,6 +138,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--startup-timeout-s", type=float,
                    help="retry an unreachable cluster or missing topics with backoff this long (default 60)")
     p.add_argument("--max-users", type=int, help="cap on tracked users per partition (LRU eviction beyond)")
+    p.add_argument("--max-clock-skew-s", type=float,
+                   help="dead-letter (bad-timestamp) events dated more than this after their message's broker "
+                        "timestamp (default 3600)")
     p.add_argument("--audit-log", type=Path, help="append 'partition offset' of every scored event (testing)")
     p.add_argument("--bootstrap-model", action="store_true",
                    help="if the registry has no model, first train a starter model on generated traffic")
@@ -159,6 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cooldown-s", type=float)
     p.add_argument("--metrics-host")
     p.add_argument("--metrics-port", type=int)
+    p.add_argument("--max-clock-skew-s", type=float,
+                   help="dead-letter (bad-timestamp) events dated more than this after their broker timestamp")
     p.set_defaults(func=cmd_faust)
 
     p = sub.add_parser("score", help="score a recorded log offline with the live pipeline; alerts to a file")

@@ -31,6 +31,7 @@ EVERY_FIELD_FROM_ENV = {
     "cooldown_s": ("30", 30.0),
     "coalesce": ("true", True),
     "max_message_bytes": ("4096", 4096),
+    "max_clock_skew_s": ("120", 120.0),
     "metrics_host": ("0.0.0.0", "0.0.0.0"),
     "metrics_port": ("9200", 9200),
     "reload_interval_s": ("1.5", 1.5),

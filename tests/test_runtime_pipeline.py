@@ -101,3 +101,49 @@ def test_an_ended_session_adds_a_window_to_score_and_is_counted(detector):
     assert res.sessions_ended == 1
     assert sum(len(p) for p in res.pending) == 3  # two events' windows and the first session's end
     assert m.value("seqsentry_sessions_ended_total") == 1
+
+
+SKEW_MS = pipeline.DEFAULT_MAX_CLOCK_SKEW_MS
+YEAR_2099 = 4_102_358_400_000
+
+
+def test_an_event_dated_beyond_the_clock_skew_after_its_broker_timestamp_is_a_bad_timestamp_dead_letter(detector):
+    values = [event("a", T0), event("a", YEAR_2099), event("a", T0 + 1)]
+    res = run(detector, values, kafka_ts=np.full(3, T0, dtype=np.int64), max_clock_skew_ms=SKEW_MS)
+    [dead] = res.dead_letters
+    assert (dead.index, dead.reason) == (1, "bad-timestamp")
+    assert f"{YEAR_2099 - T0} ms ahead" in dead.detail and f"limit {SKEW_MS} ms" in dead.detail
+    assert (res.valid, res.rejected, res.too_late) == (2, 1, 0)
+
+
+def test_a_future_dated_event_neither_blinds_its_user_nor_reaches_the_window_store(detector):
+    store = detector.new_store()
+    kts = np.full(1, T0, dtype=np.int64)
+    pipeline.step(detector, store, pipeline.parse([event("a", YEAR_2099)]), kafka_ts=kts, max_clock_skew_ms=SKEW_MS)
+    later = pipeline.step(detector, store, pipeline.parse([event("a", T0 + 1)]), kafka_ts=kts, max_clock_skew_ms=SKEW_MS)
+    assert later.too_late == 0 and sum(len(p) for p in later.pending) == 1
+    assert store.users == 1
+
+
+def test_an_event_exactly_at_the_clock_skew_limit_is_kept(detector):
+    res = run(detector, [event("a", T0 + SKEW_MS)], kafka_ts=np.array([T0], dtype=np.int64), max_clock_skew_ms=SKEW_MS)
+    assert res.dead_letters == [] and res.valid == 1
+
+
+def test_the_clock_skew_limit_is_configurable(detector):
+    res = run(detector, [event("a", T0 + 2_000)], kafka_ts=np.array([T0], dtype=np.int64), max_clock_skew_ms=1_000)
+    assert [d.reason for d in res.dead_letters] == ["bad-timestamp"]
+
+
+def test_offline_scoring_and_messages_without_a_broker_timestamp_are_not_checked_for_clock_skew(detector):
+    assert run(detector, [event("a", YEAR_2099)], max_clock_skew_ms=SKEW_MS).dead_letters == []
+    no_broker_ts = np.array([-1], dtype=np.int64)
+    assert run(detector, [event("a", YEAR_2099)], kafka_ts=no_broker_ts, max_clock_skew_ms=SKEW_MS).dead_letters == []
+
+
+def test_a_bad_timestamp_dead_letter_is_counted_as_rejected_with_its_reason(detector):
+    m = Metrics()
+    run(detector, [event("a", YEAR_2099)], kafka_ts=np.array([T0], dtype=np.int64), metrics=m,
+        max_clock_skew_ms=SKEW_MS)
+    assert m.value("seqsentry_events_rejected_total", {"reason": "bad-timestamp"}) == 1
+    assert m.value("seqsentry_events_valid_total") == 0

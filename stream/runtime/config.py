@@ -56,6 +56,8 @@ class ServiceConfig(BaseSettings):
     cooldown_s: float = Field(600.0, ge=0)
     coalesce: bool = False
     max_message_bytes: int = Field(events.DEFAULT_MAX_BYTES, gt=0)
+    # an event dated further than this after its message's broker timestamp is dead-lettered (bad-timestamp)
+    max_clock_skew_s: float = Field(3600.0, gt=0)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
     reload_interval_s: float = Field(5.0, gt=0)
@@ -66,6 +68,11 @@ class ServiceConfig(BaseSettings):
     explain_top: int = Field(5, ge=0)
     max_users: int | None = Field(None, gt=0)  # per partition; default: the model's window config
     audit_log: Path | None = None  # append "partition offset" of every scored event (crash tests)
+
+    @property
+    def max_clock_skew_ms(self) -> int:
+        """``max_clock_skew_s`` in the milliseconds of event and broker timestamps."""
+        return int(self.max_clock_skew_s * 1000)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -71,7 +71,7 @@ class ConsumerLoop:
                 self.detector, self.partitions.store(part), pipeline.parse(values, self.cfg.max_message_bytes),
                 topic=topic, partition=part, offsets=np.array([x.offset() for x in pm], dtype=np.int64),
                 kafka_ts=np.array([x.timestamp()[1] for x in pm], dtype=np.int64), keys=[x.key() for x in pm],
-                metrics=self.metrics)
+                metrics=self.metrics, max_clock_skew_ms=self.cfg.max_clock_skew_ms)
             for d in res.dead_letters:
                 msg = pm[d.index]
                 self.outputs.dead_letter(ticket, msg.value(), msg.key(), d.reason, d.detail, topic=msg.topic(),

@@ -21,6 +21,8 @@ from stream.metrics import Metrics
 from stream.windows import WindowStore
 
 TOO_LATE = "too-late"
+BAD_TIMESTAMP = "bad-timestamp"
+DEFAULT_MAX_CLOCK_SKEW_MS = 3_600_000  # an hour: beyond any honest producer clock or buffering delay
 
 
 @dataclass(slots=True)
@@ -28,10 +30,11 @@ class StepResult:
     """What one step over one partition's batch produced."""
 
     pending: list[Pending]  # windows to score, in order
-    # contract rejects first, then too-late events (reason "too-late"), each in input order
+    # contract rejects and future-dated events (reason "bad-timestamp") first, then too-late events
+    # (reason "too-late"), each in input order
     dead_letters: list[events.Rejected]
-    valid: int  # inputs that passed the contract
-    rejected: int  # inputs that broke it (each also a dead letter)
+    valid: int  # inputs that passed the contract and the clock-skew bound
+    rejected: int  # inputs that broke either (each also a dead letter)
     too_late: int  # valid inputs outside the allowed lateness (each also a dead letter)
     sessions_ended: int  # windows of ended sessions among ``pending`` (scored beyond one per event)
 
@@ -41,6 +44,32 @@ def too_late_detail(store: WindowStore) -> str:
     return f"more than {store.config.allowed_lateness_ms} ms behind the user's newest event"
 
 
+def check_clock_skew(batch: events.EventBatch, kafka_ts: np.ndarray | None,
+                     max_clock_skew_ms: int | None) -> tuple[events.EventBatch, list[events.Rejected]]:
+    """``batch`` without the events dated more than ``max_clock_skew_ms`` after their message's
+    broker timestamp, and those events as ``bad-timestamp`` rejects.
+
+    Event time drives a user's window order and the idle expiry of every user of the
+    partition, so one event dated 2099 would make all of its user's later events
+    too-late (hiding the user) and expire the others. The broker's timestamp is a clock
+    the producer of one event does not control (for LogAppendTime topics not at all).
+    Messages without a broker timestamp (``kafka_ts`` <= 0) and offline scoring
+    (``kafka_ts`` None) are not checked. The window rebuild applies the same check, so a
+    restart does not bring a refused event back.
+    """
+    if kafka_ts is None or max_clock_skew_ms is None or not len(batch):
+        return batch, []
+    broker_ts = np.asarray(kafka_ts, dtype=np.int64)[batch.index]
+    ahead = batch.ts - broker_ts
+    bad = (broker_ts > 0) & (ahead > max_clock_skew_ms)
+    if not bad.any():
+        return batch, []
+    rejects = [events.Rejected(int(batch.index[r]), BAD_TIMESTAMP,
+                               f"{int(ahead[r])} ms ahead of the message's broker timestamp "
+                               f"(limit {max_clock_skew_ms} ms, --max-clock-skew-s)") for r in np.flatnonzero(bad)]
+    return batch.take(np.flatnonzero(~bad)), rejects
+
+
 def parse(values: Sequence[bytes | None], max_message_bytes: int = events.DEFAULT_MAX_BYTES) -> events.ParseResult:
     """Message payloads -> valid events and contract rejects (never raises on bad input)."""
     return events.parse_batch(values, max_message_bytes)
@@ -48,16 +77,23 @@ def parse(values: Sequence[bytes | None], max_message_bytes: int = events.DEFAUL
 
 def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, topic: str | None = None,
          partition: int | None = None, offsets: np.ndarray | None = None, kafka_ts: np.ndarray | None = None,
-         keys: Sequence[bytes | None] | None = None, metrics: Metrics | None = None) -> StepResult:
+         keys: Sequence[bytes | None] | None = None, metrics: Metrics | None = None,
+         max_clock_skew_ms: int | None = None) -> StepResult:
     """Ingest one parsed batch of one partition into ``store``; return windows to score and dead letters.
 
     ``offsets``, ``kafka_ts`` and ``keys`` are indexed by input position, like the
-    parsed batch's rejects and ``events.index``. With ``metrics`` the step counts
-    consumed, valid, rejected (by reason), too-late and key-mismatched inputs.
+    parsed batch's rejects and ``events.index``. With ``kafka_ts`` and ``max_clock_skew_ms``
+    (the streaming runtimes pass both), an event more than ``max_clock_skew_ms`` ahead of
+    its message's broker timestamp is dead-lettered (``bad-timestamp``) before it reaches
+    the store (:func:`check_clock_skew`). With
+    ``metrics`` the step counts consumed, valid, rejected (by reason), too-late and
+    key-mismatched inputs.
     """
     batch = parsed.events
     n_in = len(batch) + len(parsed.rejects)
-    dead = list(parsed.rejects)
+    batch, skewed = check_clock_skew(batch, kafka_ts, max_clock_skew_ms)
+    rejects = sorted([*parsed.rejects, *skewed], key=lambda r: r.index)
+    dead = list(rejects)
     pending, too_late = detector.ingest(store, batch, topic=topic, partition=partition, offsets=offsets,
                                         kafka_ts=kafka_ts)
     late_rows = too_late.tolist()
@@ -70,7 +106,7 @@ def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, 
         if ended:
             metrics.sessions_ended.inc(ended)
         metrics.events_valid.inc(len(batch))
-        for r in parsed.rejects:
+        for r in rejects:
             metrics.events_rejected.labels(r.reason).inc()
         if late_rows:
             metrics.events_late.inc(len(late_rows))
@@ -78,5 +114,5 @@ def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, 
             mismatched = sum(keys[i] != u.encode() for i, u in zip(batch.index.tolist(), batch.user_id, strict=True))
             if mismatched:
                 metrics.key_mismatch.inc(mismatched)
-    return StepResult(pending, dead, valid=len(batch), rejected=len(parsed.rejects), too_late=len(late_rows),
+    return StepResult(pending, dead, valid=len(batch), rejected=len(rejects), too_late=len(late_rows),
                       sessions_ended=ended)

@@ -16,11 +16,13 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream import events, kafka
 from stream.detector import Detector
 from stream.metrics import Metrics
+from stream.runtime import pipeline
 from stream.runtime.config import ServiceConfig
 from stream.windows import WindowStore
 
@@ -51,7 +53,10 @@ def rebuild(cfg: ServiceConfig, tp: TopicPartition, store: WindowStore, metrics:
             keep = [m for m in msgs if m.offset() < tp.offset]
             done = len(keep) < len(msgs) or (bool(keep) and keep[-1].offset() >= tp.offset - 1)
             res = events.parse_batch([m.value() for m in keep], cfg.max_message_bytes)
-            store.add(res.events)
+            # the consumer refused future-dated events: they must not come back with the rebuild
+            batch, _ = pipeline.check_clock_skew(res.events, np.array([m.timestamp()[1] for m in keep], dtype=np.int64),
+                                                 cfg.max_clock_skew_ms)
+            store.add(batch)
             n += len(keep)
         metrics.rebuilt_events.inc(n)
         log.info("partition %d: rebuilt %d users' windows from %d events (offsets %s..%d)", tp.partition,
