@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from stream import progress
 from stream.log_args import log_args, log_spec, report_log_quality
 
 EXIT_USAGE = 2
@@ -42,6 +41,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     cfg = synth.SynthConfig(events=args.events, seed=args.seed, users=args.users,
                             attacker_fraction=args.attacker_fraction)
+    from stream import progress
+
     with progress.bar(not args.quiet) as bar:
         task = bar.add_task(f"synth → {args.out}", total=args.events, rate="")
         done = 0

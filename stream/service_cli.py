@@ -14,16 +14,27 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stream.log_args import log_args, log_spec, report_log_quality
-from stream.runtime.config import ServiceConfig, field_names, resolve_config
+
+if TYPE_CHECKING:  # pydantic costs most of a second: `--help` must not pay for it
+    from stream.runtime.config import ServiceConfig
 
 __all__ = ["register", "resolve_config"]
+
+
+def resolve_config(flags: dict[str, Any], config_file: Path | None) -> ServiceConfig:
+    """:func:`stream.runtime.config.resolve_config`, imported when a command needs it."""
+    from stream.runtime import config
+
+    return config.resolve_config(flags, config_file)
 
 
 def _config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """ServiceConfig from a `run`/`faust` command line (flags, then env, then --config YAML)."""
     from stream import kafka
+    from stream.runtime.config import field_names
 
     names = field_names()
     flags = {k: v for k, v in vars(args).items() if k in names}

@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 
 def _window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-events", type=int, help="events per window (default 64)")
@@ -78,6 +76,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report_log_quality(tally, args.max_reject_share)
     if not ((ws.label == 1).any() and (ws.label == 0).any()):
         raise ValueError(f"{args.log} has no labelled normal and attack events to evaluate against; pass --labels")
+    import numpy as np
+
     from stream.encoding import N_SPECIAL, Encoded
 
     enc = Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64),
