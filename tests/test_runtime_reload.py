@@ -48,3 +48,51 @@ def test_runs_logging_shows_model_swaps_at_info(caplog):
             logging.getLogger(name).setLevel(level)
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
         ("stream.detector", logging.INFO, "model swapped: v1 -> v2")]
+
+
+def _watcher(tmp_path, monkeypatch, loads: list[str]):
+    """A watcher over a registry in ``tmp_path`` whose model loads succeed only for a version with ``model.ok``."""
+    import os
+
+    from stream.runtime import reload
+    from stream.runtime.config import ServiceConfig
+
+    def load(path, device="auto", runtime="auto"):
+        loads.append(str(path))
+        if not (path / "model.ok").exists():
+            raise reload.ArtifactError(f"{path}: incomplete artifact")
+        return scorer(path.name)
+
+    monkeypatch.setattr(reload.Scorer, "load", load)
+    (tmp_path / "versions").mkdir()
+    os.symlink("versions/v2", tmp_path / "current")  # points at a version not published yet
+    serving = ["v1"]
+    det = Detector(scorer("v1"))
+    cfg = ServiceConfig(bootstrap="unused:9092", registry=tmp_path)
+    return reload.RegistryWatcher(cfg, det, Metrics(), serving_version=lambda: serving[-1],
+                                  on_swapped=serving.append), det, serving
+
+
+def test_a_refused_version_is_not_reloaded_while_its_files_are_unchanged(tmp_path, monkeypatch, caplog):
+    loads: list[str] = []
+    watcher, _, serving = _watcher(tmp_path, monkeypatch, loads)
+    (tmp_path / "versions" / "v2").mkdir()  # published without its model: refused
+    watcher.check()
+    watcher.check()
+    assert len(loads) == 1 and serving == ["v1"]
+    assert len([r for r in caplog.records if r.message.startswith("refusing model v2")]) == 1
+
+
+def test_a_refused_version_is_loaded_once_it_is_published_properly(tmp_path, monkeypatch, caplog):
+    import logging
+
+    loads: list[str] = []
+    watcher, det, serving = _watcher(tmp_path, monkeypatch, loads)
+    watcher.check()  # refused: the version does not exist yet
+    (tmp_path / "versions" / "v2").mkdir()
+    (tmp_path / "versions" / "v2" / "model.ok").write_text("ok")
+    with caplog.at_level(logging.INFO, logger="stream.runtime.reload"):
+        watcher.check()
+    det.score([])  # the swap happens at the next batch
+    assert serving[-1] == "v2" and det.scorer.artifact.version == "v2"
+    assert [r.message for r in caplog.records if "refused before" in r.message]

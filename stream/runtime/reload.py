@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from stream import registry
 from stream.detector import Detector
@@ -21,8 +22,30 @@ from stream.runtime.config import ServiceConfig
 log = logging.getLogger(__name__)
 
 
+Fingerprint = tuple[tuple[str, int, int], ...]  # (relative path, size, mtime ns) of every file of a version
+
+
+def fingerprint(version_dir: Path) -> Fingerprint:
+    """What a version's files look like now; empty while the version does not exist.
+
+    A refusal is remembered against this, not the bare version name: a version refused
+    because it was missing or half-copied is tried again once its files change.
+    """
+    if not version_dir.is_dir():
+        return ()
+    out = []
+    for f in sorted(version_dir.rglob("*")):
+        try:
+            st = f.stat()
+        except OSError:  # removed while we looked: the next poll sees the settled state
+            continue
+        if f.is_file():
+            out.append((str(f.relative_to(version_dir)), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 class RegistryWatcher:
-    """Polls the registry every ``reload_interval_s``; refuses (and remembers) bad versions."""
+    """Polls the registry every ``reload_interval_s``; refuses bad versions until their files change."""
 
     def __init__(self, cfg: ServiceConfig, detector: Detector, metrics: Metrics, *,
                  serving_version: Callable[[], str | None], on_swapped: Callable[[str], None]) -> None:
@@ -31,7 +54,7 @@ class RegistryWatcher:
         self.metrics = metrics
         self.serving_version = serving_version
         self.on_swapped = on_swapped
-        self.bad_versions: set[str] = set()
+        self.bad_versions: dict[str, Fingerprint] = {}  # refused version -> its files when refused
 
     def start(self, stopping: threading.Event) -> threading.Thread:
         """Watch on a daemon thread until ``stopping`` is set."""
@@ -48,7 +71,10 @@ class RegistryWatcher:
         """Load the registry's current version if it is new, and swap it in if it is compatible."""
         reg = self.cfg.registry
         version = registry.current_version(reg) if reg else None
-        if not version or version == self.serving_version() or version in self.bad_versions:
+        if not version or version == self.serving_version():
+            return
+        files = fingerprint(Path(reg) / "versions" / version)
+        if self.bad_versions.get(version) == files:
             return
         try:
             scorer = Scorer.load(registry.current(reg), self.cfg.device, self.cfg.runtime)
@@ -56,10 +82,14 @@ class RegistryWatcher:
                 raise ArtifactError(f"window config {scorer.artifact.window_config} differs from the serving "
                                     f"model's {self.detector.window_config}; restart to change windows")
         except Exception as exc:
-            self.bad_versions.add(version)
+            self.bad_versions[version] = files
             self.metrics.model_loads.labels("error").inc()
             log.error("refusing model %s, still serving %s: %s", version, self.serving_version(), exc)
             return
         self.metrics.model_loads.labels("ok").inc()
         self.detector.request_swap(scorer, on_swapped=lambda _scorer: self.on_swapped(version))
-        log.info("hot reload: model %s serving from the next batch", version)
+        if self.bad_versions.pop(version, None) is not None:
+            log.info("hot reload: model %s, refused before, loads now that its files changed; serving from the "
+                     "next batch", version)
+        else:
+            log.info("hot reload: model %s serving from the next batch", version)
