@@ -142,3 +142,14 @@ def test_ctrl_c_on_demo_stops_in_order_and_exits_130(tiny_model, tmp_path):
     assert "stopping: replay, then the detector" in out
     for bad in ("Traceback", "SystemError", "terminate called", "Connection refused"):
         assert bad not in out, out[-2000:]
+
+
+def test_help_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = ("import sys; from stream.cli import build_parser; build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'pydantic', 'numpy', 'pyarrow', 'rich.progress') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
