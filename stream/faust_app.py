@@ -31,7 +31,7 @@ from stream.detector import Detector
 from stream.metrics import Metrics
 from stream.runtime import pipeline
 from stream.runtime.config import ServiceConfig
-from stream.runtime.outputs import dead_letter_headers
+from stream.runtime.outputs import dead_letter_headers, fit_dead_letter
 from stream.windows import WindowStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
         loop = asyncio.get_running_loop()
         async for batch in stream.take_events(cfg.max_batch_size, within=cfg.max_wait_ms / 1000.0):
             sends = []
+            severities: list[str] = []
             by_part: dict[int, list] = {}
             for ev in batch:
                 by_part.setdefault(ev.message.partition, []).append(ev)
@@ -69,16 +70,19 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
                     keys=[e.key for e in evs], metrics=metrics, max_clock_skew_ms=cfg.max_clock_skew_ms)
                 for d in res.dead_letters:  # the same headers as `seqsentry run`'s (README: the dead-letter contract)
                     m = evs[d.index].message
-                    sends.append(await dlq.send(key=evs[d.index].key, value=values[d.index], headers=dict(
-                        dead_letter_headers(d.reason, d.detail, m.topic, m.partition, m.offset))))
+                    value, headers = fit_dead_letter(values[d.index], evs[d.index].key, dead_letter_headers(
+                        d.reason, d.detail, m.topic, m.partition, m.offset))
+                    sends.append(await dlq.send(key=evs[d.index].key, value=value, headers=dict(headers)))
                 pending = res.pending
                 found = await loop.run_in_executor(scoring, detector.score, pending)
                 for group in found:
                     for a in group:
-                        metrics.alerts.labels(a["severity"]).inc()
+                        severities.append(a["severity"])
                         sends.append(await alerts_topic.send(key=a["user_id"].encode(), value=orjson.dumps(a)))
             # at-least-once: this batch is acked (and so committable) only after the broker has every output
             await asyncio.gather(*sends)
+            for sev in severities:  # counted once the broker has them, as in `seqsentry run`
+                metrics.alerts.labels(sev).inc()
 
     return app
 

@@ -148,18 +148,21 @@ class Service:
     # ---- the public view: readiness, health, progress --------------------------------------------
     @property
     def ready(self) -> bool:
-        """Partitions assigned, the broker reachable lately, no output refused for good, and not stopping."""
+        """Partitions assigned, the broker reachable and taking outputs lately (no broker-down error,
+        failed delivery or vanished topic for ``BROKER_QUIET_S``), no output refused for good, not stopping."""
         return (self.loop is not None and bool(self.partitions.assigned) and self.errors.fatal is None
-                and time.monotonic() - self.errors.broker_error_at > BROKER_QUIET_S and not self._stopping.is_set())
+                and time.monotonic() - self.errors.last_problem_at > BROKER_QUIET_S and not self._stopping.is_set())
 
     @property
     def healthy(self) -> bool:
-        """Loop alive, worker alive, and not stalled: behind on the topic yet consuming nothing
-        for ``stall_timeout_s`` (a wedged fetcher or inference) - a restart resumes safely."""
+        """Loop alive, worker alive, and not stalled for ``stall_timeout_s``: neither behind on the
+        topic yet consuming nothing (a wedged fetcher or inference) nor holding consumed batches
+        none of which completes (outputs the broker never acknowledges) - a restart resumes safely."""
         assert self.loop is not None
         now = time.monotonic()
         return (now - self.loop.heartbeat < HEARTBEAT_S and self.worker.error is None
-                and now - self.loop.progress_at < self.cfg.stall_timeout_s)
+                and now - self.loop.progress_at < self.cfg.stall_timeout_s
+                and now - self.commits.progress_at < self.cfg.stall_timeout_s)
 
     def progress(self) -> Progress:
         """Consumed, scored and still-in-flight work, read without touching the loop's state."""

@@ -83,6 +83,8 @@ class CommitTracker:
         self.fatal_reason = fatal_reason  # names the root cause of a failed ticket (e.g. fencing)
         self._tickets: deque[Ticket] = deque()
         self._last_commit = 0.0
+        # last time a ticket completed or none was open: liveness fails when work waits and none completes
+        self.progress_at = time.monotonic()
 
     def open(self, offsets: Offsets) -> Ticket:
         """A ticket for a batch just consumed (holds itself open until :meth:`Ticket.done`)."""
@@ -112,6 +114,8 @@ class CommitTracker:
             if t.error:
                 raise DetectorFailed(f"cannot commit past failed work: {self.fatal_reason(t.error)}")
             done.update(t.offsets)
+        if done or not self._tickets:
+            self.progress_at = time.monotonic()
         return done
 
     def commit(self, consumer: _Committer) -> None:
@@ -129,6 +133,7 @@ class CommitTracker:
             if t.error or not t.complete:
                 raise DetectorFailed(f"transaction not committed: {self.fatal_reason(t.error or 'work incomplete')}")
             done.update(t.offsets)
+        self.progress_at = time.monotonic()
         return done
 
     def commit_transaction(self, producer: object, consumer: object, drain: Callable[[float], bool],

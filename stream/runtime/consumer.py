@@ -58,7 +58,7 @@ class ConsumerLoop:
         for msg in msgs:
             if msg.error():
                 if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", msg.error())
+                    self.outputs.errors.on_consume_error(msg.error())
                 continue
             by_part.setdefault(msg.partition(), []).append(msg)
             offsets[(msg.topic(), msg.partition())] = msg.offset()
@@ -127,6 +127,8 @@ class ConsumerLoop:
             if hi >= 0 and pos >= 0:
                 m.lag.labels(tp.topic, str(tp.partition)).set(max(0, hi - pos))
                 behind += max(0, hi - pos)
+            elif 0 <= lo < hi:  # no position yet (e.g. a recreated topic) yet messages waiting: behind, not idle
+                behind += hi - lo
             last_ts = self.partitions.last_ts.get(tp.partition)
             if last_ts is not None:
                 m.lag_seconds.labels(tp.topic, str(tp.partition)).set(max(0.0, (now_ms - last_ts) / 1000))

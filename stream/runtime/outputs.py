@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from stream.detector import Pending
 from stream.metrics import Metrics
 from stream.runtime.commits import Ticket
+from stream.runtime.ratelimit import RateLimit
 
 log = logging.getLogger(__name__)
 DETAIL_MAX_CHARS = 500  # a header, not a log: the detail only has to say what was wrong
@@ -73,11 +74,19 @@ def fit_dead_letter(value: bytes | None, key: bytes | None, headers: list[tuple[
 
 
 class BrokerErrors:
-    """What the Kafka clients reported through their error callbacks (librdkafka's threads)."""
+    """What the Kafka clients reported: error callbacks (librdkafka's threads), failed
+    deliveries and a vanished topic. Readiness reads the times; repeated lines are rate-limited."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: RateLimit | None = None) -> None:
         self.fatal: str | None = None  # e.g. PRODUCER_FENCED: this client may never write again
         self.broker_error_at = 0.0  # monotonic time of the last sign that the cluster is unreachable
+        self.delivery_failed_at = 0.0  # monotonic time of the last output the broker did not take
+        self.limit = limit or RateLimit()
+
+    @property
+    def last_problem_at(self) -> float:
+        """Monotonic time of the last sign that outputs or inputs are not getting through."""
+        return max(self.broker_error_at, self.delivery_failed_at)
 
     def on_error(self, err: KafkaError) -> None:
         """librdkafka's ``error_cb``."""
@@ -85,7 +94,28 @@ class BrokerErrors:
             self.fatal = str(err)
         if err.code() in _BROKER_DOWN:
             self.broker_error_at = time.monotonic()
-        log.warning("kafka: %s", err)
+        self._warn(("error", err.code()), "kafka: %s", err)
+
+    def on_delivery_failure(self, topic: str, reason: str) -> None:
+        """A produced message was not acknowledged: its input must not be committed (its ticket fails)."""
+        self.delivery_failed_at = time.monotonic()
+        held = self.limit.allow(("delivery", topic))
+        if held is not None:
+            log.error("output to %s not delivered (%s); its input stays uncommitted and the detector stops at the "
+                      "next commit, a restart resumes from there%s", topic, reason,
+                      f" ({held} more failures not shown)" if held else "")
+
+    def on_consume_error(self, err: KafkaError) -> None:
+        """A consume error: a vanished topic or partition counts against readiness like a broker down."""
+        if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION,
+                          *_BROKER_DOWN):
+            self.broker_error_at = time.monotonic()
+        self._warn(("consume", err.code()), "consume error: %s", err)
+
+    def _warn(self, kind: tuple, fmt: str, err: KafkaError) -> None:
+        held = self.limit.allow(kind)
+        if held is not None:
+            log.warning(fmt + ("%s" if held else ""), err, *([f" ({held} more not shown)"] if held else []))
 
 
 class Outputs:
@@ -121,22 +151,26 @@ class Outputs:
             self._audit.flush()  # in the OS before the commit can happen: survives kill -9
         for a in found:
             ticket.add()
-            self.metrics.alerts.labels(a["severity"]).inc()
             offset = a["trigger"]["offset"]
             idx = int(np.flatnonzero(p.offsets == offset)[0]) if p.offsets is not None else None
             kts = int(p.kafka_ts[idx]) if p.kafka_ts is not None and idx is not None else None
-            self._produce(self.alerts_topic, orjson.dumps(a), a["user_id"].encode(), None, ticket, kts)
+            self._produce(self.alerts_topic, orjson.dumps(a), a["user_id"].encode(), None, ticket, kts,
+                          severity=a["severity"])
         ticket.done()
         self.poll()
 
     def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None, ticket: Ticket,
-                 kafka_ts_ms: int | None) -> None:
+                 kafka_ts_ms: int | None, severity: str | None = None) -> None:
         m = self.metrics
 
         def delivered(err: KafkaError | None, _msg: object) -> None:
             if err is not None:
-                ticket.fail(f"delivery to {topic} failed: {err}")
+                reason = f"delivery to {topic} failed: {err}"
+                self.errors.on_delivery_failure(topic, str(err))
+                ticket.fail(reason)
                 return
+            if severity is not None:  # an alert counts once the broker has it, not when it was queued
+                m.alerts.labels(severity).inc()
             if kafka_ts_ms is not None:
                 latency = max(0.0, time.time() - kafka_ts_ms / 1000.0)
                 m.event_to_alert.observe(latency)
