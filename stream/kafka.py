@@ -2,22 +2,34 @@
 
 Any librdkafka setting (``security.protocol``, ``sasl.*``, ``ssl.*``, ...) given by the
 user is passed through unchanged, so every tool runs against real, secured clusters.
+
+Secrets stay out of ``ps`` and out of every message: a secret setting's value may be
+``@/path/to/file`` (read when a client is built, e.g. ``-X sasl.password=@/run/secrets/kafka``),
+``SEQSENTRY_KAFKA_SASL_PASSWORD`` supplies ``sasl.password`` from the environment, and no
+error names a secret's value (a malformed ``-X`` option is not echoed; librdkafka's
+complaints are scrubbed of secret values).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from stream.errors import SeqsentryError
+from stream.runtime.ratelimit import RateLimitFilter
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 SECRET_KEYS = ("password", "secret", "key.pem", "token", "jaas")
+PASSWORD_ENV = "SEQSENTRY_KAFKA_SASL_PASSWORD"  # sasl.password from the environment (a -X setting wins)
 # Group joins against small brokers take ~20 s with librdkafka's defaults; these keep
 # them to a few seconds without being unsafe on real clusters.
 CONSUMER_DEFAULTS = {
@@ -48,22 +60,74 @@ class KafkaUnavailable(SeqsentryError):
 
 
 def parse_options(items: Iterable[str]) -> dict[str, str]:
-    """``["security.protocol=SASL_SSL", ...]`` -> dict (the -X flags)."""
+    """``["security.protocol=SASL_SSL", ...]`` -> dict (the -X flags).
+
+    A malformed option is named by its position, never by its text: it may be a password
+    typed without its key.
+    """
     out = {}
-    for item in items:
+    for n, item in enumerate(items, 1):
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"Kafka option {item!r} must look like key=value, e.g. security.protocol=SASL_SSL")
+        if not sep or not key.strip():
+            raise ValueError(f"-X option #{n} must look like key=value, e.g. security.protocol=SASL_SSL "
+                             "(its text is not shown: it may hold a secret)")
         out[key.strip()] = value
     return out
 
 
+def is_secret(key: str) -> bool:
+    """Whether a setting's value is a secret (never logged, never echoed)."""
+    return any(s in key.lower() for s in SECRET_KEYS)
+
+
 def redact(config: Mapping[str, object]) -> dict[str, object]:
     """A copy of a client config safe to log: secret values replaced."""
-    return {k: ("***" if any(s in k.lower() for s in SECRET_KEYS) else v) for k, v in config.items()}
+    return {k: ("***" if is_secret(k) else v) for k, v in config.items()}
+
+
+def resolve_secrets(options: Mapping[str, object]) -> dict[str, object]:
+    """``options`` with secrets filled in: ``@FILE`` values of secret settings read from their
+    files (one trailing newline dropped), and ``sasl.password`` from ``SEQSENTRY_KAFKA_SASL_PASSWORD``
+    when no setting gives one. An unreadable file is one ``ValueError`` naming the setting and path."""
+    out = dict(options)
+    if "sasl.password" not in out and os.environ.get(PASSWORD_ENV):
+        out["sasl.password"] = os.environ[PASSWORD_ENV]
+    for key, value in out.items():
+        if is_secret(key) and isinstance(value, str) and value.startswith("@"):
+            path = value[1:]
+            try:
+                with open(path) as f:
+                    secret = f.read()
+            except OSError as exc:
+                raise ValueError(f"-X {key}=@{path}: cannot read the secret file ({exc.strerror})") from None
+            out[key] = secret[:-1] if secret.endswith("\n") else secret
+    return out
+
+
+def _scrub(text: str, config: Mapping[str, object]) -> str:
+    for key, value in config.items():
+        if is_secret(key) and isinstance(value, str) and value:
+            text = text.replace(value, "***")
+    return text
+
+
+def _build(cls: Callable[[dict], T], config: dict) -> T:
+    """A librdkafka client; a setting it refuses is one ``ValueError`` without any secret value."""
+    try:
+        return cls(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        err = exc.args[0] if exc.args else exc
+        text = _scrub(err.str() if isinstance(err, KafkaError) else str(err), config)
+        hint = ""
+        if "sasl.jaas.config" in config:
+            hint = ("; sasl.jaas.config is a Java client setting: give -X sasl.mechanism=..., -X sasl.username=... "
+                    "and -X sasl.password=@/path/to/secret instead")
+        raise ValueError(f"invalid Kafka settings: {text}{hint}") from None
 
 
 _RDKAFKA_LOG = logging.getLogger("rdkafka")
+# while a broker is down librdkafka repeats each connection failure many times a second
+_RDKAFKA_LOG.addFilter(RateLimitFilter())
 
 
 def client_config(bootstrap: str, options: Mapping[str, str] | None = None, **defaults: object) -> dict:
@@ -72,17 +136,17 @@ def client_config(bootstrap: str, options: Mapping[str, str] | None = None, **de
     librdkafka's own log lines go through Python logging ("rdkafka" logger) instead of
     straight to stderr, so they follow --log-level/--log-format.
     """
-    return {"logger": _RDKAFKA_LOG, **defaults, **(options or {}), "bootstrap.servers": bootstrap}
+    return {"logger": _RDKAFKA_LOG, **defaults, **resolve_secrets(options or {}), "bootstrap.servers": bootstrap}
 
 
 def producer(bootstrap: str, options: Mapping[str, str] | None = None, **overrides: object) -> Producer:
     """An idempotent producer."""
-    return Producer(client_config(bootstrap, options, **{**PRODUCER_DEFAULTS, **overrides}))
+    return _build(Producer, client_config(bootstrap, options, **{**PRODUCER_DEFAULTS, **overrides}))
 
 
 def consumer(bootstrap: str, group: str, options: Mapping[str, str] | None = None, **overrides: object) -> Consumer:
     """A consumer that never auto-commits (offsets are committed explicitly, after the work)."""
-    return Consumer(client_config(bootstrap, options, **{**CONSUMER_DEFAULTS, "group.id": group, **overrides}))
+    return _build(Consumer, client_config(bootstrap, options, **{**CONSUMER_DEFAULTS, "group.id": group, **overrides}))
 
 
 def check_reachable(bootstrap: str, options: Mapping[str, str] | None = None, timeout: float = 10.0) -> dict:
@@ -94,7 +158,7 @@ def check_reachable(bootstrap: str, options: Mapping[str, str] | None = None, ti
     errors: list[KafkaError] = []
     # the probe's own connection-failure log lines would only repeat the message raised below
     quiet = {} if _RDKAFKA_LOG.isEnabledFor(logging.DEBUG) else {"log_level": 0}
-    admin = AdminClient(client_config(bootstrap, options, error_cb=errors.append, **quiet))
+    admin = _build(AdminClient, client_config(bootstrap, options, error_cb=errors.append, **quiet))
     try:
         return admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
