@@ -11,6 +11,7 @@
     python -m bench zerolabel  # zero-label serving cost vs the classifier's, same windows
     python -m bench soak       # 10 minutes at 50 % load: RSS, lag and latency over time
     python -m bench crash      # kill -9 five times during a 200k-event replay: lost / repeated
+    python -m bench faults     # hostile input and faults (1 MB message, future-dated event, secrets, ...)
 
 Each writes JSON to bench/results/ and, where there is something to look at, a PNG.
 """
@@ -22,7 +23,7 @@ import sys
 
 COMMANDS = {"race": "bench.race", "latency": "bench.latency", "inference": "bench.inference",
             "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality", "realdata": "bench.realdata", "zerolabel": "bench.zerolabel",
-            "soak": "bench.soak", "crash": "bench.crash", "report": "bench.report"}
+            "soak": "bench.soak", "crash": "bench.crash", "faults": "bench.faults", "report": "bench.report"}
 
 
 def main() -> None:

@@ -1,0 +1,258 @@
+"""``python -m bench faults``: hostile input and faults against the embedded broker (issue 14).
+
+Each scenario runs the real detector (``stream.service.Service``) or the real client code
+against a fresh embedded broker and records what happened; the results go to
+bench/results/faults.json and replace the fault rows of docs/reliability.md (between the
+``faults:begin``/``faults:end`` markers). A tiny model is trained first (seconds): the
+scenarios test the runtime, not detection quality. Budget: under 3 minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from bench.common import ROOT, save
+from bench.crash import committed_offsets
+from stream.broker import EmbeddedBroker
+from stream.service import Service, ServiceConfig
+
+DOC = ROOT / "docs" / "reliability.md"
+BEGIN, END = "<!-- faults:begin -->", "<!-- faults:end -->"
+_ids = iter(range(1_000_000))
+
+
+def tiny_registry(tmp: Path) -> Path:
+    """A registry with a tiny classifier trained for a few steps on generated traffic."""
+    from stream.model import ModelSize
+    from stream.windows import WindowConfig
+    from training import dataset, synth, train
+
+    traffic = synth.generate_list(events=4000, seed=3, attacker_fraction=0.08)
+    cfg = train.TrainConfig(size=ModelSize(layers=1, hidden=32, heads=2, intermediate=64),
+                            window=WindowConfig(max_events=16), pretrain_steps=5, finetune_epochs=1,
+                            max_train_windows=1000, batch_size=64, user_alert_rate=0.02)
+    reg = tmp / "registry"
+    train.train(lambda: dataset.batches_from_records(traffic), tmp / "runs", cfg, registry_dir=reg, show=False)
+    return reg
+
+
+class Running:
+    """A Service on fresh topics, run on a thread."""
+
+    def __init__(self, broker: EmbeddedBroker, reg: Path, **overrides: object) -> None:
+        n = next(_ids)
+        self.topics = {"topic": f"fev{n}", "alerts_topic": f"fal{n}", "dlq_topic": f"fdlq{n}"}
+        broker.create_topics({self.topics["topic"]: 1, self.topics["alerts_topic"]: 1, self.topics["dlq_topic"]: 1})
+        self.broker = broker
+        self.cfg = ServiceConfig(bootstrap=broker.bootstrap, group=f"fg{n}", registry=reg, metrics_port=0,
+                                 max_wait_ms=10, **self.topics, **overrides)
+        self.svc = Service(self.cfg)
+        self.svc.setup()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        _wait(lambda: self.svc.ready, 30)
+
+    def _run(self) -> None:
+        try:
+            self.svc.run(install_signals=False)
+        except BaseException as exc:  # recorded as the scenario's result
+            self.error = exc
+
+    def produce(self, values: list[tuple[bytes, bytes]]) -> None:
+        p = Producer({"bootstrap.servers": self.broker.bootstrap})
+        for value, key in values:
+            p.produce(self.topics["topic"], value, key)
+        p.flush(30)
+
+    def settle(self, n: int, timeout: float = 60) -> bool:
+        return _wait(lambda: self.svc.progress().consumed >= n and self.svc.idle, timeout)
+
+    def stop(self) -> None:
+        self.svc.stop()
+        self.thread.join(60)
+
+    def dead_letters(self) -> list:
+        """Every message of the dead-letter topic, up to its high watermark."""
+        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": f"fr{next(_ids)}", "fetch.wait.max.ms": 50})
+        tp = TopicPartition(self.topics["dlq_topic"], 0)
+        lo, hi = c.get_watermark_offsets(tp, timeout=10)
+        c.assign([TopicPartition(tp.topic, 0, lo)])
+        out: list = []
+        deadline = time.monotonic() + 10
+        while len(out) < hi - lo and time.monotonic() < deadline:
+            out += [m for m in c.consume(100, timeout=0.5) if not m.error()]
+        c.close()
+        return out
+
+
+def _wait(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def oversized(broker: EmbeddedBroker, reg: Path) -> dict:
+    """A 999,900-byte message, then 20 valid events: dead-lettered truncated; the stream goes on and commits."""
+    run = Running(broker, reg)
+    huge = b"{" + b"x" * 999_899
+    now = int(time.time() * 1000)
+    run.produce([(huge, b"u1")] + [(orjson.dumps({"user_id": "u1", "ts": now + i, "type": "view"}), b"u1")
+                                   for i in range(20)])
+    settled = run.settle(21)
+    run.stop()
+    [dead] = run.dead_letters() or [None]
+    headers = dict(dead.headers() or []) if dead is not None else {}
+    return {"settled": settled, "crashed": repr(run.error) if run.error else None,
+            "committed": committed_offsets(broker.bootstrap, run.cfg.group, run.topics["topic"], 1)[0],
+            "dead_letter_bytes": len(dead.value()) if dead is not None else None,
+            "truncated": headers.get("seqsentry.truncated", b"").decode(),
+            "original_size": int(headers.get("seqsentry.original-size", b"0")),
+            "sha256_matches": headers.get("seqsentry.original-sha256", b"").decode() == hashlib.sha256(huge).hexdigest()}
+
+
+def future_dated(broker: EmbeddedBroker, reg: Path) -> dict:
+    """One event dated 2099 among 50 users' events: dead-lettered; its user's later events scored; nobody evicted."""
+    run = Running(broker, reg)
+    now = int(time.time() * 1000)
+    values = [(orjson.dumps({"user_id": f"u{i}", "ts": now, "type": "view"}), f"u{i}".encode()) for i in range(50)]
+    values.append((orjson.dumps({"user_id": "u0", "ts": 4_102_358_400_000 - 1, "type": "view"}), b"u0"))
+    values += [(orjson.dumps({"user_id": "u0", "ts": now + 1 + i, "type": "view"}), b"u0") for i in range(10)]
+    run.produce(values)
+    settled = run.settle(len(values))
+    time.sleep(1.2)  # one observation: tracked users
+    m = run.svc.metrics
+    out = {"settled": settled, "events": len(values),
+           "bad_timestamp": int(m.value("seqsentry_events_rejected_total", {"reason": "bad-timestamp"})),
+           "too_late": int(m.value("seqsentry_events_late_total")),
+           "windows_scored": int(m.value("seqsentry_windows_scored_total")),
+           "tracked_users": int(m.value("seqsentry_tracked_users"))}
+    run.stop()
+    return out
+
+
+def refused_version(reg: Path, tmp: Path) -> dict:
+    """``current`` pointing at a version not yet published: refused, then loaded once published."""
+    from stream import registry
+    from stream.detector import Detector
+    from stream.metrics import Metrics
+    from stream.model import Scorer
+    from stream.runtime.reload import RegistryWatcher
+
+    copy = tmp / "reg2"
+    src = registry.current(reg).resolve()
+    registry.publish(copy, src, "v1")
+    serving = ["v1"]
+    det = Detector(Scorer.load(registry.current(copy), "cpu"))
+    watcher = RegistryWatcher(ServiceConfig(bootstrap="unused:9092", registry=copy, device="cpu"), det, Metrics(),
+                              serving_version=lambda: serving[-1], on_swapped=serving.append)
+    (copy / "current").unlink()
+    os.symlink("versions/v2", copy / "current")
+    watcher.check()
+    refused = serving[-1] == "v1" and "v2" in watcher.bad_versions
+    registry.publish(copy, src, "v2", make_current=False)
+    watcher.check()
+    det.score([])
+    return {"refused_while_missing": refused, "loaded_once_published": serving[-1] == "v2"}
+
+
+def secrets(tmp: Path) -> dict:
+    """``-X sasl.jaas.config=...`` and a malformed ``-X``: one line each, no traceback, no secret."""
+    out = {}
+    for name, option in (("jaas", 'sasl.jaas.config=PlainLoginModule required password="hunter2-secret";'),
+                         ("malformed", "hunter2-secret")):
+        p = subprocess.run([sys.executable, "-m", "stream.cli", "run", "-b", "127.0.0.1:1", "--registry", str(tmp),
+                            "-X", option, "--startup-timeout-s", "0"], capture_output=True, text=True, timeout=60)
+        out[name] = {"exit": p.returncode, "stderr_lines": len(p.stderr.strip().splitlines()),
+                     "traceback": "Traceback" in p.stderr, "secret_shown": "hunter2" in p.stdout + p.stderr}
+    return out
+
+
+def http_limits() -> dict:
+    """20 idle connections against the probe server: capped threads, dropped after the socket timeout."""
+    from prometheus_client import CollectorRegistry
+
+    from stream.runtime import http
+
+    server = http.serve("127.0.0.1", 0, CollectorRegistry(), healthy=lambda: True, ready=lambda: True)
+    try:
+        idle = [socket.create_connection(server.server_address[:2]) for _ in range(20)]
+        time.sleep(0.3)
+        threads = sum("process_request" in t.name for t in threading.enumerate())
+        for s in idle:
+            s.close()
+        time.sleep(0.3)
+        import urllib.request
+        ok = urllib.request.urlopen(http.url(server) + "/healthz", timeout=5).status == 200
+    finally:
+        http.shutdown(server)
+    return {"idle_connections": 20, "handler_threads_at_most": http.MAX_HANDLERS, "handler_threads_seen": threads,
+            "probe_ok_after": ok, "socket_timeout_s": http.SOCKET_TIMEOUT_S}
+
+
+def rows(r: dict) -> list[str]:
+    o, f, v, s, h = r["oversized"], r["future_dated"], r["refused_version"], r["secrets"], r["http"]
+    return [
+        "| fault | result |", "|---|---|",
+        f"| a 999,900-byte message (passes a default producer) | dead-lettered as {o['dead_letter_bytes']:,} bytes "
+        f"with `seqsentry.truncated: {o['truncated']}`, original size {o['original_size']:,}, sha256 "
+        f"{'matches' if o['sha256_matches'] else 'DIFFERS'}; {o['committed']} of 21 offsets committed; "
+        f"{'no crash' if not o['crashed'] else 'CRASHED: ' + o['crashed']} |",
+        f"| one event dated 2099 among {f['events']} events of 50 users | {f['bad_timestamp']} `bad-timestamp` dead "
+        f"letter, {f['too_late']} too-late, {f['windows_scored']} windows scored, {f['tracked_users']} users tracked "
+        "(none evicted) |",
+        f"| `current` → a version not yet published, then published | refused while missing: "
+        f"{v['refused_while_missing']}; loaded once published, no restart: {v['loaded_once_published']} |",
+        f"| `-X sasl.jaas.config=…password=…` | exit {s['jaas']['exit']}, {s['jaas']['stderr_lines']} line, traceback: "
+        f"{s['jaas']['traceback']}, secret shown: {s['jaas']['secret_shown']} |",
+        f"| a malformed `-X` holding a password | exit {s['malformed']['exit']}, {s['malformed']['stderr_lines']} line, "
+        f"secret shown: {s['malformed']['secret_shown']} |",
+        f"| {h['idle_connections']} idle HTTP connections | at most {h['handler_threads_at_most']} handler threads "
+        f"(seen {h['handler_threads_seen']}), each dropped after {h['socket_timeout_s']:.0f} s; probe answers "
+        f"afterwards: {h['probe_ok_after']} |",
+    ]
+
+
+def write_doc(r: dict, seconds: float) -> None:
+    block = "\n".join([BEGIN, f"`python -m bench faults` ({seconds:.0f} s, embedded broker):", "", *rows(r), END])
+    text = DOC.read_text()
+    if BEGIN in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n## Faults (issue 14)\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+def main() -> int:
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as d, EmbeddedBroker() as broker:
+        tmp = Path(d)
+        reg = tiny_registry(tmp)
+        print(f"tiny model trained in {time.monotonic() - t0:.0f}s", flush=True)
+        results = {"oversized": oversized(broker, reg), "future_dated": future_dated(broker, reg),
+                   "refused_version": refused_version(reg, tmp), "secrets": secrets(tmp), "http": http_limits()}
+    seconds = time.monotonic() - t0
+    save("faults", {"seconds": seconds, **results})
+    write_doc(results, seconds)
+    print("\n".join(rows(results)))
+    print(f"faults: {seconds:.0f}s -> bench/results/faults.json, docs/reliability.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
