@@ -147,3 +147,20 @@ def test_a_bad_timestamp_dead_letter_is_counted_as_rejected_with_its_reason(dete
         max_clock_skew_ms=SKEW_MS)
     assert m.value("seqsentry_events_rejected_total", {"reason": "bad-timestamp"}) == 1
     assert m.value("seqsentry_events_valid_total") == 0
+
+
+def test_a_batch_mostly_breaking_the_contract_is_logged_once_per_topic_and_interval(detector, caplog, monkeypatch):
+    monkeypatch.setattr(pipeline, "_spikes", pipeline.RateLimit(interval_s=30.0))
+    bad = [orjson.dumps({"user_id": "a", "ts": "yesterday", "type": "view"})] * 30 + [event("a", T0)]
+    with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
+        run(detector, bad, topic="clicks")
+        run(detector, bad, topic="clicks")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("topic clicks: 30 of 31 messages in a batch broke the event contract (mostly bad-timestamp")
+
+
+def test_a_few_rejects_in_a_healthy_batch_are_not_logged(detector, caplog, monkeypatch):
+    monkeypatch.setattr(pipeline, "_spikes", pipeline.RateLimit(interval_s=30.0))
+    with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
+        run(detector, [b"garbage"] * 5 + [event("a", T0 + i) for i in range(30)], topic="clicks")
+    assert not caplog.records

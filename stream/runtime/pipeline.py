@@ -10,6 +10,8 @@ delivers the dead letters to its own sink.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +20,10 @@ import numpy as np
 from stream import events
 from stream.detector import Detector, Pending
 from stream.metrics import Metrics
+from stream.runtime.ratelimit import RateLimit
 from stream.windows import WindowStore
 
+log = logging.getLogger(__name__)
 TOO_LATE = "too-late"
 BAD_TIMESTAMP = "bad-timestamp"
 DEFAULT_MAX_CLOCK_SKEW_MS = 3_600_000  # an hour: beyond any honest producer clock or buffering delay
@@ -114,5 +118,28 @@ def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, 
             mismatched = sum(keys[i] != u.encode() for i, u in zip(batch.index.tolist(), batch.user_id, strict=True))
             if mismatched:
                 metrics.key_mismatch.inc(mismatched)
+    if topic is not None:
+        warn_on_reject_spike(topic, n_in, rejects)
     return StepResult(pending, dead, valid=len(batch), rejected=len(rejects), too_late=len(late_rows),
                       sessions_ended=ended)
+
+
+REJECT_SPIKE_SHARE = 0.5  # a batch where more than this share breaks the contract is a producer problem
+REJECT_SPIKE_MIN = 20  # ... when it holds at least this many messages (a lone bad message is not a spike)
+_spikes = RateLimit(interval_s=30.0)
+
+
+def warn_on_reject_spike(topic: str, n_in: int, rejects: Sequence[events.Rejected]) -> None:
+    """Log (at most once per topic every 30 s) when most of a batch was refused: a producer that
+    changed its format or clock is otherwise only visible as a dead-letter metric."""
+    if n_in < REJECT_SPIKE_MIN or len(rejects) <= REJECT_SPIKE_SHARE * n_in:
+        return
+    held = _spikes.allow(topic)
+    if held is None:
+        return
+    reasons = Counter(r.reason for r in rejects)
+    top, _ = reasons.most_common(1)[0]
+    example = next(r.detail for r in rejects if r.reason == top)[:160]
+    log.warning("topic %s: %d of %d messages in a batch broke the event contract (mostly %s, e.g. %s); they are in "
+                "the dead-letter topic - check the producer%s", topic, len(rejects), n_in, top, example,
+                f" ({held} more such batches not shown)" if held else "")
