@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         saved = RESULTS / "realdata.json"
         merged = json.loads(saved.read_text())["results"] if saved.exists() else {}
         merged.update({m: {**r, "command": f"{command} --modes {m}"} for m, r in clean.items()})
-        save("realdata", {"results": merged})
+        if not args.quick:  # a smoke run is not a result
+            save("realdata", {"results": merged})
         body = ("## Real data: HDFS block sessions\n\nOn this 2-core CPU machine. How sessions become events and how "
                 "the data is split: `bench/realdata.py`'s docstring.\n\n" + table(merged)
                 + "".join(f"\n![{m}](../bench/results/realdata-{m}.png)\n" for m in merged))
@@ -352,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     if clicks:
         if not args.quick:
             write_doc(f"Command: `{command} --modes clickstreams`.\n" + click_table(clicks), CLICKS_START, CLICKS_END)
-        save("realdata-clickstreams", {"command": command + " --modes clickstreams", "results": clicks})
+        if not args.quick:
+            save("realdata-clickstreams", {"command": command + " --modes clickstreams", "results": clicks})
         print(click_table(clicks))
     return 0
 
