@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager, nullcontext
 
 from rich.progress import (
     BarColumn,
@@ -27,6 +28,15 @@ def bar(enabled: bool = True, transient: bool = False) -> Progress:
         transient=transient,
         refresh_per_second=4,
     )
+
+
+def phase(enabled: bool, text: str) -> AbstractContextManager:
+    """A spinner with ``text`` for a step with no natural count (reading a log, calibrating ...)."""
+    if not enabled:
+        return nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(f"[bold]{text}")
 
 
 def interactive() -> bool:

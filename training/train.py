@@ -169,6 +169,26 @@ def _cap(ws: dataset.WindowSet, n: int, rng: np.random.Generator) -> dataset.Win
     return ws.subset(np.sort(np.r_[pos, rest]))
 
 
+def _evaluate(model: torch.nn.Module, kind: str, vocab: Vocabulary, device: str, cfg: TrainConfig,
+              rng: np.random.Generator, train_ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
+              test_ws: dataset.WindowSet, threshold: float) -> tuple[dict[str, np.ndarray], dict]:
+    """The model and the baselines on the test users, each at its own user-level threshold."""
+    scores = {"transformer": _score(model, kind, test_ws, vocab, device)}
+    report = {"transformer": metrics.evaluate(scores["transformer"], test_ws, threshold)}
+    if cfg.baselines:
+        normal_train = train_ws.subset(train_ws.label == 0)
+        for name, base in (("isolation_forest", IsolationForestBaseline(vocab, cfg.seed)),
+                           ("markov", MarkovBaseline(vocab))):
+            base.fit(normal_train if name == "markov" else _cap(train_ws, cfg.max_train_windows, rng))
+            thr, _ = metrics.calibrate_user_threshold(base.score(cal_ws), cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
+            scores[name] = base.score(test_ws)
+            report[name] = metrics.evaluate(scores[name], test_ws, thr)
+    report["transformer"]["calibration"] = {
+        "user_alert_rate": cfg.user_alert_rate,
+        "test_normal_user_alert_rate": report["transformer"]["users"]["normal_user_alert_rate"]}
+    return scores, report
+
+
 @dataclass
 class TrainResult:
     artifact: Path
@@ -186,8 +206,10 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     t0 = time.monotonic()
     device = pick_device(cfg.device)
     rng = _seed(cfg.seed)
-    vocab = dataset.learn_vocabulary(batches_factory(), cfg.window)
-    ws = dataset.build_windows(batches_factory(), vocab, cfg.window)
+    with progress.phase(show, "reading the log: event types and price buckets ..."):
+        vocab = dataset.learn_vocabulary(batches_factory(), cfg.window)
+    with progress.phase(show, "reading the log again: every event's window, every ended session's ..."):
+        ws = dataset.build_windows(batches_factory(), vocab, cfg.window)
     if len(ws) == 0:
         raise ValueError("the log holds no valid events to train on")
     labelled = bool((ws.label >= 0).all()) and bool((ws.label == 1).any()) and not cfg.zero_label
@@ -202,7 +224,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     else:
         model, kind = mlm, "mlm"
     cal_ws = ws.subset(sp.calibration(ws))
-    cal_scores = _score(model, kind, cal_ws, vocab, device)
+    with progress.phase(show, f"calibrating the alert budget on {len(np.unique(cal_ws.user)):,} held-out users ..."):
+        cal_scores = _score(model, kind, cal_ws, vocab, device)
     threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
     log.info("threshold %.4g for %.2f%% of %d calibration users", threshold, 100 * cfg.user_alert_rate,
              len(np.unique(cal_ws.user)))
@@ -212,28 +235,17 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     scores: dict[str, np.ndarray] = {}
     evaluable = (test_ws.label >= 0).all() and (test_ws.label == 1).any() and (test_ws.label == 0).any()
     if evaluable:
-        scores["transformer"] = _score(model, kind, test_ws, vocab, device)
-        report["transformer"] = metrics.evaluate(scores["transformer"], test_ws, threshold)
-        if cfg.baselines:
-            normal_train = train_ws.subset(train_ws.label == 0)
-            for name, base in (("isolation_forest", IsolationForestBaseline(vocab, cfg.seed)),
-                               ("markov", MarkovBaseline(vocab))):
-                base.fit(normal_train if name == "markov" else _cap(train_ws, cfg.max_train_windows, rng))
-                thr, _ = metrics.calibrate_user_threshold(base.score(cal_ws), cal_ws.user, cal_ws.ts,
-                                                          cfg.user_alert_rate)
-                scores[name] = base.score(test_ws)
-                report[name] = metrics.evaluate(scores[name], test_ws, thr)
-        report["transformer"]["calibration"] = {
-            "user_alert_rate": cfg.user_alert_rate,
-            "test_normal_user_alert_rate": report["transformer"]["users"]["normal_user_alert_rate"]}
+        with progress.phase(show, "evaluating on test users, with the baselines ..."):
+            scores, report = _evaluate(model, kind, vocab, device, cfg, rng, train_ws, cal_ws, test_ws, threshold)
     fingerprint = data_fingerprint(ws.input_ids, ws.label)
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
                 data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
                 metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate)
-    art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
-    report_dir = art_dir / "report"
-    if report:
-        metrics.write_report(report_dir, report, scores, test_ws, title=f"seqsentry {version}")
+    with progress.phase(show, "writing the artifact and the report ..."):
+        art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
+        report_dir = art_dir / "report"
+        if report:
+            metrics.write_report(report_dir, report, scores, test_ws, title=f"seqsentry {version}")
     if registry_dir is not None:
         art_dir = registry.publish(registry_dir, art_dir, version)
         report_dir = art_dir / "report"
