@@ -97,10 +97,8 @@ def session_scores(model_dir: Path, log: Path, users: list[str]) -> tuple[np.nda
     scorer = Scorer.load(model_dir, "cpu")
     art = scorer.artifact
     ws = dataset.build_windows(dataset.batches_from_log(log), art.vocab, art.window_config)
-    from stream.encoding import N_SPECIAL, Encoded
 
-    s = scorer.score(Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64),
-                             (ws.input_ids >= N_SPECIAL).sum(1)))
+    s = scorer.score(ws.encoded())
     index = {u: i for i, u in enumerate(ws.users)}
     best = np.full(len(users), -np.inf)
     known = np.array([index.get(u, -1) for u in users])

@@ -70,6 +70,7 @@ class Detector:
     def __post_init__(self) -> None:
         self.cooldown = alerts.Cooldown(self.cooldown_ms)
         self._next: Scorer | None = None
+        self._swap_lock = threading.RLock()  # re-entrant: request_swap holds it while _maybe_swap takes it
 
     @property
     def window_config(self):  # noqa: ANN201
@@ -126,16 +127,14 @@ class Detector:
         change together, so nothing ever reports a version that is not the one serving. A
         batch already scoring keeps the scorer it took at its start (``score`` reads it once).
         """
-        # dict.setdefault is atomic: every thread gets the same per-detector lock (re-entrant:
-        # _maybe_swap takes it again) without a field in __post_init__.
-        with self.__dict__.setdefault("_swap_lock", threading.RLock()):
+        with self._swap_lock:
             self._next = scorer
             self._maybe_swap(on_swapped)
 
     def _maybe_swap(self, on_swapped: Callable[[Scorer], None] | None = None) -> None:
         # Also called by score() at the start of each batch: taking the lock there means a
         # batch never starts halfway through a swap.
-        with self.__dict__.setdefault("_swap_lock", threading.RLock()):
+        with self._swap_lock:
             nxt, self._next = self._next, None
             if nxt is None:
                 return

@@ -85,26 +85,25 @@ class LogSpec:
             raise LogFormatError(f"cannot map onto unknown contract field(s) {bad}; fields are {', '.join(CONTRACT_FIELDS)}")
 
 
-def parse_column_map(items: Iterable[str]) -> dict[str, str]:
-    """``["visitorid=user_id", "event=type"]`` -> ``{"visitorid": "user_id", "event": "type"}``."""
+def _pairs(items: Iterable[str], what: str, shape: str) -> dict[str, str]:
+    """``["a=b", ...]`` -> ``{"a": "b", ...}``; ``what`` and ``shape`` name the option and its form in errors."""
     out = {}
     for item in items:
-        src, sep, dst = item.partition("=")
-        if not sep or not src or not dst:
-            raise LogFormatError(f"column mapping {item!r} must look like SOURCE=FIELD, e.g. visitorid=user_id")
-        out[src] = dst
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise LogFormatError(f"{what} {item!r} must look like {shape}")
+        out[key] = value
     return out
+
+
+def parse_column_map(items: Iterable[str]) -> dict[str, str]:
+    """``["visitorid=user_id", "event=type"]`` -> ``{"visitorid": "user_id", "event": "type"}``."""
+    return _pairs(items, "column mapping", "SOURCE=FIELD, e.g. visitorid=user_id")
 
 
 def parse_constants(items: Iterable[str]) -> dict[str, str]:
     """``["type=click"]`` -> ``{"type": "click"}`` (a field set to one value on every record)."""
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise LogFormatError(f"--set {item!r} must look like FIELD=VALUE, e.g. type=click")
-        out[name] = value
-    return out
+    return _pairs(items, "--set", "FIELD=VALUE, e.g. type=click")
 
 
 def parse_value_maps(items: Iterable[str]) -> dict[str, dict[str, str]]:

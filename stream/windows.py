@@ -260,9 +260,6 @@ class WindowStore:
         slots = self._slots_for(batch.user_id)
         types = self._type_ids_for(batch.type)
         n = len(batch)
-        closes = self._session_closes(batch, slots)
-        if on_close is not None and len(closes.stored):
-            on_close(Change(closes.stored, closes.stored_by, self.read(closes.stored), self.count[closes.stored].copy()))
         # per user, events are taken in arrival order: an event older than the one before it is
         # late and goes into place. That makes every event's window independent of batching.
         order = np.lexsort((np.arange(n), slots))
@@ -271,6 +268,9 @@ class WindowStore:
         start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
         rank = np.arange(n) - start
         ts_sorted = batch.ts[order]
+        closes = self._session_closes(batch.ts, order, s_sorted, first, start)
+        if on_close is not None and len(closes.stored):
+            on_close(Change(closes.stored, closes.stored_by, self.read(closes.stored), self.count[closes.stored].copy()))
         stored_last = np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted], np.iinfo(np.int64).min)
         prev = np.where(first, stored_last, np.r_[stored_last[:1], ts_sorted[:-1]])
         if not (ts_sorted < prev).any():
@@ -306,13 +306,16 @@ class WindowStore:
         self.too_late += len(too_late_rows)
         return AddResult(rev_unique, all_rows[::-1][rev_idx], too_late_rows)
 
-    def _session_closes(self, batch: EventBatch, slots: np.ndarray) -> _Closes:
-        """Which sessions the batch closes, decided per event in arrival order (before anything is written)."""
-        n = len(batch)
+    def _session_closes(self, ts: np.ndarray, order: np.ndarray, s_sorted: np.ndarray, first: np.ndarray,
+                        start: np.ndarray) -> _Closes:
+        """Which sessions the batch closes, decided per event in arrival order (before anything is written).
+
+        ``order``/``s_sorted``/``first``/``start``: the batch grouped by user, as :meth:`add` sorts it.
+        """
+        n = len(ts)
         gap = min(self.config.session_gap_ms, self.config.idle_ttl_ms)  # a session ends before its user expires
-        ts = batch.ts
         watermark = np.maximum.accumulate(np.r_[self.max_ts, ts])[1:]  # event time after each arrival
-        us, first_at = np.unique(slots, return_index=True)
+        us, first_at = s_sorted[first], order[first]  # each batch user's slot and first arrival row
         # sessions stored before this batch: closed if the watermark passes them before their user's next event
         cand = np.flatnonzero(self.open & (self.last_ts + gap < watermark[-1]))
         at = np.minimum(np.searchsorted(us, cand), len(us) - 1)
@@ -320,12 +323,9 @@ class WindowStore:
         by = np.searchsorted(watermark, self.last_ts[cand] + gap, side="right")
         hit = (by < n) & (by <= nxt)
         # sessions whose newest event is in this batch
-        order = np.lexsort((np.arange(n), slots))
-        s_sorted = slots[order]
-        first = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
         ts_sorted = ts[order]
-        newest = _segment_running_max(ts_sorted, first, np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted],
-                                                                  ts_sorted[np.maximum.accumulate(np.where(first, np.arange(n), 0))]))
+        stored = np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted], ts_sorted[start])
+        newest = _segment_running_max(ts_sorted, first, stored)
         nxt_b = np.r_[np.where(first[1:], n, order[1:]), n]  # arrival row of the same user's next event
         by_b = np.maximum(np.searchsorted(watermark, newest + gap, side="right"), order + 1)
         closed_b = (by_b < n) & (by_b <= nxt_b)
@@ -340,7 +340,6 @@ class WindowStore:
         (in-order batches, where every event's window is its user's newest)."""
         if on_close is None or not len(closes.rows):
             return on_change
-        closing = dict(zip(closes.rows.tolist(), closes.rows_by.tolist(), strict=True))
 
         def both(change: Change) -> None:
             if on_change is not None:
@@ -350,7 +349,7 @@ class WindowStore:
                 w = change.windows
                 sub = Windows([w.user_id[i] for i in pick.tolist()], w.ts[pick], w.type[pick], w.item[pick],
                               w.price[pick], w.label[pick], w.length[pick])
-                by = np.array([closing[r] for r in change.rows[pick].tolist()], dtype=np.int64)
+                by = closes.rows_by[np.searchsorted(closes.rows, change.rows[pick])]
                 on_close(Change(change.slots[pick], by, sub, change.seq[pick]))
 
         return both

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from stream import logs, registry
 from stream.cli import main
-from stream.encoding import END, N_SPECIAL, Encoded
+from stream.encoding import END, Encoded
 from stream.model import ArtifactError, ModelSize, Scorer, load_artifact
 from stream.windows import WindowConfig
 from training import dataset, metrics, synth, train
@@ -29,8 +29,27 @@ def trained(tiny_model):
     return tiny_model
 
 
+def tampered(trained, tmp_path, name: str, edit, *, checksummed: bool = False):
+    """A copy of the trained artifact with JSON file ``name`` changed by ``edit(dict)``; with
+    ``checksummed`` its checksum is recomputed too (a consistent, hostile artifact)."""
+    import shutil
+
+    from stream.model import _sha256
+
+    bad = tmp_path / "tampered"
+    shutil.copytree(trained[0].artifact, bad)
+    doc = json.loads((bad / name).read_text())
+    edit(doc)
+    (bad / name).write_text(json.dumps(doc))
+    if checksummed:
+        meta = json.loads((bad / "meta.json").read_text())
+        meta["checksums"][name] = _sha256(bad / name)
+        (bad / "meta.json").write_text(json.dumps(meta))
+    return bad
+
+
 def encoded(ws: dataset.WindowSet) -> Encoded:
-    return Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), (ws.input_ids >= N_SPECIAL).sum(1))
+    return ws.encoded()
 
 
 def test_training_publishes_a_classifier_with_a_report(trained):
@@ -97,13 +116,7 @@ def test_pickle_files_are_refused(trained, tmp_path):
 
 
 def test_other_encoding_version_is_refused(trained, tmp_path):
-    import shutil
-
-    bad = tmp_path / "old"
-    shutil.copytree(trained[0].artifact, bad)
-    meta = json.loads((bad / "meta.json").read_text())
-    meta["encoding_version"] = 0
-    (bad / "meta.json").write_text(json.dumps(meta))
+    bad = tampered(trained, tmp_path, "meta.json", lambda m: m.update(encoding_version=0))
     with pytest.raises(ArtifactError, match="encoding version"):
         load_artifact(bad)
 
@@ -228,13 +241,7 @@ def test_severity_follows_the_calibrated_steps():
     ("window", {"max_events": "64"}, "window config"),
 ])
 def test_meta_fields_that_would_break_serving_are_refused_in_one_line(trained, tmp_path, field, value, match):
-    import shutil
-
-    bad = tmp_path / "bad"
-    shutil.copytree(trained[0].artifact, bad)
-    meta = json.loads((bad / "meta.json").read_text())
-    meta[field] = value
-    (bad / "meta.json").write_text(json.dumps(meta))
+    bad = tampered(trained, tmp_path, "meta.json", lambda m: m.update({field: value}))
     with pytest.raises(ArtifactError, match=match) as err:
         load_artifact(bad)
     assert "\n" not in str(err.value)
@@ -268,34 +275,12 @@ def test_a_current_link_pointing_outside_the_registry_is_refused(trained, tmp_pa
 @pytest.mark.parametrize("key,value", [("intermediate_size", 6_000_000), ("hidden_size", 0),
                                        ("num_hidden_layers", "2")])
 def test_model_dimensions_past_the_limits_are_refused_before_allocating(trained, tmp_path, key, value):
-    import shutil
-
-    from stream.model import _sha256
-
-    bad = tmp_path / "big"
-    shutil.copytree(trained[0].artifact, bad)
-    cfg = json.loads((bad / "config.json").read_text())
-    cfg[key] = value
-    (bad / "config.json").write_text(json.dumps(cfg))
-    meta = json.loads((bad / "meta.json").read_text())
-    meta["checksums"]["config.json"] = _sha256(bad / "config.json")  # a consistent, hostile artifact
-    (bad / "meta.json").write_text(json.dumps(meta))
+    bad = tampered(trained, tmp_path, "config.json", lambda c: c.update({key: value}), checksummed=True)
     with pytest.raises(ArtifactError, match=key):
         load_artifact(bad)
 
 
 def test_a_window_length_past_the_limit_is_refused(trained, tmp_path):
-    import shutil
-
-    from stream.model import _sha256
-
-    bad = tmp_path / "long"
-    shutil.copytree(trained[0].artifact, bad)
-    vocab = json.loads((bad / "vocab.json").read_text())
-    vocab["max_events"] = 100_000
-    (bad / "vocab.json").write_text(json.dumps(vocab))
-    meta = json.loads((bad / "meta.json").read_text())
-    meta["checksums"]["vocab.json"] = _sha256(bad / "vocab.json")
-    (bad / "meta.json").write_text(json.dumps(meta))
+    bad = tampered(trained, tmp_path, "vocab.json", lambda v: v.update(max_events=100_000), checksummed=True)
     with pytest.raises(ArtifactError, match="window length"):
         load_artifact(bad)

@@ -76,13 +76,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report_log_quality(tally, args.max_reject_share)
     if not ((ws.label == 1).any() and (ws.label == 0).any()):
         raise ValueError(f"{args.log} has no labelled normal and attack events to evaluate against; pass --labels")
-    import numpy as np
-
-    from stream.encoding import N_SPECIAL, Encoded
-
-    enc = Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64),
-                  (ws.input_ids >= N_SPECIAL).sum(1))
-    scores = {"transformer": scorer.score(enc)}
+    scores = {"transformer": scorer.score(ws.encoded())}
     report = {"transformer": metrics.evaluate(scores["transformer"], ws, art.meta.threshold)}
     out = args.out or Path(model_dir) / "evaluation"
     metrics.write_report(out, report, scores, ws, title=f"seqsentry {art.version} on {Path(args.log).name}")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stream import logs
-from stream.encoding import PAD, Vocabulary, encode, fit_vocabulary
+from stream.encoding import N_SPECIAL, PAD, Encoded, Vocabulary, encode, fit_vocabulary
 from stream.events import EventBatch, validate_records
 from stream.windows import Change, WindowConfig, Windows, WindowStore
 
@@ -51,6 +51,10 @@ class WindowSet:
     @property
     def attention_mask(self) -> np.ndarray:
         return (self.input_ids != PAD).astype(np.int64)
+
+    def encoded(self) -> Encoded:
+        """The windows as the scorer takes them (events counted without CLS, END or padding)."""
+        return Encoded(self.input_ids.astype(np.int64), self.attention_mask, (self.input_ids >= N_SPECIAL).sum(1))
 
     def subset(self, idx: np.ndarray) -> WindowSet:
         """The windows at ``idx`` (indices or boolean mask)."""

@@ -95,6 +95,17 @@ def calibrate_user_threshold(scores: np.ndarray, user: np.ndarray, ts: np.ndarra
     return thr, [float(x) for x in steps]
 
 
+def _daily_alert_shares(user: np.ndarray, day: np.ndarray, alert: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """For each day of event time, the share of that day's normal users with an alert that day."""
+    if not normal.any():
+        return np.empty(0)
+    pairs, inv = np.unique(np.stack([day[normal], user[normal]]), axis=1, return_inverse=True)  # sorted by day
+    hit = np.zeros(pairs.shape[1], dtype=np.int64)
+    np.maximum.at(hit, inv.ravel(), alert[normal].astype(np.int64))
+    _, first, users = np.unique(pairs[0], return_index=True, return_counts=True)
+    return np.add.reduceat(hit, first) / users
+
+
 def at_threshold(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
     pred = s >= threshold
     tp = int((pred & (y == 1)).sum())
@@ -134,10 +145,7 @@ def evaluate(scores: np.ndarray, ws: WindowSet, threshold: float) -> dict:
             ttd.append(int(hits.min() - first_attack + 1))
     normal_users = np.setdiff1d(np.unique(user), attackers)
     alerted_normal = np.intersect1d(normal_users, np.unique(user[alert & (y == 0)]))
-    normal = np.isin(user, normal_users)
-    days = np.unique(ws.ts[known][normal] // DAY_MS)
-    per_day = [len(np.unique(user[normal & alert & (ws.ts[known] // DAY_MS == d)])) /
-               max(len(np.unique(user[normal & (ws.ts[known] // DAY_MS == d)])), 1) for d in days.tolist()]
+    per_day = _daily_alert_shares(user, ws.ts[known] // DAY_MS, alert, np.isin(user, normal_users))
     alerted = detected + len(alerted_normal)
     res["users"] = {
         "attackers": int(len(attackers)),
@@ -146,8 +154,8 @@ def evaluate(scores: np.ndarray, ws: WindowSet, threshold: float) -> dict:
         "alerted_users": int(alerted),
         "precision": detected / alerted if alerted else 0.0,
         "normal_users_alerted": int(len(alerted_normal)),
-        "normal_user_alert_rate_per_day_mean": float(np.mean(per_day)) if per_day else 0.0,
-        "normal_user_alert_rate_per_day_max": float(np.max(per_day)) if per_day else 0.0,
+        "normal_user_alert_rate_per_day_mean": float(np.mean(per_day)) if len(per_day) else 0.0,
+        "normal_user_alert_rate_per_day_max": float(np.max(per_day)) if len(per_day) else 0.0,
         "time_to_detect_events_median": float(np.median(ttd)) if ttd else None,
         "time_to_detect_events_p90": float(np.percentile(ttd, 90)) if ttd else None,
         "normal_users": int(len(normal_users)),

@@ -27,7 +27,7 @@ import torch
 from transformers import BertForMaskedLM, BertForSequenceClassification
 
 from stream import progress, registry
-from stream.encoding import END, MASK, N_SPECIAL, Encoded, Vocabulary
+from stream.encoding import END, MASK, N_SPECIAL, Vocabulary
 from stream.model import (
     Artifact,
     Meta,
@@ -117,8 +117,7 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
 
 def _score(model: torch.nn.Module, kind: str, ws: dataset.WindowSet, vocab: Vocabulary, device: str) -> np.ndarray:
     art = Artifact(Path("."), Meta("-", kind, 0.0, {}), vocab, model.eval())
-    lengths = (ws.input_ids >= N_SPECIAL).sum(1)
-    return Scorer(art, device).score(Encoded(ws.input_ids.astype(np.int64), (ws.input_ids != 0).astype(np.int64), lengths))
+    return Scorer(art, device).score(ws.encoded())
 
 
 def finetune(mlm: BertForMaskedLM, train: dataset.WindowSet, val: dataset.WindowSet, vocab: Vocabulary,
