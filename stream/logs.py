@@ -5,17 +5,20 @@ the contract's column names: ``columns`` maps source names onto contract fields
 (``{"visitorid": "user_id", "event": "type", "timestamp": "ts"}``) and ``ts_unit`` says
 how numeric timestamps are expressed. Labels can come from a separate CSV keyed by
 user id. Validation is :mod:`stream.events`' - a log reader never has rules of its own.
+
+This module is the front door: validated events from a log (:func:`iter_events`), the
+tally of rejects and :func:`write_log`. How a log is read lives in :mod:`stream.log_spec`
+(the options) and :mod:`stream.log_readers` (the formats); their public names are
+re-exported here, so callers need only ``stream.logs``.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -23,13 +26,23 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stream import events as ev
-from stream.errors import SeqsentryError
+from stream.log_readers import FORMATS, RawChunk, detect_format, iter_chunks, read_labels
+from stream.log_spec import (
+    CONTRACT_FIELDS,
+    TS_UNITS,
+    LogFormatError,
+    LogSpec,
+    parse_column_map,
+    parse_constants,
+    parse_value_maps,
+)
 
-FORMATS = ("jsonl", "csv", "parquet")
-CONTRACT_FIELDS = (
-    "user_id", "ts", "type", "event_id", "item_id", "category_id", "price", "quantity",
-    "session_id", "device_id", "ip", "label", "attack",
-)  # fmt: skip
+__all__ = [
+    "CONTRACT_FIELDS", "FORMATS", "TS_UNITS", "LogFormatError", "LogSpec", "RawChunk", "RejectTally",
+    "detect_format", "iter_chunks", "iter_events", "parse_column_map", "parse_constants", "parse_value_maps",
+    "read_labels", "write_log",
+]  # fmt: skip
+
 _SCHEMA = pa.schema(
     [
         (name, pa.int64() if name in ("ts", "quantity") else pa.float64() if name == "price"
@@ -37,237 +50,6 @@ _SCHEMA = pa.schema(
         for name in CONTRACT_FIELDS
     ]
 )  # fmt: skip
-TS_UNITS = {"ms": 1, "s": 1000, "us": 0.001, "ns": 0.000001}
-
-
-class LogFormatError(SeqsentryError, ValueError):
-    """A log's format or columns cannot be read; the message says what to pass instead."""
-
-
-def detect_format(path: Path | str, fmt: str | None = None) -> tuple[str, bool]:
-    """(format, gzipped) from an explicit format or the file name (``x.jsonl.gz`` ...)."""
-    name = str(path).lower()
-    gz = name.endswith(".gz")
-    if gz:
-        name = name[:-3]
-    if fmt:
-        if fmt not in FORMATS:
-            raise LogFormatError(f"unknown log format {fmt!r}; use one of {', '.join(FORMATS)}")
-        return fmt, gz
-    for suffix, found in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"),
-                          (".tsv", "csv"), (".parquet", "parquet"), (".pq", "parquet")):  # fmt: skip
-        if name.endswith(suffix):
-            return found, gz
-    raise LogFormatError(f"cannot tell the format of {path}: name it .jsonl/.csv/.tsv/.parquet (optionally .gz) or pass --format")
-
-
-@dataclass
-class LogSpec:
-    """How to read a log: format, column mapping, timestamp unit, optional labels."""
-
-    fmt: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)  # source column -> contract field
-    column_names: list[str] | None = None  # for CSVs without a header row
-    delimiter: str | None = None  # CSV; detected from the first line when None
-    # auto: the unit is read off the magnitude - unambiguous for the contract's years 2000-2100,
-    # where seconds, ms, us and ns each fill their own, non-overlapping range
-    ts_unit: str = "auto"  # auto | ms | s | us | ns
-    labels: dict[str, tuple[int, str | None]] | None = None
-    chunk_size: int = 20_000
-    constants: dict[str, str] = field(default_factory=dict)  # contract field -> value for every record
-    value_maps: dict[str, dict[str, str]] = field(default_factory=dict)  # field -> {source value: value}
-
-    def __post_init__(self) -> None:
-        if self.ts_unit not in (*TS_UNITS, "auto"):
-            raise LogFormatError(f"unknown ts unit {self.ts_unit!r}; use one of ms, s, us, ns, auto")
-        bad = sorted((set(self.columns.values()) | set(self.constants) | set(self.value_maps)) - set(CONTRACT_FIELDS))
-        if bad:
-            raise LogFormatError(f"cannot map onto unknown contract field(s) {bad}; fields are {', '.join(CONTRACT_FIELDS)}")
-
-
-def _pairs(items: Iterable[str], what: str, shape: str) -> dict[str, str]:
-    """``["a=b", ...]`` -> ``{"a": "b", ...}``; ``what`` and ``shape`` name the option and its form in errors."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise LogFormatError(f"{what} {item!r} must look like {shape}")
-        out[key] = value
-    return out
-
-
-def parse_column_map(items: Iterable[str]) -> dict[str, str]:
-    """``["visitorid=user_id", "event=type"]`` -> ``{"visitorid": "user_id", "event": "type"}``."""
-    return _pairs(items, "column mapping", "SOURCE=FIELD, e.g. visitorid=user_id")
-
-
-def parse_constants(items: Iterable[str]) -> dict[str, str]:
-    """``["type=click"]`` -> ``{"type": "click"}`` (a field set to one value on every record)."""
-    return _pairs(items, "--set", "FIELD=VALUE, e.g. type=click")
-
-
-def parse_value_maps(items: Iterable[str]) -> dict[str, dict[str, str]]:
-    """``["type:pv=view,buy=purchase"]`` -> ``{"type": {"pv": "view", "buy": "purchase"}}``."""
-    out: dict[str, dict[str, str]] = {}
-    for item in items:
-        name, sep, pairs = item.partition(":")
-        mapping = dict(p.partition("=")[::2] for p in pairs.split(",")) if sep else {}
-        if not name or not mapping or any(not k or not v for k, v in mapping.items()):
-            raise LogFormatError(f"--map-values {item!r} must look like FIELD:FROM=TO[,FROM=TO...], e.g. type:pv=view")
-        out.setdefault(name, {}).update(mapping)
-    return out
-
-
-def read_labels(path: Path | str) -> dict[str, tuple[int, str | None]]:
-    """Read a labels CSV with columns ``user_id,label[,attack]`` (a header row is required)."""
-    with _open_text(Path(path)) as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "user_id" not in reader.fieldnames or "label" not in reader.fieldnames:
-            raise LogFormatError(f"{path}: a labels file needs a header with user_id and label columns")
-        return {row["user_id"]: (int(row["label"]), row.get("attack") or None) for row in reader}
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")  # noqa: SIM115
-
-
-def _open_text(path: Path) -> IO[str]:
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline="")
-
-
-def _convert_ts(value: Any, unit: str) -> Any:
-    """A numeric timestamp in ``unit`` (integer or float) -> integer epoch ms; anything else unchanged."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return value
-    if unit == "auto":
-        mag = abs(value)
-        unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
-    scale = TS_UNITS[unit]
-    if scale == 1 and isinstance(value, int):
-        return value
-    ms = value * scale
-    return int(round(ms)) if ms == ms and abs(ms) < 1e18 else value  # NaN / huge: left for validation to refuse
-
-
-def _apply_spec(rec: dict[str, Any], spec: LogSpec) -> dict[str, Any]:
-    if spec.columns:
-        rec = {spec.columns.get(k, k): v for k, v in rec.items()}
-    if spec.constants:
-        rec.update(spec.constants)
-    for name, mapping in spec.value_maps.items():
-        value = rec.get(name)
-        if value is not None:
-            rec[name] = mapping.get(str(value), value)
-    if "ts" in rec:
-        rec["ts"] = _convert_ts(rec["ts"], spec.ts_unit)
-    if spec.labels is not None and "user_id" in rec:
-        label, attack = spec.labels.get(str(rec["user_id"]), (0, None))
-        rec["label"] = label
-        if attack:
-            rec["attack"] = attack
-    return rec
-
-
-@dataclass(slots=True)
-class RawChunk:
-    """A chunk of a log as it was written: records plus, for JSONL, the original line bytes."""
-
-    records: list[Any]  # decoded values, or events.Reject for lines that did not decode
-    raw: list[bytes] | None  # JSONL lines, re-encoded where the log options changed the record
-
-
-def iter_chunks(path: Path | str, spec: LogSpec | None = None) -> Iterator[RawChunk]:
-    """Stream a log in chunks of decoded records (mapping and labels applied)."""
-    spec = spec or LogSpec()
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such log: {path}")
-    fmt, _ = detect_format(path, spec.fmt)
-    if fmt == "jsonl":
-        yield from _jsonl_chunks(path, spec)
-    elif fmt == "csv":
-        yield from _table_chunks(_csv_batches(path, spec), spec)
-    else:
-        yield from _table_chunks(pq.ParquetFile(path).iter_batches(batch_size=spec.chunk_size), spec)
-
-
-def _jsonl_chunks(path: Path, spec: LogSpec) -> Iterator[RawChunk]:
-    with _open_binary(path) as f:
-        raw: list[bytes] = []
-        for line in f:
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            raw.append(line)
-            if len(raw) >= spec.chunk_size:
-                yield _decode_lines(raw, spec)
-                raw = []
-        if raw:
-            yield _decode_lines(raw, spec)
-
-
-def _decode_lines(raw: list[bytes], spec: LogSpec) -> RawChunk:
-    records: list[Any] = []
-    rewrites = bool(spec.columns or spec.constants or spec.value_maps or spec.labels is not None)
-    for i, line in enumerate(raw):
-        try:
-            value = ev.decode(line, max_bytes=1 << 30)
-            if isinstance(value, dict):
-                ts = value.get("ts")
-                value = _apply_spec(value, spec)
-                if rewrites or value.get("ts") is not ts:  # send and parse what the options made of the line
-                    raw[i] = orjson.dumps(value)
-            records.append(value)
-        except ev.Reject as r:
-            records.append(r)
-    return RawChunk(records, raw)
-
-
-def _csv_batches(path: Path, spec: LogSpec) -> Iterator[pa.RecordBatch]:
-    with _open_text(path) as f:
-        first = f.readline().rstrip("\r\n")
-    delimiter = spec.delimiter or max(",;\t|", key=first.count)
-    names = spec.column_names or first.split(delimiter)
-    read = pacsv.ReadOptions(column_names=spec.column_names, block_size=1 << 22)
-    # ids stay strings: '007' must not become 7
-    numeric = ("ts", "price", "quantity", "label")
-    convert = pacsv.ConvertOptions(
-        strings_can_be_null=True,
-        column_types={c: pa.string() for c in names if spec.columns.get(c, c) not in numeric},
-    )
-    stream = pa.input_stream(str(path), compression="gzip" if str(path).endswith(".gz") else None)
-    try:
-        reader = pacsv.open_csv(stream, read_options=read, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                                convert_options=convert)
-    except pa.ArrowInvalid as exc:
-        raise LogFormatError(f"{path}: not a readable CSV ({exc}); check --delimiter / --columns") from None
-    for batch in reader:
-        for start in range(0, batch.num_rows, spec.chunk_size):
-            yield batch.slice(start, spec.chunk_size)
-
-
-def _table_chunks(batches: Iterable[pa.RecordBatch], spec: LogSpec) -> Iterator[RawChunk]:
-    checked = False
-    for batch in batches:
-        if not checked:
-            names = {spec.columns.get(c, c) for c in batch.schema.names} | set(spec.constants)
-            missing = [f for f in ("user_id", "ts", "type") if f not in names]
-            if missing:
-                headerless = any(_looks_like_data(c) for c in batch.schema.names)
-                hint = ("; the first row looks like data, not a header: name the columns with --columns a,b,c"
-                        if headerless else "; map them with --map SOURCE=FIELD or set one value with --set FIELD=VALUE")
-                raise LogFormatError(f"log columns {batch.schema.names} do not provide {missing}{hint}")
-            checked = True
-        yield RawChunk([_apply_spec(r, spec) for r in batch.to_pylist()], None)
-
-
-def _looks_like_data(name: str) -> bool:
-    """A header cell that is a number (or empty) is a data row read as a header."""
-    try:
-        float(name)
-        return True
-    except ValueError:
-        return not name.strip()
 
 
 @dataclass

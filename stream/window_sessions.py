@@ -1,0 +1,104 @@
+"""Session ends in the window store: which sessions a batch closes, and routing their windows.
+
+A user's session closes when the partition's event time (the newest ``ts`` seen, in
+arrival order) passes the user's newest event by more than ``session_gap_ms`` before the
+user's next event arrives (or when that next event itself comes after the gap). Closes
+are decided per event in arrival order, before anything of the batch is written, so
+they do not depend on how the stream is cut into batches. :class:`stream.windows.WindowStore`
+calls these functions with the arrays they need; none of them keeps state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.window_types import Change, WindowConfig, Windows
+
+
+@dataclass(frozen=True, slots=True)
+class Closes:
+    """Sessions a batch closes: stored ones (slot + closing row) and batch events (row + closing row)."""
+
+    stored: np.ndarray
+    stored_by: np.ndarray
+    rows: np.ndarray
+    rows_by: np.ndarray
+    final_slots: np.ndarray  # each batch user's slot ...
+    final_closed: np.ndarray  # ... and whether its newest batch event's session is already closed
+
+
+def session_closes(config: WindowConfig, max_ts: int, open_: np.ndarray, last_ts: np.ndarray, count: np.ndarray,
+                   ts: np.ndarray, order: np.ndarray, s_sorted: np.ndarray, first: np.ndarray,
+                   start: np.ndarray) -> Closes:
+    """Which sessions the batch closes, decided per event in arrival order (before anything is written).
+
+    ``max_ts``/``open_``/``last_ts``/``count``: the store's watermark and per-slot state before
+    the batch. ``order``/``s_sorted``/``first``/``start``: the batch grouped by user, as
+    :meth:`WindowStore.add` sorts it.
+    """
+    n = len(ts)
+    gap = min(config.session_gap_ms, config.idle_ttl_ms)  # a session ends before its user expires
+    watermark = np.maximum.accumulate(np.r_[max_ts, ts])[1:]  # event time after each arrival
+    us, first_at = s_sorted[first], order[first]  # each batch user's slot and first arrival row
+    # sessions stored before this batch: closed if the watermark passes them before their user's next event
+    cand = np.flatnonzero(open_ & (last_ts + gap < watermark[-1]))
+    at = np.minimum(np.searchsorted(us, cand), len(us) - 1)
+    nxt = np.where(us[at] == cand, first_at[at], n)
+    by = np.searchsorted(watermark, last_ts[cand] + gap, side="right")
+    hit = (by < n) & (by <= nxt)
+    # sessions whose newest event is in this batch
+    ts_sorted = ts[order]
+    stored = np.where(count[s_sorted] > 0, last_ts[s_sorted], ts_sorted[start])
+    newest = _segment_running_max(ts_sorted, first, stored)
+    nxt_b = np.r_[np.where(first[1:], n, order[1:]), n]  # arrival row of the same user's next event
+    by_b = np.maximum(np.searchsorted(watermark, newest + gap, side="right"), order + 1)
+    closed_b = (by_b < n) & (by_b <= nxt_b)
+    last_of_user = np.r_[first[1:], True]
+    by_row = np.argsort(order[closed_b])  # rows ascending, for lookups
+    return Closes(stored=cand[hit], stored_by=by[hit], rows=order[closed_b][by_row], rows_by=by_b[closed_b][by_row],
+                  final_slots=s_sorted[last_of_user], final_closed=closed_b[last_of_user])
+
+
+def capture_closes(closes: Closes, on_change: Callable[[Change], None] | None,
+                   on_close: Callable[[Change], None] | None) -> Callable[[Change], None] | None:
+    """Wrap ``on_change`` so that the windows of session-closing events also reach ``on_close``
+    (in-order batches, where every event's window is its user's newest)."""
+    if on_close is None or not len(closes.rows):
+        return on_change
+
+    def both(change: Change) -> None:
+        if on_change is not None:
+            on_change(change)
+        pick = np.flatnonzero(np.isin(change.rows, closes.rows))
+        if len(pick):
+            w = change.windows
+            sub = Windows([w.user_id[i] for i in pick.tolist()], w.ts[pick], w.type[pick], w.item[pick],
+                          w.price[pick], w.label[pick], w.length[pick])
+            by = closes.rows_by[np.searchsorted(closes.rows, change.rows[pick])]
+            on_close(Change(change.slots[pick], by, sub, change.seq[pick]))
+
+    return both
+
+
+def mark_sessions(open_: np.ndarray, closes: Closes) -> None:
+    """Record in the store's per-slot ``open_`` flags which sessions are still open after the batch."""
+    open_[closes.stored] = False
+    open_[closes.final_slots] = ~closes.final_closed
+
+
+def _segment_running_max(values: np.ndarray, first: np.ndarray, initial: np.ndarray) -> np.ndarray:
+    """Running maximum within each group of a grouped array (groups start where ``first``),
+    each element at least ``initial`` (same value across a group)."""
+    if not len(values):
+        return values.astype(np.int64)
+    v = np.maximum(values, initial).astype(np.int64)
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    lo, hi = np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
+    # lift each group above every earlier one, so one global running max never crosses groups
+    base = np.r_[0, np.cumsum(hi - lo + 1)[:-1]]
+    shift = base[group] - lo[group]
+    return np.maximum.accumulate(v + shift) - shift

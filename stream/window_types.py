@@ -1,0 +1,92 @@
+"""The window store's value types: its bounds and what it hands back.
+
+:class:`WindowConfig` bounds a window and the store; :class:`Windows` is a set of windows
+read from it; :class:`Change` and :class:`AddResult` describe what a batch did. The
+store itself is :class:`stream.windows.WindowStore`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    """Bounds of a window and of the store. Times in milliseconds."""
+
+    max_events: int = 64
+    span_ms: int = 3_600_000
+    allowed_lateness_ms: int = 60_000
+    idle_ttl_ms: int = 6 * 3_600_000
+    max_users: int = 1_000_000
+    session_gap_ms: int = 1_800_000  # web analytics' usual 30 min of inactivity ends a session
+
+    def __post_init__(self) -> None:
+        if self.max_events < 1 or self.span_ms <= 0 or self.max_users < 1:
+            raise ValueError("max_events, span_ms and max_users must be positive")
+        if self.allowed_lateness_ms < 0 or self.idle_ttl_ms <= 0:
+            raise ValueError("allowed_lateness_ms must be >= 0 and idle_ttl_ms > 0")
+        if self.idle_ttl_ms < self.span_ms:  # else expiry would change windows, and replays would differ
+            raise ValueError("idle_ttl_ms must be >= span_ms")
+        if self.session_gap_ms <= 0:
+            raise ValueError("session_gap_ms must be > 0")
+
+
+@dataclass(slots=True)
+class Windows:
+    """Windows read from the store, oldest -> newest along axis 1, right-aligned.
+
+    Only the last ``length[b]`` columns of row ``b`` belong to the window.
+    """
+
+    user_id: list[str]
+    ts: np.ndarray  # int64 [B, N]
+    type: np.ndarray  # uint16 [B, N] store type ids (see WindowStore.type_names)
+    item: np.ndarray  # uint32 [B, N]
+    price: np.ndarray  # float32 [B, N]
+    label: np.ndarray  # int8 [B, N]
+    length: np.ndarray  # int64 [B]
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def valid(self) -> np.ndarray:
+        """Boolean [B, N] mask of the columns that belong to each window."""
+        n = self.ts.shape[1]
+        return np.arange(n)[None, :] >= (n - self.length)[:, None]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Windows completed by events of a batch: per event, its store slot, its batch row, the
+    window it completed (a snapshot) and its 1-based position in its user's history."""
+
+    slots: np.ndarray
+    rows: np.ndarray
+    windows: Windows
+    seq: np.ndarray
+
+
+@dataclass(slots=True)
+class AddResult:
+    """Outcome of :meth:`WindowStore.add`.
+
+    ``slots``/``rows``: every user whose window changed, with the batch row of the newest
+    event that changed it (the trigger). ``too_late``: batch rows placed in no window.
+    """
+
+    slots: np.ndarray
+    rows: np.ndarray
+    too_late: np.ndarray
+
+
+def merge_results(parts: list[AddResult], chunk: int) -> AddResult:
+    """One :class:`AddResult` from those of consecutive sub-batches of ``chunk`` rows each."""
+    offsets = [i * chunk for i in range(len(parts))]
+    slots = np.concatenate([p.slots for p in parts])
+    rows = np.concatenate([p.rows + o for p, o in zip(parts, offsets, strict=True)])
+    late = np.concatenate([p.too_late + o for p, o in zip(parts, offsets, strict=True)])
+    rev_unique, rev_idx = np.unique(slots[::-1], return_index=True)
+    return AddResult(rev_unique, rows[::-1][rev_idx], late)
