@@ -129,8 +129,8 @@ class TrivialScorer:
         self.device = "cpu"
 
     def score(self, enc: Encoded, batch_size: int = 0) -> np.ndarray:
-        _, _, rep, _, ev = self.artifact.vocab.parts(enc.input_ids)
-        return (1.0 - (rep & ev).sum(1) / np.maximum(ev.sum(1), 1)).astype(np.float32)
+        p = self.artifact.vocab.parts(enc.input_ids)
+        return (1.0 - (p.repeat & p.is_event).sum(1) / np.maximum(p.is_event.sum(1), 1)).astype(np.float32)
 
     def explain(self, enc: Encoded, row: int, top: int = 5) -> list:
         return []

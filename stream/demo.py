@@ -236,7 +236,8 @@ def _print_summary(console: Console, s: DemoSummary) -> None:
     t.add_row("attackers alerted (recall)", f"{s.attackers_alerted}/{s.attackers} ({s.user_recall:.1%})")
     t.add_row("alerted users who are attackers (precision)", f"{s.user_precision:.1%}")
     t.add_row("normal users alerted", f"{s.normal_users_alerted}/{s.normal_users}")
-    t.add_row("alerts", f"{s.alerts:,} {s.alerts_by_severity}")
+    by_severity = ", ".join(f"{n:,} {sev}" for sev in SEVERITY_STYLE if (n := s.alerts_by_severity.get(sev)))
+    t.add_row("alerts", f"{s.alerts:,}" + (f" ({by_severity})" if by_severity else ""))
     t.add_row("events replayed / consumed / rejected", f"{s.events_replayed:,} / {s.events_consumed:,} / {s.events_rejected:,}")
     t.add_row("windows scored", f"{s.windows_scored:,}")
     if s.latency_p50_s is not None:

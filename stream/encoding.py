@@ -2,7 +2,9 @@
 
 Each event becomes one composite token that carries its type, the log-scale bucket of
 the time since the previous event in the window, whether its item already appeared
-earlier in the window, and its price bucket. A sequence is ``[CLS] e_1 .. e_k [PAD]..``
+earlier in the window, whether its gap repeats the previous gap within 10 % (machine-
+regular timing: people's gaps vary from one event to the next, scripts' do not; a log
+bucket alone cannot see a bot that waits 45 s every time), and its price bucket. A sequence is ``[CLS] e_1 .. e_k [PAD]..``
 with the newest ``max_events`` events, oldest first; the window of a session that has
 just ended (stream.windows, session end) is ``[CLS] e_1 .. e_k [END] [PAD]..``, so the
 model can learn which endings are normal. The vocabulary (event types seen in
@@ -17,12 +19,15 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from stream.windows import Windows
 
-ENCODING_VERSION = 2  # 2: the [END] token of a closed session; sequences are max_events + 2 long
+ENCODING_VERSION = 3  # 2: the [END] token of a closed session (sequences max_events + 2 long); 3: the regular-gap bit
+#: A gap is "regular" when it differs from the previous gap by at most this share of the larger.
+REGULAR_GAP_TOLERANCE = 0.1
 PAD, CLS, MASK, END = 0, 1, 2, 3
 N_SPECIAL = 4
 UNK_TYPE = "<unk>"
@@ -58,12 +63,12 @@ class Vocabulary:
     @property
     def size(self) -> int:
         """Number of token ids, special tokens included."""
-        return N_SPECIAL + len(self.types) * self.n_dt * 2 * self.n_price
+        return N_SPECIAL + len(self.types) * self.n_dt * 4 * self.n_price
 
     @property
     def first_known_token(self) -> int:
         """Token ids below this are special or of the unknown type (types[0] lays out first)."""
-        return N_SPECIAL + self.n_dt * 2 * self.n_price
+        return N_SPECIAL + self.n_dt * 4 * self.n_price
 
     @property
     def seq_len(self) -> int:
@@ -120,23 +125,41 @@ class Vocabulary:
     def load(cls, path: Path) -> Vocabulary:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def parts(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Vectorised inverse of the token layout: (type index, dt bucket, repeat, price bucket,
-        is-event mask) for an array of token ids; special tokens get zeros and False."""
+    def token(self, type_i: np.ndarray, dt_b: np.ndarray, repeat: np.ndarray, regular: np.ndarray,
+              price_b: np.ndarray) -> np.ndarray:
+        """Token ids from their parts (the one place the layout is written; :meth:`parts` inverts it)."""
+        return N_SPECIAL + (((type_i * self.n_dt + dt_b) * 2 + repeat) * 2 + regular) * self.n_price + price_b
+
+    def parts(self, ids: np.ndarray) -> TokenParts:
+        """Vectorised inverse of :meth:`token` for an array of token ids; special tokens get
+        zeros and False."""
         ids = np.asarray(ids, dtype=np.int64)
         is_event = ids >= N_SPECIAL
         t = np.where(is_event, ids - N_SPECIAL, 0)
         t, price_b = np.divmod(t, self.n_price)
+        t, regular = np.divmod(t, 2)
         t, rep = np.divmod(t, 2)
         type_i, dt_b = np.divmod(t, self.n_dt)
-        return type_i, dt_b, rep.astype(bool), price_b, is_event
+        return TokenParts(type_i, dt_b, rep.astype(bool), regular.astype(bool), price_b, is_event)
 
     def describe(self, token: int) -> dict:
         """Human-readable parts of a token id (for explanations and debugging)."""
         if token < N_SPECIAL:
             return {"special": ("PAD", "CLS", "MASK", "END")[token]}
-        type_i, dt_b, rep, price_b, _ = (int(x) for x in self.parts(np.array(token)))
-        return {"type": self.types[type_i], "dt_bucket": dt_b, "repeat": bool(rep), "price_bucket": price_b}
+        p = self.parts(np.array(token))
+        return {"type": self.types[int(p.type)], "dt_bucket": int(p.dt_bucket), "repeat": bool(p.repeat),
+                "regular": bool(p.regular), "price_bucket": int(p.price_bucket)}
+
+
+class TokenParts(NamedTuple):
+    """The parts of token ids, each an array shaped like the ids."""
+
+    type: np.ndarray  # index into Vocabulary.types (0 = unknown)
+    dt_bucket: np.ndarray  # 0 = first event in the window
+    repeat: np.ndarray  # the item appeared earlier in the window
+    regular: np.ndarray  # the gap repeats the previous gap within REGULAR_GAP_TOLERANCE
+    price_bucket: np.ndarray  # 0 = no price
+    is_event: np.ndarray  # False for special tokens
 
 
 @dataclass(slots=True)
@@ -170,6 +193,11 @@ def encode(windows: Windows, type_names: list[str], vocab: Vocabulary, closing: 
     has_prev = np.zeros_like(valid)
     has_prev[:, 1:] = valid[:, :-1]
     dt_b = np.where(has_prev, 1 + np.searchsorted(np.asarray(vocab.dt_edges_ms), dt, side="right"), 0)
+    prev_dt = np.zeros_like(dt)
+    prev_dt[:, 1:] = dt[:, :-1]
+    has_prev_gap = np.zeros_like(valid)
+    has_prev_gap[:, 2:] = valid[:, :-2]
+    regular = has_prev_gap & (np.abs(dt - prev_dt) <= REGULAR_GAP_TOLERANCE * np.maximum(dt, prev_dt))
 
     same = items[:, :, None] == items[:, None, :]
     earlier = np.tril(np.ones((n, n), dtype=bool), k=-1)[None]
@@ -178,7 +206,7 @@ def encode(windows: Windows, type_names: list[str], vocab: Vocabulary, closing: 
     price_b = np.where(
         np.isnan(prices), 0, 1 + np.searchsorted(np.asarray(vocab.price_edges), np.nan_to_num(prices), side="right")
     )
-    tokens = N_SPECIAL + ((type_idx * vocab.n_dt + dt_b) * 2 + repeat) * vocab.n_price + price_b
+    tokens = vocab.token(type_idx, dt_b, repeat, regular, price_b)
 
     # right-aligned (store layout) -> left-aligned after CLS (model layout)
     src = np.clip((n - length)[:, None] + np.arange(e)[None, :], 0, n - 1)

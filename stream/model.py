@@ -1,71 +1,35 @@
-"""Model artifacts: build, save, load (safetensors only, checksummed), score and explain.
-
-An artifact is a directory::
-
-    model.safetensors   weights (never a pickle)
-    config.json         the transformers BertConfig
-    vocab.json          the encoding vocabulary (stream.encoding), with its version
-    meta.json           version id, kind, threshold, window config, data fingerprint,
-                        metrics, and sha256 of every file above
+"""Models: build a BERT for the encoding, score windows with a loaded artifact, explain scores.
 
 ``kind`` is ``classifier`` (fine-tuned BertForSequenceClassification, score = P(attack))
 or ``mlm`` (zero-label: BertForMaskedLM, score = surprise of the window's newest event -
 or of its END for a closed session - given the events before it, in nats).
 Both are served through :class:`Scorer`, so the rest of seqsentry does not care which.
+Artifacts on disk (save, verify, load): :mod:`stream.artifact`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+from transformers import BertConfig, BertForMaskedLM
 
-from stream.encoding import ENCODING_VERSION, END, MASK, N_SPECIAL, PAD, Encoded, Vocabulary
+from stream.artifact import (  # noqa: F401  (re-exported: the artifact API's historic home)
+    ARTIFACT_FILES,
+    KINDS,
+    LIMITS,
+    Artifact,
+    ArtifactError,
+    Meta,
+    data_fingerprint,
+    load_artifact,
+    save_artifact,
+)
+from stream.encoding import END, MASK, N_SPECIAL, PAD, Encoded, Vocabulary
 from stream.errors import SeqsentryError
-from stream.windows import WindowConfig
-
-log = logging.getLogger(__name__)
-ARTIFACT_FILES = ("model.safetensors", "config.json", "vocab.json")
-KINDS = ("classifier", "mlm")
-
-
-class ArtifactError(SeqsentryError, ValueError):
-    """An artifact that cannot be served: missing, corrupt, incompatible or unsafe."""
-
-
-#: What an artifact may ask of the serving process, checked before anything is allocated:
-#: far above any model seqsentry trains (2 x 64 by default), far below what would hurt a host.
-LIMITS = {"hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 64, "intermediate_size": 16_384,
-          "vocab_size": 2_000_000, "max_events": 1024, "parameters": 500_000_000, "file_bytes": 2_000_000_000}
-
-
-def _check_limits(path: Path, config: BertConfig, vocab: Vocabulary, window: dict) -> None:
-    """Refuse dimensions, parameter counts and window lengths past :data:`LIMITS` (before building the model)."""
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
-        value = getattr(config, key, None)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= LIMITS[key]:
-            raise ArtifactError(f"{path}: config {key}={value!r} outside (0, {LIMITS[key]:,}]")
-    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    params = config.vocab_size * h + layers * (4 * h * h + 2 * h * inter)
-    if params > LIMITS["parameters"]:
-        raise ArtifactError(f"{path}: about {params:,} parameters, over the {LIMITS['parameters']:,} limit")
-    if not 0 < vocab.max_events <= LIMITS["max_events"] or window.get("max_events") != vocab.max_events:
-        raise ArtifactError(f"{path}: window length {vocab.max_events} must be in (0, {LIMITS['max_events']}] and "
-                            f"equal the window config's max_events ({window.get('max_events')})")
-    if config.max_position_embeddings != vocab.seq_len:
-        raise ArtifactError(f"{path}: max_position_embeddings {config.max_position_embeddings} != encoded length "
-                            f"{vocab.seq_len}")
-    size = (path / "model.safetensors").stat().st_size
-    if size > LIMITS["file_bytes"]:
-        raise ArtifactError(f"{path}: model.safetensors is {size:,} bytes, over the {LIMITS['file_bytes']:,} limit")
 
 
 @dataclass(frozen=True)
@@ -94,133 +58,6 @@ def bert_config(vocab: Vocabulary, size: ModelSize, num_labels: int = 1) -> Bert
         pad_token_id=PAD,
         num_labels=num_labels,
     )
-
-
-@dataclass
-class Meta:
-    """What an artifact says about itself (meta.json)."""
-
-    version: str
-    kind: str
-    threshold: float
-    window: dict
-    encoding_version: int = ENCODING_VERSION
-    data_fingerprint: str = ""
-    created_at: str = ""
-    metrics: dict = field(default_factory=dict)
-    checksums: dict = field(default_factory=dict)
-    #: score where each severity starts (low, medium, high, critical): low = the threshold,
-    #: then the scores reached by 1/4, 1/16 and none of the calibration's normal users
-    severity: list = field(default_factory=list)
-    user_alert_rate: float = 0.0  # the share of normal users the threshold was calibrated to alert
-
-    def validate(self, where: Path | str) -> None:
-        """Refuse a meta whose fields would break serving (wrong types, non-finite, out of order)."""
-        def bad(msg: str) -> ArtifactError:
-            return ArtifactError(f"{where}/meta.json: {msg}")
-        if not isinstance(self.version, str) or not self.version:
-            raise bad("version must be a non-empty string")
-        if self.kind not in KINDS:
-            raise bad(f"unknown model kind {self.kind!r}")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float) \
-                or not np.isfinite(self.threshold):
-            raise bad(f"threshold must be a finite number, got {self.threshold!r}")
-        if self.kind == "classifier" and not 0.0 < self.threshold <= 1.0:
-            raise bad(f"a classifier's threshold must lie in (0, 1], got {self.threshold}")
-        sev = self.severity
-        if not (isinstance(sev, list) and len(sev) == 4 and all(isinstance(x, int | float) and not isinstance(x, bool)
-                                                                 and np.isfinite(x) for x in sev)):
-            raise bad("severity must be a list of 4 finite numbers")
-        if list(sev) != sorted(sev) or sev[0] != self.threshold:
-            raise bad("severity must start at the threshold and never decrease")
-        if not isinstance(self.window, dict):
-            raise bad("window must be an object")
-        try:
-            WindowConfig(**self.window)
-        except (TypeError, ValueError) as exc:
-            raise bad(f"window config is invalid: {exc}") from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def save_artifact(path: Path, model: torch.nn.Module, vocab: Vocabulary, meta: Meta) -> Path:
-    """Write an artifact directory (weights as safetensors, checksums in meta.json)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(path / "model.safetensors"))  # de-duplicates tied weights (MLM decoder)
-    model.config.to_json_file(str(path / "config.json"))
-    vocab.save(path / "vocab.json")
-    meta.checksums = {name: _sha256(path / name) for name in ARTIFACT_FILES}
-    (path / "meta.json").write_text(json.dumps(asdict(meta), indent=2, default=float))
-    return path
-
-
-@dataclass
-class Artifact:
-    """A loaded, verified model ready to score."""
-
-    path: Path
-    meta: Meta
-    vocab: Vocabulary
-    model: torch.nn.Module
-
-    @property
-    def version(self) -> str:
-        return self.meta.version
-
-    @property
-    def window_config(self) -> WindowConfig:
-        return WindowConfig(**self.meta.window)
-
-
-def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
-    """Load and verify an artifact; raise :class:`ArtifactError` on anything suspicious.
-
-    Only safetensors weights are read (no pickle is ever unpickled), every file's sha256
-    must match meta.json, and the encoding version must be this build's.
-    """
-    path = Path(path)
-    if not (path / "meta.json").is_file():
-        raise ArtifactError(f"{path} is not a model artifact (no meta.json); train one with `seqsentry train`")
-    unsafe = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")]
-    if unsafe:
-        raise ArtifactError(f"{path} holds pickle-format files {unsafe}; only safetensors artifacts are loaded")
-    try:
-        meta = Meta(**json.loads((path / "meta.json").read_text()))
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}/meta.json is unreadable: {exc}") from None
-    if meta.encoding_version != ENCODING_VERSION:
-        raise ArtifactError(
-            f"{path}: encoding version {meta.encoding_version} does not match this build's {ENCODING_VERSION}; retrain"
-        )
-    meta.validate(path)
-    for name in ARTIFACT_FILES:
-        if not (path / name).is_file():
-            raise ArtifactError(f"{path}: missing {name}")
-        if _sha256(path / name) != meta.checksums.get(name):
-            raise ArtifactError(f"{path}: checksum mismatch for {name} (corrupt or tampered)")
-    try:
-        vocab = Vocabulary.load(path / "vocab.json")
-        config = BertConfig.from_json_file(str(path / "config.json"))
-    except Exception as exc:
-        raise ArtifactError(f"{path}: vocab.json or config.json is unreadable: {str(exc)[:300]}") from None
-    _check_limits(path, config, vocab, meta.window)
-    try:
-        cls = BertForSequenceClassification if meta.kind == "classifier" else BertForMaskedLM
-        model = cls(config)
-        load_model(model, str(path / "model.safetensors"), strict=True)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: weights do not fit the config: {str(exc)[:300]}") from None
-    if config.vocab_size != vocab.size:
-        raise ArtifactError(f"{path}: model vocabulary {config.vocab_size} != encoding vocabulary {vocab.size}")
-    model.eval().to(device)
-    return Artifact(path, meta, vocab, model)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -311,9 +148,38 @@ class Scorer:
                 onnx = onnx_runtime.OnnxClassifier(art.model, serving_thread_count())
         return cls(art, dev, half, onnx)
 
+    def score(self, enc: Encoded, batch_size: int = 512, floor: float | None = None) -> np.ndarray:
+        """Scores for a batch of encoded windows (higher = more anomalous), as alerts use them.
+
+        With ``meta.sustain`` k > 1 (classifiers), a window scoring at least ``floor`` (default:
+        the threshold) scores the lowest of itself and the same window without its newest
+        1 .. k-1 tokens - the evidence must hold for k consecutive events. One odd window of a
+        normal user (a lone fast gap that also starts every scraping run) then does not alert,
+        while an attack does: every window after its first attack event still holds it. A
+        window with fewer than k tokens scores 0. Below ``floor`` a window's score is its own.
+        """
+        s = self.score_windows(enc, batch_size)
+        k = self.artifact.meta.sustain
+        rows = np.flatnonzero(s >= (self.artifact.meta.threshold if floor is None else floor))
+        if k <= 1 or not len(rows):
+            return s
+        tokens = enc.attention_mask[rows].sum(1) - 1  # after CLS: events, and END of a closed session
+        cols = np.arange(enc.input_ids.shape[1])[None, :]
+        for j in range(1, k):
+            has = tokens > j
+            s[rows[~has]] = 0.0
+            r = rows[has]
+            if not len(r):
+                continue
+            drop = cols >= (tokens[has] - j + 1)[:, None]  # the newest j tokens
+            ids = np.where(drop, PAD, enc.input_ids[r])
+            mask = np.where(drop, 0, enc.attention_mask[r])
+            s[r] = np.minimum(s[r], self.score_windows(Encoded(ids, mask, (ids >= N_SPECIAL).sum(1)), batch_size))
+        return s
+
     @torch.inference_mode()
-    def score(self, enc: Encoded, batch_size: int = 512) -> np.ndarray:
-        """Scores for a batch of encoded windows (higher = more anomalous)."""
+    def score_windows(self, enc: Encoded, batch_size: int = 512) -> np.ndarray:
+        """Each window's own score: P(attack) for a classifier, the newest token's surprise for mlm."""
         out = np.empty(len(enc), dtype=np.float32)
         seq = int(enc.attention_mask.sum(1).max()) if len(enc) else 1  # trim padding columns
         pin = self.device.startswith("cuda")
@@ -352,7 +218,7 @@ class Scorer:
         starts = np.r_[0, np.cumsum(np.asarray(sizes) + 1)[:-1]]
         for start, n in zip(starts.tolist(), sizes, strict=True):
             ids[np.arange(start + 1, start + n + 1), np.arange(1, n + 1)] = MASK
-        scores = self.score(Encoded(ids, mask, enc.length[src]))
+        scores = self.score_windows(Encoded(ids, mask, enc.length[src]))
         out = []
         for start, n in zip(starts.tolist(), sizes, strict=True):
             if n == 0:
@@ -364,14 +230,6 @@ class Scorer:
             order = np.argsort(-weights, kind="stable")[:top]
             out.append([(int(i), float(weights[i])) for i in order])
         return out
-
-
-def data_fingerprint(*arrays: np.ndarray) -> str:
-    """sha256 over training arrays: the artifact records exactly what it was trained on."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:32]
 
 
 def serving_thread_count() -> int:

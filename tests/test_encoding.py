@@ -45,9 +45,18 @@ def test_tokens_carry_type_gap_bucket_repeat_and_price_bucket():
         Event("u", T0 + 500_000, "view", item_id="b"),
     ])
     parts = [VOCAB.describe(int(t)) for t in encode_user(store, VOCAB).input_ids[0, 1:4]]
-    assert parts[0] == {"type": "view", "dt_bucket": 0, "repeat": False, "price_bucket": 1}
-    assert parts[1] == {"type": "buy", "dt_bucket": 2, "repeat": True, "price_bucket": 2}
+    assert parts[0] == {"type": "view", "dt_bucket": 0, "repeat": False, "regular": False, "price_bucket": 1}
+    assert parts[1] == {"type": "buy", "dt_bucket": 2, "repeat": True, "regular": False, "price_bucket": 2}
     assert parts[2]["dt_bucket"] == 7 and parts[2]["repeat"] is False and parts[2]["price_bucket"] == 0
+
+
+def test_a_gap_within_a_tenth_of_the_previous_gap_is_regular():
+    gaps = [45_000, 45_500, 44_000, 90_000, 20_000, 0, 0]
+    ts = T0 + np.cumsum([0, *gaps])
+    store = store_with([Event("u", int(t), "view") for t in ts])
+    regular = [VOCAB.describe(int(t))["regular"] for t in encode_user(store, VOCAB).input_ids[0, 1:len(ts) + 1]]
+    # the first event has no gap and the second no previous gap; 0 ms after 0 ms repeats exactly
+    assert regular == [False, False, True, True, False, False, False, True]
 
 
 def test_unknown_types_map_to_the_unknown_token():

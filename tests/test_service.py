@@ -19,6 +19,7 @@ from stream.detector import Detector
 from stream.model import Scorer
 from stream.offline import score_log
 from stream.service import Service, ServiceConfig
+from tests.artifacts import reseal
 
 _ids = itertools.count()
 
@@ -227,6 +228,7 @@ def test_hot_reload_switches_model_version_mid_stream(broker, tiny_model, traffi
     meta = json.loads((v2 / "meta.json").read_text())
     meta["version"] = "v2"
     (v2 / "meta.json").write_text(json.dumps(meta))
+    reseal(v2)
     registry.publish(reg, v2, "v2")
     wait_for(lambda: stack.svc.serving_version == "v2", 10, "v2 loaded")
     second = tmp_path / "second.jsonl"

@@ -13,6 +13,7 @@ from stream.cli import main
 from stream.encoding import END, Encoded
 from stream.model import ArtifactError, ModelSize, Scorer, load_artifact
 from stream.windows import WindowConfig
+from tests.artifacts import reseal
 from training import dataset, metrics, synth, train
 
 TINY = dict(size=ModelSize(layers=1, hidden=32, heads=2, intermediate=64), window=WindowConfig(max_events=32),
@@ -31,10 +32,10 @@ def trained(tiny_model):
 
 def tampered(trained, tmp_path, name: str, edit, *, checksummed: bool = False):
     """A copy of the trained artifact with JSON file ``name`` changed by ``edit(dict)``; with
-    ``checksummed`` its checksum is recomputed too (a consistent, hostile artifact)."""
+    ``checksummed`` its checksums are recomputed too (a consistent, hostile artifact)."""
     import shutil
 
-    from stream.model import _sha256
+    from stream.artifact import _sha256
 
     bad = tmp_path / "tampered"
     shutil.copytree(trained[0].artifact, bad)
@@ -45,6 +46,7 @@ def tampered(trained, tmp_path, name: str, edit, *, checksummed: bool = False):
         meta = json.loads((bad / "meta.json").read_text())
         meta["checksums"][name] = _sha256(bad / name)
         (bad / "meta.json").write_text(json.dumps(meta))
+        reseal(bad)
     return bad
 
 
@@ -84,6 +86,44 @@ def test_onnx_runtime_scores_match_torch(trained, records):
     row = int(np.argmax(a))
     wa, wb = dict(torch_scorer.explain(enc, row, top=1000)), dict(onnx_scorer.explain(enc, row, top=1000))
     assert wa.keys() == wb.keys() and all(abs(wa[k] - wb[k]) < 1e-4 for k in wa)
+
+
+def _windows(trained, records, n=3000):
+    art = load_artifact(trained[0].artifact)
+    return dataset.build_windows(dataset.batches_from_records(records[:n]), art.vocab, art.window_config)
+
+
+def test_a_sustained_score_is_the_lowest_of_the_window_and_of_it_without_its_newest_events(trained, records):
+    scorer = Scorer.load(trained[0].artifact, "cpu", runtime="torch")
+    scorer.artifact.meta.sustain = 3
+    enc = _windows(trained, records).encoded()
+    own = scorer.score_windows(enc)
+    sustained = scorer.score(enc, floor=-np.inf)
+    tokens = enc.attention_mask.sum(1) - 1
+    for row in np.flatnonzero(tokens >= 3)[:40]:
+        n = int(tokens[row])
+        cut = [Encoded(np.where(np.arange(enc.input_ids.shape[1]) > n - j, 0, enc.input_ids[row])[None],
+                       np.where(np.arange(enc.input_ids.shape[1]) > n - j, 0, enc.attention_mask[row])[None],
+                       enc.length[row:row + 1]) for j in (1, 2)]
+        expected = min(own[row], *(scorer.score_windows(c)[0] for c in cut))
+        assert sustained[row] == pytest.approx(expected, abs=1e-6)
+    assert (sustained[tokens < 3] == 0).all()  # fewer events than k: no alert possible
+
+
+def test_below_the_floor_a_window_keeps_its_own_score(trained, records):
+    scorer = Scorer.load(trained[0].artifact, "cpu", runtime="torch")
+    scorer.artifact.meta.sustain = 3
+    enc = _windows(trained, records).encoded()
+    own = scorer.score_windows(enc)
+    floor = float(np.median(own))
+    s = scorer.score(enc, floor=floor)
+    assert (s[own < floor] == own[own < floor]).all()
+    assert (s[own >= floor] <= own[own >= floor]).all()
+
+
+def test_a_classifier_is_trained_with_sustained_alerts_and_zero_label_with_single_events(trained, zero_label):
+    assert load_artifact(trained[0].artifact).meta.sustain == train.TrainConfig().sustain > 1
+    assert load_artifact(zero_label[0].artifact).meta.sustain == 1
 
 
 def test_artifact_records_threshold_fingerprint_and_checksums(trained):
@@ -239,12 +279,62 @@ def test_severity_follows_the_calibrated_steps():
     ("severity", [0.1, 0.2], "severity"),
     ("window", {"max_events": 64, "bogus": 1}, "window config"),
     ("window", {"max_events": "64"}, "window config"),
+    ("sustain", 0, "sustain"),
+    ("sustain", "3", "sustain"),
 ])
 def test_meta_fields_that_would_break_serving_are_refused_in_one_line(trained, tmp_path, field, value, match):
     bad = tampered(trained, tmp_path, "meta.json", lambda m: m.update({field: value}))
     with pytest.raises(ArtifactError, match=match) as err:
         load_artifact(bad)
     assert "\n" not in str(err.value)
+
+
+def test_an_edited_meta_json_with_valid_fields_is_refused_by_the_manifest(trained, tmp_path):
+    bad = tampered(trained, tmp_path, "meta.json", lambda m: m.update(threshold=0.999))
+    with pytest.raises(ArtifactError, match="do not match SHA256SUMS"):
+        load_artifact(bad)
+
+
+def _signed_copy(trained, dest, monkeypatch):
+    from stream.artifact import save_artifact
+
+    art = load_artifact(trained[0].artifact)
+    monkeypatch.setenv("SEQSENTRY_MODEL_KEY", "k" * 32)
+    return save_artifact(dest, art.model, art.vocab, art.meta)
+
+
+def test_with_a_signing_key_a_signed_artifact_loads(trained, tmp_path, monkeypatch):
+    signed = _signed_copy(trained, tmp_path / "signed", monkeypatch)
+    assert (signed / "SHA256SUMS.hmac").is_file()
+    assert load_artifact(signed).version == trained[0].version
+
+
+def test_with_a_signing_key_an_unsigned_artifact_is_refused(trained, monkeypatch):
+    monkeypatch.setenv("SEQSENTRY_MODEL_KEY", "k" * 32)
+    with pytest.raises(ArtifactError, match="not signed"):
+        load_artifact(trained[0].artifact)
+
+
+def test_with_a_signing_key_tampered_weights_with_recomputed_checksums_are_refused(trained, tmp_path, monkeypatch):
+    from stream.artifact import _sha256
+
+    signed = _signed_copy(trained, tmp_path / "signed", monkeypatch)
+    weights = bytearray((signed / "model.safetensors").read_bytes())
+    weights[-8:] = b"\x00" * 8  # the last weights, inside the tensor data
+    (signed / "model.safetensors").write_bytes(bytes(weights))
+    meta = json.loads((signed / "meta.json").read_text())
+    meta["checksums"]["model.safetensors"] = _sha256(signed / "model.safetensors")
+    (signed / "meta.json").write_text(json.dumps(meta))
+    reseal(signed)
+    with pytest.raises(ArtifactError, match="signature does not match") as err:
+        load_artifact(signed)
+    assert "\n" not in str(err.value)
+
+
+def test_a_short_signing_key_is_refused_in_one_line(trained, monkeypatch):
+    monkeypatch.setenv("SEQSENTRY_MODEL_KEY", "short")
+    with pytest.raises(ArtifactError, match="shorter than 16"):
+        load_artifact(trained[0].artifact)
 
 
 def test_a_log_with_non_ecommerce_event_types_trains_and_evaluates_unchanged(records, tmp_path, capsys):

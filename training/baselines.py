@@ -17,8 +17,10 @@ from training.dataset import WindowSet
 
 
 def window_features(ws: WindowSet, vocab: Vocabulary) -> np.ndarray:
-    """[M, F] float32 features: shares of types, gap buckets, price buckets; repeat share; length."""
-    type_i, dt_b, rep, price_b, ev = vocab.parts(ws.input_ids)
+    """[M, F] float32 features: shares of types, gap buckets, price buckets; repeat and regular-gap
+    shares; length."""
+    p = vocab.parts(ws.input_ids)
+    type_i, dt_b, rep, price_b, ev = p.type, p.dt_bucket, p.repeat, p.price_bucket, p.is_event
     n = np.maximum(ev.sum(1, keepdims=True), 1)
 
     def shares(values: np.ndarray, k: int) -> np.ndarray:
@@ -29,7 +31,8 @@ def window_features(ws: WindowSet, vocab: Vocabulary) -> np.ndarray:
 
     return np.hstack([
         shares(type_i, len(vocab.types)), shares(dt_b, vocab.n_dt), shares(price_b, vocab.n_price),
-        (rep & ev).sum(1, keepdims=True) / n, ev.sum(1, keepdims=True) / vocab.max_events,
+        (rep & ev).sum(1, keepdims=True) / n, (p.regular & ev).sum(1, keepdims=True) / n,
+        ev.sum(1, keepdims=True) / vocab.max_events,
     ]).astype(np.float32)
 
 
@@ -53,8 +56,8 @@ class MarkovBaseline:
         self.k = len(vocab.types) * vocab.n_dt
 
     def _states(self, ws: WindowSet) -> tuple[np.ndarray, np.ndarray]:
-        type_i, dt_b, _, _, ev = self.vocab.parts(ws.input_ids)
-        return type_i * self.vocab.n_dt + dt_b, ev
+        p = self.vocab.parts(ws.input_ids)
+        return p.type * self.vocab.n_dt + p.dt_bucket, p.is_event
 
     def fit(self, ws: WindowSet) -> MarkovBaseline:
         st, ev = self._states(ws)

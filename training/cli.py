@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from training import defaults
+
 
 def _window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-events", type=int, help="events per window (default 64)")
@@ -28,7 +30,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = train.default_config(size=size, window=window, pretrain_steps=args.pretrain_steps,
                                finetune_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                user_alert_rate=args.user_alert_rate, seed=args.seed, device=args.device,
-                               zero_label=args.zero_label, max_train_windows=args.max_train_windows)
+                               zero_label=args.zero_label, max_train_windows=args.max_train_windows,
+                               sustain=args.sustain)
     tally = logs.RejectTally()
     passes = []
 
@@ -97,17 +100,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-registry", action="store_true", help="only write the artifact under --out")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where artifacts and reports are written")
     p.add_argument("--zero-label", action="store_true", help="ignore labels: masked-event surprise scoring")
-    p.add_argument("--pretrain-steps", type=int)
-    p.add_argument("--epochs", type=int, help="max fine-tuning epochs (early stopping on val PR-AUC)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--user-alert-rate", type=float, default=0.005,
-                   help="alert budget: share of normal users alerted, over the log and per day (default 0.005)")
-    p.add_argument("--max-train-windows", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrain-steps", type=int, default=defaults.PRETRAIN_STEPS, help="masked-event pretraining steps")
+    p.add_argument("--epochs", type=int, default=defaults.FINETUNE_EPOCHS,
+                   help="max fine-tuning epochs (early stopping on val PR-AUC)")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="windows per step")
+    p.add_argument("--lr", type=float, default=defaults.LR, help="AdamW learning rate")
+    p.add_argument("--layers", type=int, default=2, help="transformer layers")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size (feed-forward: twice this)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--user-alert-rate", type=float, default=defaults.USER_ALERT_RATE,
+                   help="alert budget: share of normal users alerted, over the log and per day")
+    p.add_argument("--sustain", type=int, default=defaults.SUSTAIN,
+                   help="a classifier alerts once this many consecutive events' windows reach the threshold")
+    p.add_argument("--max-train-windows", type=int, default=defaults.MAX_TRAIN_WINDOWS,
+                   help="training windows at most: every positive (up to half) and a sample of the rest")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--quiet", "-q", action="store_true")
     _window_args(p)
@@ -119,6 +126,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="artifact directory (default: the registry's current)")
     p.add_argument("--registry", type=Path, default=Path("registry"))
     p.add_argument("--out", type=Path, help="report directory (default: MODEL/evaluation)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     _log_args(p)
     p.set_defaults(func=cmd_evaluate)

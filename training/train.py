@@ -39,7 +39,7 @@ from stream.model import (
     save_artifact,
 )
 from stream.windows import WindowConfig
-from training import dataset, metrics
+from training import dataset, defaults, metrics
 from training.baselines import IsolationForestBaseline, MarkovBaseline
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,19 @@ class TrainConfig:
 
     size: ModelSize = field(default_factory=ModelSize)
     window: WindowConfig = field(default_factory=WindowConfig)
-    pretrain_steps: int = 300
-    finetune_epochs: int = 4
+    pretrain_steps: int = defaults.PRETRAIN_STEPS
+    finetune_epochs: int = defaults.FINETUNE_EPOCHS
     patience: int = 2
-    batch_size: int = 128
-    lr: float = 2e-3
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float = defaults.LR
     warmup: float = 0.1
     weight_decay: float = 0.01
     mask_prob: float = 0.15
-    user_alert_rate: float = 0.005  # share of normal users alerted (over the calibration log, and per day)
-    max_train_windows: int = 40_000
+    user_alert_rate: float = defaults.USER_ALERT_RATE  # over the calibration log, and per day
+    # a classifier alerts once this many consecutive events' windows reach the threshold
+    # (Scorer.score); zero-label models score single events and always use 1
+    sustain: int = defaults.SUSTAIN
+    max_train_windows: int = defaults.MAX_TRAIN_WINDOWS
     seed: int = 0
     device: str = "auto"
     zero_label: bool = False  # force zero-label mode even when labels exist
@@ -115,9 +118,11 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
     return model.eval()
 
 
-def _score(model: torch.nn.Module, kind: str, ws: dataset.WindowSet, vocab: Vocabulary, device: str) -> np.ndarray:
-    art = Artifact(Path("."), Meta("-", kind, 0.0, {}), vocab, model.eval())
-    return Scorer(art, device).score(ws.encoded())
+def _score(model: torch.nn.Module, kind: str, ws: dataset.WindowSet, vocab: Vocabulary, device: str,
+           sustain: int = 1) -> np.ndarray:
+    """Scores as the detector computes them (with ``sustain``), exact for every window."""
+    art = Artifact(Path("."), Meta("-", kind, 0.0, {}, sustain=sustain), vocab, model.eval())
+    return Scorer(art, device).score(ws.encoded(), floor=-np.inf)
 
 
 def finetune(mlm: BertForMaskedLM, train: dataset.WindowSet, val: dataset.WindowSet, vocab: Vocabulary,
@@ -168,11 +173,11 @@ def _cap(ws: dataset.WindowSet, n: int, rng: np.random.Generator) -> dataset.Win
     return ws.subset(np.sort(np.r_[pos, rest]))
 
 
-def _evaluate(model: torch.nn.Module, kind: str, vocab: Vocabulary, device: str, cfg: TrainConfig,
+def _evaluate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabulary, device: str, cfg: TrainConfig,
               rng: np.random.Generator, train_ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
               test_ws: dataset.WindowSet, threshold: float) -> tuple[dict[str, np.ndarray], dict]:
     """The model and the baselines on the test users, each at its own user-level threshold."""
-    scores = {"transformer": _score(model, kind, test_ws, vocab, device)}
+    scores = {"transformer": _score(model, kind, test_ws, vocab, device, sustain)}
     report = {"transformer": metrics.evaluate(scores["transformer"], test_ws, threshold)}
     if cfg.baselines:
         normal_train = train_ws.subset(train_ws.label == 0)
@@ -222,9 +227,10 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
         kind = "classifier"
     else:
         model, kind = mlm, "mlm"
+    sustain = cfg.sustain if kind == "classifier" else 1
     cal_ws = ws.subset(sp.calibration(ws))
     with progress.phase(show, f"calibrating the alert budget on {len(np.unique(cal_ws.user)):,} held-out users ..."):
-        cal_scores = _score(model, kind, cal_ws, vocab, device)
+        cal_scores = _score(model, kind, cal_ws, vocab, device, sustain)
     threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
     log.info("threshold %.4g for %.2f%% of %d calibration users", threshold, 100 * cfg.user_alert_rate,
              len(np.unique(cal_ws.user)))
@@ -235,11 +241,11 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     evaluable = (test_ws.label >= 0).all() and (test_ws.label == 1).any() and (test_ws.label == 0).any()
     if evaluable:
         with progress.phase(show, "evaluating on test users, with the baselines ..."):
-            scores, report = _evaluate(model, kind, vocab, device, cfg, rng, train_ws, cal_ws, test_ws, threshold)
+            scores, report = _evaluate(model, kind, sustain, vocab, device, cfg, rng, train_ws, cal_ws, test_ws, threshold)
     fingerprint = data_fingerprint(ws.input_ids, ws.label)
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
                 data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
-                metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate)
+                metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate, sustain=sustain)
     with progress.phase(show, "writing the artifact and the report ..."):
         art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
         report_dir = art_dir / "report"

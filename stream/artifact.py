@@ -1,0 +1,263 @@
+"""Model artifacts on disk: save, verify, load - safetensors only, every file checksummed.
+
+An artifact is a directory::
+
+    model.safetensors   weights (never a pickle)
+    config.json         the transformers BertConfig
+    vocab.json          the encoding vocabulary (stream.encoding), with its version
+    meta.json           version id, kind, threshold, sustain, severity steps, window config,
+                        data fingerprint, metrics, and sha256 of the three files above
+    SHA256SUMS          sha256 of all four files, meta.json included
+    SHA256SUMS.hmac     HMAC-SHA256 of SHA256SUMS under the registry's signing key (optional)
+
+Checksums catch corruption. They cannot catch someone who rewrites a whole directory and
+recomputes them; a signing key can: with ``SEQSENTRY_MODEL_KEY`` set (the key, or
+``@/path/to/keyfile``), training signs what it writes and loading refuses any artifact
+whose signature is missing or wrong - keep the key where the registry's writers are not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+from stream.encoding import ENCODING_VERSION, Vocabulary
+from stream.errors import SeqsentryError
+from stream.windows import WindowConfig
+
+ARTIFACT_FILES = ("model.safetensors", "config.json", "vocab.json")
+MANIFEST = "SHA256SUMS"
+SIGNATURE = "SHA256SUMS.hmac"
+KINDS = ("classifier", "mlm")
+MAX_SUSTAIN = 16
+KEY_ENV = "SEQSENTRY_MODEL_KEY"
+
+class ArtifactError(SeqsentryError, ValueError):
+    """An artifact that cannot be served: missing, corrupt, incompatible or unsafe."""
+
+
+#: What an artifact may ask of the serving process, checked before anything is allocated:
+#: far above any model seqsentry trains (2 x 64 by default), far below what would hurt a host.
+LIMITS = {"hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 64, "intermediate_size": 16_384,
+          "vocab_size": 2_000_000, "max_events": 1024, "parameters": 500_000_000, "file_bytes": 2_000_000_000}
+
+
+def check_limits(path: Path, config: BertConfig, vocab: Vocabulary, window: dict) -> None:
+    """Refuse dimensions, parameter counts and window lengths past :data:`LIMITS` (before building the model)."""
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
+        value = getattr(config, key, None)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= LIMITS[key]:
+            raise ArtifactError(f"{path}: config {key}={value!r} outside (0, {LIMITS[key]:,}]")
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    params = config.vocab_size * h + layers * (4 * h * h + 2 * h * inter)
+    if params > LIMITS["parameters"]:
+        raise ArtifactError(f"{path}: about {params:,} parameters, over the {LIMITS['parameters']:,} limit")
+    if not 0 < vocab.max_events <= LIMITS["max_events"] or window.get("max_events") != vocab.max_events:
+        raise ArtifactError(f"{path}: window length {vocab.max_events} must be in (0, {LIMITS['max_events']}] and "
+                            f"equal the window config's max_events ({window.get('max_events')})")
+    if config.max_position_embeddings != vocab.seq_len:
+        raise ArtifactError(f"{path}: max_position_embeddings {config.max_position_embeddings} != encoded length "
+                            f"{vocab.seq_len}")
+    size = (path / "model.safetensors").stat().st_size
+    if size > LIMITS["file_bytes"]:
+        raise ArtifactError(f"{path}: model.safetensors is {size:,} bytes, over the {LIMITS['file_bytes']:,} limit")
+
+
+
+@dataclass
+class Meta:
+    """What an artifact says about itself (meta.json)."""
+
+    version: str
+    kind: str
+    threshold: float
+    window: dict
+    encoding_version: int = ENCODING_VERSION
+    data_fingerprint: str = ""
+    created_at: str = ""
+    metrics: dict = field(default_factory=dict)
+    checksums: dict = field(default_factory=dict)
+    #: score where each severity starts (low, medium, high, critical): low = the threshold,
+    #: then the scores reached by 1/4, 1/16 and none of the calibration's normal users
+    severity: list = field(default_factory=list)
+    user_alert_rate: float = 0.0  # the share of normal users the threshold was calibrated to alert
+    #: consecutive events whose windows must all reach the threshold before an alert (Scorer.score)
+    sustain: int = 1
+
+    def validate(self, where: Path | str) -> None:
+        """Refuse a meta whose fields would break serving (wrong types, non-finite, out of order)."""
+        def bad(msg: str) -> ArtifactError:
+            return ArtifactError(f"{where}/meta.json: {msg}")
+        if not isinstance(self.version, str) or not self.version:
+            raise bad("version must be a non-empty string")
+        if self.kind not in KINDS:
+            raise bad(f"unknown model kind {self.kind!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float) \
+                or not np.isfinite(self.threshold):
+            raise bad(f"threshold must be a finite number, got {self.threshold!r}")
+        if self.kind == "classifier" and not 0.0 < self.threshold <= 1.0:
+            raise bad(f"a classifier's threshold must lie in (0, 1], got {self.threshold}")
+        sev = self.severity
+        if not (isinstance(sev, list) and len(sev) == 4 and all(isinstance(x, int | float) and not isinstance(x, bool)
+                                                                 and np.isfinite(x) for x in sev)):
+            raise bad("severity must be a list of 4 finite numbers")
+        if list(sev) != sorted(sev) or sev[0] != self.threshold:
+            raise bad("severity must start at the threshold and never decrease")
+        if isinstance(self.sustain, bool) or not isinstance(self.sustain, int) or not 1 <= self.sustain <= MAX_SUSTAIN:
+            raise bad(f"sustain must be an integer in [1, {MAX_SUSTAIN}], got {self.sustain!r}")
+        if self.kind == "mlm" and self.sustain != 1:
+            raise bad("a zero-label (mlm) model scores single events: sustain must be 1")
+        if not isinstance(self.window, dict):
+            raise bad("window must be an object")
+        try:
+            WindowConfig(**self.window)
+        except (TypeError, ValueError) as exc:
+            raise bad(f"window config is invalid: {exc}") from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def signing_key() -> bytes | None:
+    """The registry's signing key from ``SEQSENTRY_MODEL_KEY`` (the key, or ``@FILE``), or None."""
+    value = os.environ.get(KEY_ENV, "")
+    if not value:
+        return None
+    if value.startswith("@"):
+        try:
+            value = Path(value[1:]).read_text().strip()
+        except OSError as exc:
+            raise ArtifactError(f"{KEY_ENV}=@{value[1:]}: cannot read the key file ({exc.strerror})") from None
+    if len(value) < 16:
+        raise ArtifactError(f"{KEY_ENV} is shorter than 16 characters; use a long random key")
+    return value.encode()
+
+
+def manifest(path: Path) -> bytes:
+    """What SHA256SUMS holds for the files of ``path`` as they are now."""
+    return "".join(f"{_sha256(path / n)}  {n}\n" for n in (*ARTIFACT_FILES, "meta.json")).encode()
+
+
+def save_artifact(path: Path, model: torch.nn.Module, vocab: Vocabulary, meta: Meta) -> Path:
+    """Write an artifact directory: weights as safetensors, checksums in meta.json and in
+    SHA256SUMS (which covers meta.json too), signed when a signing key is set."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path / "model.safetensors"))  # de-duplicates tied weights (MLM decoder)
+    model.config.to_json_file(str(path / "config.json"))
+    vocab.save(path / "vocab.json")
+    meta.checksums = {name: _sha256(path / name) for name in ARTIFACT_FILES}
+    (path / "meta.json").write_text(json.dumps(asdict(meta), indent=2, default=float))
+    sums = manifest(path)
+    (path / MANIFEST).write_bytes(sums)
+    key = signing_key()
+    if key is not None:
+        (path / SIGNATURE).write_text(hmac.new(key, sums, hashlib.sha256).hexdigest() + "\n")
+    return path
+
+
+def _verify_manifest(path: Path) -> None:
+    """Every file, meta.json included, must match SHA256SUMS; with a signing key set, SHA256SUMS
+    must carry a valid signature."""
+    if not (path / MANIFEST).is_file():
+        raise ArtifactError(f"{path}: missing {MANIFEST} (written by `seqsentry train`); retrain or re-publish")
+    sums = (path / MANIFEST).read_bytes()
+    key = signing_key()
+    if key is not None:
+        try:
+            sig = (path / SIGNATURE).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            raise ArtifactError(f"{path}: not signed, and {KEY_ENV} is set: only signed models are loaded") from None
+        if not hmac.compare_digest(sig, hmac.new(key, sums, hashlib.sha256).hexdigest()):
+            raise ArtifactError(f"{path}: signature does not match {MANIFEST} (tampered, or signed with another key)")
+    if sums != manifest(path):
+        raise ArtifactError(f"{path}: files do not match {MANIFEST} (corrupt or tampered)")
+
+
+@dataclass
+class Artifact:
+    """A loaded, verified model ready to score."""
+
+    path: Path
+    meta: Meta
+    vocab: Vocabulary
+    model: torch.nn.Module
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    @property
+    def window_config(self) -> WindowConfig:
+        return WindowConfig(**self.meta.window)
+
+
+def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
+    """Load and verify an artifact; raise :class:`ArtifactError` on anything suspicious.
+
+    Only safetensors weights are read (no pickle is ever unpickled), every file's sha256
+    must match SHA256SUMS and meta.json (and the signature, with a signing key set), and the
+    encoding version must be this build's.
+    """
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise ArtifactError(f"{path} is not a model artifact (no meta.json); train one with `seqsentry train`")
+    unsafe = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")]
+    if unsafe:
+        raise ArtifactError(f"{path} holds pickle-format files {unsafe}; only safetensors artifacts are loaded")
+    try:
+        meta = Meta(**json.loads((path / "meta.json").read_text()))
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}/meta.json is unreadable: {exc}") from None
+    if meta.encoding_version != ENCODING_VERSION:
+        raise ArtifactError(
+            f"{path}: encoding version {meta.encoding_version} does not match this build's {ENCODING_VERSION}; retrain"
+        )
+    for name in ARTIFACT_FILES:
+        if not (path / name).is_file():
+            raise ArtifactError(f"{path}: missing {name}")
+    meta.validate(path)  # first: a field that would break serving is named, not just "does not match"
+    _verify_manifest(path)
+    for name in ARTIFACT_FILES:
+        if _sha256(path / name) != meta.checksums.get(name):
+            raise ArtifactError(f"{path}: checksum mismatch for {name} (corrupt or tampered)")
+    try:
+        vocab = Vocabulary.load(path / "vocab.json")
+        config = BertConfig.from_json_file(str(path / "config.json"))
+    except Exception as exc:
+        raise ArtifactError(f"{path}: vocab.json or config.json is unreadable: {str(exc)[:300]}") from None
+    check_limits(path, config, vocab, meta.window)
+    try:
+        cls = BertForSequenceClassification if meta.kind == "classifier" else BertForMaskedLM
+        model = cls(config)
+        load_model(model, str(path / "model.safetensors"), strict=True)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: weights do not fit the config: {str(exc)[:300]}") from None
+    if config.vocab_size != vocab.size:
+        raise ArtifactError(f"{path}: model vocabulary {config.vocab_size} != encoding vocabulary {vocab.size}")
+    model.eval().to(device)
+    return Artifact(path, meta, vocab, model)
+
+
+
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """sha256 over training arrays: the artifact records exactly what it was trained on."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:32]
+
