@@ -156,12 +156,18 @@ class Scorer:
         1 .. k-1 tokens - the evidence must hold for k consecutive events. One odd window of a
         normal user (a lone fast gap that also starts every scraping run) then does not alert,
         while an attack does: every window after its first attack event still holds it. A
-        window with fewer than k tokens scores 0. Below ``floor`` a window's score is its own.
+        window with fewer than k tokens scores 0. An ended session's window (END) keeps its own
+        score: no later event can sustain it, and what is missing at a session's end (a
+        sequence cut short) is evidence only that window holds. Below ``floor`` a window's
+        score is its own.
         """
         s = self.score_windows(enc, batch_size)
         k = self.artifact.meta.sustain
+        if k <= 1:
+            return s
         rows = np.flatnonzero(s >= (self.artifact.meta.threshold if floor is None else floor))
-        if k <= 1 or not len(rows):
+        rows = rows[~(enc.input_ids[rows] == END).any(1)]
+        if not len(rows):
             return s
         tokens = enc.attention_mask[rows].sum(1) - 1  # after CLS: events, and END of a closed session
         cols = np.arange(enc.input_ids.shape[1])[None, :]

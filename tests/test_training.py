@@ -100,14 +100,24 @@ def test_a_sustained_score_is_the_lowest_of_the_window_and_of_it_without_its_new
     own = scorer.score_windows(enc)
     sustained = scorer.score(enc, floor=-np.inf)
     tokens = enc.attention_mask.sum(1) - 1
-    for row in np.flatnonzero(tokens >= 3)[:40]:
+    open_ = ~(enc.input_ids == END).any(1)
+    for row in np.flatnonzero((tokens >= 3) & open_)[:40]:
         n = int(tokens[row])
         cut = [Encoded(np.where(np.arange(enc.input_ids.shape[1]) > n - j, 0, enc.input_ids[row])[None],
                        np.where(np.arange(enc.input_ids.shape[1]) > n - j, 0, enc.attention_mask[row])[None],
                        enc.length[row:row + 1]) for j in (1, 2)]
         expected = min(own[row], *(scorer.score_windows(c)[0] for c in cut))
         assert sustained[row] == pytest.approx(expected, abs=1e-6)
-    assert (sustained[tokens < 3] == 0).all()  # fewer events than k: no alert possible
+    assert (sustained[(tokens < 3) & open_] == 0).all()  # fewer events than k: no alert possible
+
+
+def test_an_ended_sessions_window_keeps_its_own_score_under_sustain(trained, records):
+    scorer = Scorer.load(trained[0].artifact, "cpu", runtime="torch")
+    scorer.artifact.meta.sustain = 3
+    enc = _windows(trained, records).encoded()
+    ended = (enc.input_ids == END).any(1)
+    assert ended.any()
+    assert np.array_equal(scorer.score(enc, floor=-np.inf)[ended], scorer.score_windows(enc)[ended])
 
 
 def test_below_the_floor_a_window_keeps_its_own_score(trained, records):
