@@ -116,6 +116,17 @@ class Meta:
             raise bad(f"sustain must be an integer in [1, {MAX_SUSTAIN}], got {self.sustain!r}")
         if self.kind == "mlm" and self.sustain != 1:
             raise bad("a zero-label (mlm) model scores single events: sustain must be 1")
+        for name in ("metrics", "checksums"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(f"{name} must be an object")
+        if not all(isinstance(v, str) for v in self.checksums.values()):
+            raise bad("checksums must map file names to sha256 strings")
+        for name in ("data_fingerprint", "created_at"):
+            if not isinstance(getattr(self, name), str):
+                raise bad(f"{name} must be a string")
+        if isinstance(self.user_alert_rate, bool) or not isinstance(self.user_alert_rate, int | float) \
+                or not 0.0 <= self.user_alert_rate < 1.0:
+            raise bad(f"user_alert_rate must be a number in [0, 1), got {self.user_alert_rate!r}")
         if not isinstance(self.window, dict):
             raise bad("window must be an object")
         try:

@@ -78,6 +78,8 @@ def test_any_type_string_is_accepted():
         (body(label="yes"), "bad-type"),
         (body(attack=3), "bad-type"),
         (body(item_id={"a": 1}), "bad-type"),
+        (body()[:-1] + b',"user_id":' + b"9" * 300 + b"}", "bad-value"),  # an integer id of 300 digits
+        (body()[:-1] + b',"user_id":' + b"9" * 5000 + b"}", "bad-value"),  # past Python's int-str limit
     ],
     ids=lambda v: v if isinstance(v, str) else "payload",
 )

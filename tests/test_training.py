@@ -289,6 +289,10 @@ def test_severity_follows_the_calibrated_steps():
     ("severity", [0.1, 0.2], "severity"),
     ("window", {"max_events": 64, "bogus": 1}, "window config"),
     ("window", {"max_events": "64"}, "window config"),
+    ("checksums", ["model.safetensors"], "checksums"),
+    ("metrics", 3, "metrics"),
+    ("user_alert_rate", "0.005", "user_alert_rate"),
+    ("bogus_field", 1, "unreadable"),
     ("sustain", 0, "sustain"),
     ("sustain", "3", "sustain"),
 ])
