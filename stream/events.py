@@ -189,6 +189,14 @@ class EventBatch:
     label: np.ndarray  # int8, -1 = unknown
     index: np.ndarray  # int64 position in the input sequence
     events: list[Event] = field(default_factory=list)
+    #: int64 partition clock per event (event time capped by its message's broker time, see
+    #: runtime.pipeline.check_clock_skew); None = event time. Drives session ends and idle expiry.
+    clock: np.ndarray | None = None
+
+    @property
+    def clock_ts(self) -> np.ndarray:
+        """What each event tells the partition's clock: ``clock`` when set, else its event time."""
+        return self.ts if self.clock is None else self.clock
 
     def __len__(self) -> int:
         return len(self.user_id)
@@ -220,6 +228,7 @@ class EventBatch:
             label=self.label[rows],
             index=self.index[rows],
             events=[self.events[i] for i in rows] if self.events else [],
+            clock=None if self.clock is None else self.clock[rows],
         )
 
 

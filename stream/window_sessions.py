@@ -31,17 +31,18 @@ class Closes:
 
 
 def session_closes(config: WindowConfig, max_ts: int, open_: np.ndarray, last_ts: np.ndarray, count: np.ndarray,
-                   ts: np.ndarray, order: np.ndarray, s_sorted: np.ndarray, first: np.ndarray,
+                   ts: np.ndarray, clock: np.ndarray, order: np.ndarray, s_sorted: np.ndarray, first: np.ndarray,
                    start: np.ndarray) -> Closes:
     """Which sessions the batch closes, decided per event in arrival order (before anything is written).
 
     ``max_ts``/``open_``/``last_ts``/``count``: the store's watermark and per-slot state before
-    the batch. ``order``/``s_sorted``/``first``/``start``: the batch grouped by user, as
-    :meth:`WindowStore.add` sorts it.
+    the batch. ``ts``: the events' times; ``clock``: what each tells the partition's clock
+    (``EventBatch.clock_ts``). ``order``/``s_sorted``/``first``/``start``: the batch grouped by
+    user, as :meth:`WindowStore.add` sorts it.
     """
     n = len(ts)
     gap = min(config.session_gap_ms, config.idle_ttl_ms)  # a session ends before its user expires
-    watermark = np.maximum.accumulate(np.r_[max_ts, ts])[1:]  # event time after each arrival
+    watermark = np.maximum.accumulate(np.r_[max_ts, clock])[1:]  # the partition's clock after each arrival
     us, first_at = s_sorted[first], order[first]  # each batch user's slot and first arrival row
     # sessions stored before this batch: closed if the watermark passes them before their user's next event
     cand = np.flatnonzero(open_ & (last_ts + gap < watermark[-1]))

@@ -66,7 +66,7 @@ class WindowStore:
         self._free: list[int] = []
         self._clock = 0
         self._last_expiry_ts = 0
-        self.max_ts = 0  # newest event time seen: the store's event-time watermark
+        self.max_ts = 0  # newest event time seen (capped by broker time live): the store's watermark
         self.late_inserted = 0
         self.too_late = 0
         self.evicted_lru = 0
@@ -212,7 +212,7 @@ class WindowStore:
         rank = np.arange(n) - start
         ts_sorted = batch.ts[order]
         closes = session_closes(self.config, self.max_ts, self.open, self.last_ts, self.count,
-                                batch.ts, order, s_sorted, first, start)
+                                batch.ts, batch.clock_ts, order, s_sorted, first, start)
         if on_close is not None and len(closes.stored):
             on_close(Change(closes.stored, closes.stored_by, self.read(closes.stored), self.count[closes.stored].copy()))
         stored_last = np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted], np.iinfo(np.int64).min)
@@ -255,7 +255,7 @@ class WindowStore:
         return AddResult(rev_unique, all_rows[::-1][rev_idx], too_late_rows)
 
     def _after_add(self, batch: EventBatch) -> None:
-        self.max_ts = max(self.max_ts, int(batch.ts.max()))
+        self.max_ts = max(self.max_ts, int(batch.clock_ts.max()))
         if self.max_ts - self._last_expiry_ts > self.config.idle_ttl_ms // 10:
             self.expire()
 

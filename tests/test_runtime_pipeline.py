@@ -164,3 +164,21 @@ def test_a_few_rejects_in_a_healthy_batch_are_not_logged(detector, caplog, monke
     with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
         run(detector, [b"garbage"] * 5 + [event("a", T0 + i) for i in range(30)], topic="clicks")
     assert not caplog.records
+
+
+def _sessions_ended_by_a_fast_clock(detector, kafka_ts):
+    """User b's session (last event at T0) and then user a's event dated 40 min ahead."""
+    store = detector.new_store()
+    pipeline.step(detector, store, pipeline.parse([event("b", T0)]), kafka_ts=kafka_ts, max_clock_skew_ms=3_600_000)
+    ahead = pipeline.step(detector, store, pipeline.parse([event("a", T0 + 40 * 60_000)]), kafka_ts=kafka_ts,
+                          max_clock_skew_ms=3_600_000)
+    return ahead.sessions_ended
+
+
+def test_an_event_ahead_of_its_broker_timestamp_does_not_end_other_users_sessions(detector):
+    assert _sessions_ended_by_a_fast_clock(detector, np.array([T0 + 1_000], dtype=np.int64)) == 0
+
+
+def test_without_broker_timestamps_event_time_alone_ends_sessions(detector):
+    # offline scoring: the same two events end b's session (its 30 min gap has passed in event time)
+    assert _sessions_ended_by_a_fast_clock(detector, None) == 1

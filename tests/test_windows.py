@@ -112,6 +112,15 @@ def test_idle_users_expire_after_the_ttl_in_event_time():
     assert store.evicted_idle == 1
 
 
+def test_idle_expiry_follows_the_partition_clock_not_an_event_time_ahead_of_it():
+    store = WindowStore(WindowConfig(idle_ttl_ms=60_000, span_ms=60_000))
+    store.add(batch(("old", 0, "a"), ("new", 50_000, "a")))
+    ahead = batch(("new", 100_000, "b"))
+    ahead.clock = np.array([T0 + 55_000])  # its message's broker time: the event claims 45 s more
+    store.add(ahead)
+    assert store.slot_of("old") is not None and store.evicted_idle == 0
+
+
 def test_expire_accepts_an_explicit_watermark():
     store = WindowStore(WindowConfig(idle_ttl_ms=60_000, span_ms=60_000))
     store.add(batch(("u", 0, "a")))

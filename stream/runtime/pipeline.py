@@ -60,10 +60,19 @@ def check_clock_skew(batch: events.EventBatch, kafka_ts: np.ndarray | None,
     Messages without a broker timestamp (``kafka_ts`` <= 0) and offline scoring
     (``kafka_ts`` None) are not checked. The window rebuild applies the same check, so a
     restart does not bring a refused event back.
+
+    An event within the bound still only moves the partition's clock (session ends, idle
+    expiry: ``EventBatch.clock``) as far as its broker timestamp: one producer whose clock
+    runs ahead cannot end other users' sessions or expire them early. Replayed history is
+    stamped by the broker after its event times, so its clock is its event time, exactly as
+    offline scoring reads it.
     """
-    if kafka_ts is None or max_clock_skew_ms is None or not len(batch):
+    if kafka_ts is None or not len(batch):
         return batch, []
     broker_ts = np.asarray(kafka_ts, dtype=np.int64)[batch.index]
+    batch.clock = np.where(broker_ts > 0, np.minimum(batch.ts, broker_ts), batch.ts)
+    if max_clock_skew_ms is None:
+        return batch, []
     ahead = batch.ts - broker_ts
     bad = (broker_ts > 0) & (ahead > max_clock_skew_ms)
     if not bad.any():
