@@ -195,8 +195,11 @@ def _verify_manifest(path: Path) -> None:
             raise ArtifactError(f"{path}: not signed, and {KEY_ENV} is set: only signed models are loaded") from None
         if not hmac.compare_digest(sig, hmac.new(key, sums, hashlib.sha256).hexdigest()):
             raise ArtifactError(f"{path}: signature does not match {MANIFEST} (tampered, or signed with another key)")
-    if sums != manifest(path):
-        raise ArtifactError(f"{path}: files do not match {MANIFEST} (corrupt or tampered)")
+    now = manifest(path)
+    if sums != now:
+        differ = [ln.split("  ", 1)[-1] for ln in set(now.decode().splitlines()) - set(sums.decode(errors="replace").splitlines())]
+        raise ArtifactError(f"{path}: checksum mismatch for {', '.join(sorted(differ)) or MANIFEST}: the files do not "
+                            f"match {MANIFEST} (corrupt or tampered)")
 
 
 @dataclass

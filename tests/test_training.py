@@ -304,8 +304,8 @@ def test_meta_fields_that_would_break_serving_are_refused_in_one_line(trained, t
 
 
 def test_an_edited_meta_json_with_valid_fields_is_refused_by_the_manifest(trained, tmp_path):
-    bad = tampered(trained, tmp_path, "meta.json", lambda m: m.update(threshold=0.999))
-    with pytest.raises(ArtifactError, match="do not match SHA256SUMS"):
+    bad = tampered(trained, tmp_path, "meta.json", lambda m: m.update(version="someone-elses"))
+    with pytest.raises(ArtifactError, match="checksum mismatch for meta.json"):
         load_artifact(bad)
 
 
