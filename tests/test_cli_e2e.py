@@ -19,6 +19,7 @@ from stream.cli import main
 SEQSENTRY = [sys.executable, "-m", "stream.cli"]
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_summarises(tmp_path):
     proc = subprocess.run(
         [*SEQSENTRY, "demo", "--events", "6000", "--rate", "0", "--train-events", "20000", "--no-live",
@@ -47,6 +48,7 @@ def test_alerts_tail_filters_by_severity_and_prints_json(broker, topic, capsys):
     assert sorted(a["severity"] for a in shown) == ["critical", "high"]
 
 
+@pytest.mark.slow
 def test_run_stops_cleanly_on_sigterm_and_commits_everything(broker, tiny_model, traffic, tmp_path):
     res, _ = tiny_model
     n = 2000

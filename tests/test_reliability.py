@@ -23,6 +23,7 @@ from tests.test_service import Stack, read_topic, wait_for
 SEQSENTRY = [sys.executable, "-m", "stream.cli"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
 def test_kill_9_at_random_points_loses_nothing(broker, tiny_model, traffic, offline_alerts_for_traffic, tmp_path, mode):
     log = tmp_path / "t.jsonl"
@@ -86,6 +87,7 @@ def offline_alerts_for_traffic(tiny_model, traffic, tmp_path_factory):
     return [orjson.loads(x) for x in (d / "a.jsonl").read_bytes().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_paused_broker_is_survived_and_shown_in_readiness(tiny_model, traffic, tmp_path):
     with EmbeddedBroker() as own:
         stack = Stack(own, tiny_model[1])
@@ -176,6 +178,7 @@ def test_secrets_never_reach_logs(tmp_path):
     assert "hunter2" not in proc.stdout + proc.stderr  # ... and nothing anywhere shows the password
 
 
+@pytest.mark.slow
 def test_sasl_settings_reach_an_authenticating_broker_and_a_refused_login_is_named(tmp_path):
     """Tansu's --authentication: the -X SASL settings drive a real SCRAM exchange with the broker.
 
@@ -237,6 +240,7 @@ class _WedgedConsumer:
         return getattr(self._real, name)
 
 
+@pytest.mark.slow
 def test_a_detector_that_stops_consuming_while_behind_fails_its_health_check(broker, tiny_model, traffic, tmp_path):
     stack = Stack(broker, tiny_model[1], stall_timeout_s=3.0)
     svc = stack.start()

@@ -100,6 +100,7 @@ def test_cli_missing_topic_is_one_line_not_a_traceback(broker, tmp_path, capsys)
     assert "does not exist" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_unreachable_broker_is_one_line(tmp_path, capsys):
     log = tmp_path / "small.jsonl"
     log.write_bytes(b'{"user_id":"a","ts":1700000000000,"type":"view"}\n')

@@ -188,6 +188,7 @@ def test_malformed_events_go_to_the_dead_letter_topic_while_valid_traffic_flows(
     assert m[("seqsentry_events_rejected_total", (("reason", "not-json"),))] == 1
 
 
+@pytest.mark.slow
 def test_a_restart_mid_stream_misses_no_attacker_and_skips_no_event(broker, tiny_model, log_file, traffic,
                                                                     offline_alerts):
     stack = Stack(broker, tiny_model[1])
@@ -207,6 +208,7 @@ def test_a_restart_mid_stream_misses_no_attacker_and_skips_no_event(broker, tiny
     assert {a["user_id"] for a in offline_alerts} <= {a["user_id"] for a in alerts}
 
 
+@pytest.mark.slow
 def test_hot_reload_switches_model_version_mid_stream(broker, tiny_model, traffic, tmp_path):
     res, _ = tiny_model
     reg = tmp_path / "reg"
@@ -285,6 +287,7 @@ def test_messages_keyed_by_someone_else_are_counted(broker, tiny_model):
     assert svc.metrics.value("seqsentry_key_mismatch_total") == 1
 
 
+@pytest.mark.slow
 def test_faust_runtime_gives_the_same_alerts_as_offline_scoring(broker, tiny_model, traffic, tmp_path):
     import subprocess
     import sys
