@@ -220,6 +220,16 @@ class Artifact:
         return WindowConfig(**self.meta.window)
 
 
+def check_model_dir(path: Path | str) -> None:
+    """The cheap first check of a model path: it must be an existing directory (the artifact
+    itself is verified by :func:`load_artifact`). Callers that wait for Kafka run it first."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"no such model directory: {path}")
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is a file, not a model directory; give the artifact's directory")
+
+
 def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
     """Load and verify an artifact; raise :class:`ArtifactError` on anything suspicious.
 
@@ -228,6 +238,7 @@ def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
     encoding version must be this build's.
     """
     path = Path(path)
+    check_model_dir(path)
     if not (path / "meta.json").is_file():
         raise ArtifactError(f"{path} is not a model artifact (no meta.json); train one with `seqsentry train`")
     unsafe = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")]

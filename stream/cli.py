@@ -76,7 +76,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from stream import replay
 
     n = replay.record(args.bootstrap, args.topic, args.out, options=_options(args), max_messages=args.count,
-                      idle_timeout=args.idle_timeout, show_progress=not args.quiet)
+                      idle_timeout=args.idle_timeout, show_progress=not args.quiet, headers=args.headers)
     print(f"recorded {n:,} messages from {args.topic} to {args.out}")
     return 0
 
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="record a topic to a JSONL file")
     p.add_argument("out", type=Path, help="output file (.jsonl, optionally .gz)")
     p.add_argument("--topic", "-t", default="events")
+    p.add_argument("--headers", action="store_true",
+                   help='one JSON object per message: {"value", "key", "headers", "partition", "offset"} '
+                        "(e.g. the reasons of dead letters, in their seqsentry.* headers)")
     p.add_argument("--count", type=int, help="stop after this many messages")
     p.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this many seconds without messages")
     p.add_argument("--quiet", "-q", action="store_true")
@@ -182,8 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     for register in _extra_commands():
         register(sub)
     for p in sub.choices.values():  # every help text shows its defaults
-        p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+        p.formatter_class = DefaultsHelpFormatter
     return parser
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends in its default, unless argparse's default is no value at all
+    (None, an empty list): there "(default: None)" would be wrong for `run`'s settings, whose
+    real defaults apply after SEQSENTRY_* and --config, and their help states them itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _extra_commands() -> list:

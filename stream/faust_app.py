@@ -43,7 +43,7 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
         cfg.group, broker=f"kafka://{cfg.bootstrap}", store="memory://", web_enabled=False,
         datadir=tempfile.mkdtemp(prefix="seqsentry-faust-"),  # Faust's working files, never in the cwd
         key_serializer="raw", value_serializer="raw", topic_allow_declare=False, topic_disable_leader=True,
-        broker_session_timeout=6.0, broker_heartbeat_interval=0.5, consumer_auto_offset_reset="earliest",
+        broker_session_timeout=6.0, broker_heartbeat_interval=0.5, consumer_auto_offset_reset=cfg.offset_reset,
     )
     source = app.topic(cfg.topic, key_type=bytes, value_type=bytes)
     alerts_topic = app.topic(cfg.alerts_topic, key_type=bytes, value_type=bytes)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from stream import kafka, logs, progress
 from stream.events import Reject
@@ -137,6 +137,33 @@ def replay(
     return stats
 
 
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _value_line(value: bytes) -> bytes:
+    """A value as one line: as it is, or, holding a newline, compact JSON (or a JSON string)."""
+    if b"\n" not in value:
+        return value
+    try:
+        return orjson.dumps(orjson.loads(value))
+    except orjson.JSONDecodeError:
+        return orjson.dumps(value.decode("utf-8", "replace"))
+
+
+def _message_line(m: Message) -> bytes:
+    """A message as one JSON object: its value (parsed when it is JSON, else a string), key,
+    headers (values as strings; a repeated key keeps its last value) and place in the topic."""
+    raw = m.value()
+    try:
+        value = None if raw is None else orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = _text(raw)
+    headers = {k: _text(v) for k, v in m.headers() or []}
+    return orjson.dumps({"value": value, "key": _text(m.key()), "headers": headers, "partition": m.partition(),
+                         "offset": m.offset()})
+
+
 def record(
     bootstrap: str,
     topic: str,
@@ -146,6 +173,7 @@ def record(
     max_messages: int | None = None,
     idle_timeout: float = 5.0,
     show_progress: bool = False,
+    headers: bool = False,
 ) -> int:
     """Write every message of ``topic`` (all partitions, from the beginning) to a JSONL file.
 
@@ -153,6 +181,8 @@ def record(
     not at the high watermark, which some Kafka-compatible brokers report inexactly.
     Values are written one per line as they are; a value containing a newline is
     re-serialised compactly if it is JSON, and otherwise written as a JSON string.
+    With ``headers``, each line is instead a JSON object holding the value with the
+    message's key, headers, partition and offset (dead letters carry their reasons there).
     """
     partitions = kafka.require_topic(bootstrap, topic, options)
     cons: Consumer = kafka.consumer(bootstrap, "seqsentry-record", options)
@@ -179,13 +209,7 @@ def record(
                         if m.error().code() == KafkaError._PARTITION_EOF:
                             continue
                         raise kafka.KafkaUnavailable(f"record failed: {m.error()}")
-                    value = m.value() or b""
-                    if b"\n" in value:
-                        try:
-                            value = orjson.dumps(orjson.loads(value))
-                        except orjson.JSONDecodeError:
-                            value = orjson.dumps(value.decode("utf-8", "replace"))
-                    lines.append(value)
+                    lines.append(_message_line(m) if headers else _value_line(m.value() or b""))
                 out.write(b"\n".join(lines) + b"\n")
                 n += len(lines)
                 bar.update(task, completed=n, rate=f"{n / max(last - t0, 1e-9):,.0f} msg/s")

@@ -31,6 +31,7 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from stream import kafka, registry
+from stream.artifact import check_model_dir
 from stream.batcher import InferenceWorker
 from stream.detector import Detector
 from stream.metrics import Metrics
@@ -64,6 +65,13 @@ class Progress:
         return self.uncommitted_batches == 0 and self.queued_windows == 0
 
 
+def group_consumer(cfg: ServiceConfig, **overrides: object) -> Consumer:
+    """The consumer of ``cfg.group``: seqsentry's defaults, then ``--offset-reset``, then the -X
+    settings (an explicit ``-X auto.offset.reset`` wins: pass-through settings always do)."""
+    return kafka.consumer(cfg.bootstrap, cfg.group, cfg.kafka_options,
+                          **{"auto.offset.reset": cfg.offset_reset, **overrides})
+
+
 class Service:
     """The live detector. ``run()`` blocks until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
 
@@ -92,6 +100,9 @@ class Service:
     def setup(self) -> None:
         """Check the cluster and topics, load the model(s), build the runtime, start the metrics server."""
         cfg, m = self.cfg, self.metrics
+        for path in (cfg.model, cfg.shadow):  # a mistyped path fails now, not after waiting for the cluster
+            if path is not None:
+                check_model_dir(path)
         kafka.wait_for_topics(cfg.bootstrap, (cfg.topic, cfg.alerts_topic, cfg.dlq_topic), cfg.kafka_options,
                               timeout=cfg.startup_timeout_s)
         scorer = self._load(self._model_path())
@@ -114,7 +125,7 @@ class Service:
                                       max_wait_ms=cfg.max_wait_ms, max_queue_windows=cfg.max_queue_windows, metrics=m)
         self.commits = CommitTracker(m, commit_interval_ms=cfg.commit_interval_ms,
                                      fatal_reason=self.outputs.fatal_reason)
-        consumer = kafka.consumer(cfg.bootstrap, cfg.group, cfg.kafka_options, error_cb=self.errors.on_error)
+        consumer = group_consumer(cfg, error_cb=self.errors.on_error)
         self.partitions = Partitions(cfg, self.detector, m, finish=lambda: self.loop.finish_in_flight())
         self.loop = ConsumerLoop(cfg, consumer, self.detector, self.worker, self.outputs, self.commits,
                                  self.partitions, m)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stream.log_args import log_args, log_spec, report_log_quality
+from stream.runtime import defaults
 
 if TYPE_CHECKING:  # pydantic costs most of a second: `--help` must not pay for it
     from stream.runtime.config import ServiceConfig
@@ -84,6 +85,10 @@ def cmd_faust(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     if cfg.kafka_options:
         raise ValueError("the Faust runtime takes no -X librdkafka settings (aiokafka underneath); use `seqsentry run`")
+    if cfg.model is not None:  # a mistyped path fails now, not after reaching the cluster
+        from stream.artifact import check_model_dir
+
+        check_model_dir(cfg.model)
     kafka.check_reachable(cfg.bootstrap)
     print(f"seqsentry (Faust runtime): consuming {cfg.topic} on {cfg.bootstrap}; alerts -> {cfg.alerts_topic}", flush=True)
     run(cfg)
@@ -112,69 +117,95 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 
+# The `run`/`faust` options that set a ServiceConfig field, by field name (the flag is the name
+# with dashes). argparse's default stays None: an option not given must leave the setting to
+# SEQSENTRY_* and the --config file. So each help states the setting's real default itself, from
+# stream.runtime.defaults (ServiceConfig's own source), or, for a setting that defaults to None,
+# what not giving it means (``unset``).
+_SETTINGS: dict[str, dict[str, Any]] = {
+    "bootstrap": {"short": ("-b",), "help": "Kafka bootstrap servers",
+                  "unset": "none; give it here, as SEQSENTRY_BOOTSTRAP or as bootstrap: in --config"},
+    "topic": {"short": ("-t",), "help": "input topic"},
+    "alerts_topic": {"help": "topic the alerts are published to"},
+    "dlq_topic": {"help": "dead-letter topic: refused messages, with their reasons as headers"},
+    "group": {"help": "consumer group (more processes in one group share the partitions)"},
+    "offset_reset": {"choices": ["earliest", "latest"],
+                     "help": "what a consumer group without committed offsets reads first: earliest the whole "
+                             "topic (and alerts on it), latest only what arrives from now on"},
+    "registry": {"type": Path, "help": "model registry: its current model is served, and hot-reloaded"},
+    "model": {"type": Path, "help": "serve this artifact directory (no hot reload)",
+              "unset": "the registry's current model"},
+    "shadow": {"type": Path, "help": "candidate artifact scored alongside, without alerting", "unset": "none"},
+    "device": {"help": "auto | cpu | cuda (auto: cuda when PyTorch sees a GPU)"},
+    "runtime": {"choices": ["auto", "torch", "onnx"],
+                "help": "model runtime (auto: ONNX Runtime for a classifier on CPU when installed)"},
+    "max_batch_size": {"type": int, "help": "most windows per model call"},
+    "max_wait_ms": {"type": float, "help": "longest wait for a fuller model batch after its first window"},
+    "max_queue_windows": {"type": int, "help": "windows waiting for inference before consumption pauses"},
+    "poll_wait_ms": {"type": float, "help": "longest wait for a fuller consume batch (latency floor)"},
+    "commit_interval_ms": {"type": float, "help": "commit completed offsets at most this often"},
+    "cooldown_s": {"type": float, "help": "per-user alert cooldown, in event time"},
+    "coalesce": {"action": "store_true",
+                 "help": "score only each user's newest pending window (faster under load, not replay-exact)"},
+    "metrics_host": {"help": "address of /metrics, /healthz and /readyz"},
+    "metrics_port": {"type": int, "help": "port of /metrics, /healthz and /readyz (0: any free port)"},
+    "reload_interval_s": {"type": float, "help": "how often the registry is checked for a new current model"},
+    "stall_timeout_s": {"type": float,
+                        "help": "/healthz fails when the detector is behind yet consumes nothing this long"},
+    "exactly_once": {"action": "store_true",
+                     "help": "Kafka transactions: alerts, dead letters and offsets commit atomically (readers use "
+                             "isolation.level=read_committed)"},
+    "transactional_id": {"help": "stable per instance", "unset": "seqsentry-<group>-<hostname>"},
+    "startup_timeout_s": {"type": float, "help": "retry an unreachable cluster or missing topics with backoff this long"},
+    "max_users": {"type": int, "help": "cap on tracked users per partition (LRU eviction beyond)",
+                  "unset": "the model's window config"},
+    "max_clock_skew_s": {"type": float,
+                         "help": "dead-letter (bad-timestamp) events dated more than this after their message's "
+                                 "broker timestamp"},
+    "audit_log": {"type": Path, "help": "append 'partition offset' of every scored event (testing)", "unset": "none"},
+}
+_FAUST_SETTINGS = ("topic", "alerts_topic", "dlq_topic", "group", "offset_reset", "registry", "model",
+                   "device", "max_batch_size", "max_wait_ms", "cooldown_s", "metrics_host", "metrics_port",
+                   "max_clock_skew_s")
+
+
+def _setting(p: argparse.ArgumentParser, name: str, note: str = "") -> None:
+    """Add the option of setting ``name`` to ``p``, its help ending in the setting's real default."""
+    spec = dict(_SETTINGS[name])
+    short, unset = spec.pop("short", ()), spec.pop("unset", None)
+    shown = unset if unset is not None else getattr(defaults, name.upper())
+    spec["help"] = f"{spec['help']}{note} (default: {shown})"
+    p.add_argument(*short, "--" + name.replace("_", "-"), default=None, **spec)
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path,
+                   help="YAML file of settings, keyed by setting name (flags and SEQSENTRY_* override it; every "
+                        "setting: seqsentry.example.yaml) (default: none)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     register_demo(sub)
     p = sub.add_parser("run", help="run the streaming detector against Kafka")
-    p.add_argument("--config", type=Path, help="YAML file with settings (flags and SEQSENTRY_* override it)")
-    p.add_argument("--bootstrap", "-b", help="Kafka bootstrap servers")
+    _config_arg(p)
+    _setting(p, "bootstrap")
     p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE",
-                   help="librdkafka setting passed through (repeatable)")
-    p.add_argument("--topic", "-t")
-    p.add_argument("--alerts-topic")
-    p.add_argument("--dlq-topic")
-    p.add_argument("--group")
-    p.add_argument("--registry", type=Path)
-    p.add_argument("--model", type=Path, help="serve this artifact (no hot reload)")
-    p.add_argument("--shadow", type=Path, help="candidate artifact scored alongside, without alerting")
-    p.add_argument("--device", help="auto | cpu | cuda")
-    p.add_argument("--runtime", choices=["auto", "torch", "onnx"],
-                   help="model runtime (auto: ONNX Runtime for a classifier on CPU when installed)")
-    p.add_argument("--max-batch-size", type=int)
-    p.add_argument("--max-wait-ms", type=float)
-    p.add_argument("--max-queue-windows", type=int)
-    p.add_argument("--poll-wait-ms", type=float, help="longest wait for a fuller consume batch (latency floor)")
-    p.add_argument("--commit-interval-ms", type=float, help="commit completed offsets at most this often")
-    p.add_argument("--cooldown-s", type=float)
-    p.add_argument("--coalesce", action="store_true", default=None,
-                   help="score only each user's newest pending window (faster under load, not replay-exact)")
-    p.add_argument("--metrics-host")
-    p.add_argument("--metrics-port", type=int)
-    p.add_argument("--reload-interval-s", type=float)
-    p.add_argument("--stall-timeout-s", type=float,
-                   help="/healthz fails when the detector is behind yet consumes nothing this long (default 120)")
-    p.add_argument("--exactly-once", action="store_true", default=None,
-                   help="Kafka transactions: alerts, dead letters and offsets commit atomically (readers use "
-                        "isolation.level=read_committed)")
-    p.add_argument("--transactional-id", help="stable per instance (default seqsentry-<group>-<hostname>)")
-    p.add_argument("--startup-timeout-s", type=float,
-                   help="retry an unreachable cluster or missing topics with backoff this long (default 60)")
-    p.add_argument("--max-users", type=int, help="cap on tracked users per partition (LRU eviction beyond)")
-    p.add_argument("--max-clock-skew-s", type=float,
-                   help="dead-letter (bad-timestamp) events dated more than this after their message's broker "
-                        "timestamp (default 3600)")
-    p.add_argument("--audit-log", type=Path, help="append 'partition offset' of every scored event (testing)")
+                   help="librdkafka setting passed through (repeatable; it wins over the option setting the same "
+                        "key, e.g. -X auto.offset.reset over --offset-reset) (default: none)")
+    for name in [n for n in _SETTINGS if n != "bootstrap"]:
+        _setting(p, name, "; an explicit -X auto.offset.reset wins" if name == "offset_reset" else "")
     p.add_argument("--bootstrap-model", action="store_true",
                    help="if the registry has no model, first train a starter model on generated traffic")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("faust", help="run the same detector as a faust-streaming agent (Faust runtime)")
-    p.add_argument("--config", type=Path)
-    p.add_argument("--bootstrap", "-b")
-    p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--topic", "-t")
-    p.add_argument("--alerts-topic")
-    p.add_argument("--dlq-topic")
-    p.add_argument("--group")
-    p.add_argument("--registry", type=Path)
-    p.add_argument("--model", type=Path)
-    p.add_argument("--device")
-    p.add_argument("--max-batch-size", type=int)
-    p.add_argument("--max-wait-ms", type=float)
-    p.add_argument("--cooldown-s", type=float)
-    p.add_argument("--metrics-host")
-    p.add_argument("--metrics-port", type=int)
-    p.add_argument("--max-clock-skew-s", type=float,
-                   help="dead-letter (bad-timestamp) events dated more than this after their broker timestamp")
+    _config_arg(p)
+    _setting(p, "bootstrap")
+    p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="refused: the Faust runtime takes no librdkafka settings (aiokafka underneath); use "
+                        "`seqsentry run` (default: none)")
+    for name in _FAUST_SETTINGS:
+        _setting(p, name)
     p.set_defaults(func=cmd_faust)
 
     p = sub.add_parser("score", help="score a recorded log offline with the live pipeline; alerts to a file")
@@ -182,10 +213,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("alerts.jsonl"))
     p.add_argument("--dead-letters", type=Path, help="write rejected records with reasons here")
     p.add_argument("--model", type=Path)
-    p.add_argument("--registry", type=Path, default=Path("registry"))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
-    p.add_argument("--cooldown-s", type=float, default=600.0)
+    p.add_argument("--registry", type=Path, default=defaults.REGISTRY)
+    p.add_argument("--device", default=defaults.DEVICE)
+    p.add_argument("--runtime", default=defaults.RUNTIME, choices=["auto", "torch", "onnx"])
+    p.add_argument("--cooldown-s", type=float, default=defaults.COOLDOWN_S)
     p.add_argument("--quiet", "-q", action="store_true")
     log_args(p)
     p.set_defaults(func=cmd_score)
@@ -262,12 +293,12 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=float, default=2_000.0, help="events per second (0 = as fast as possible)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--train-events", type=int, default=60_000, help="generated events to train on when no model exists")
-    p.add_argument("--registry", type=Path, default=Path("registry"))
+    p.add_argument("--registry", type=Path, default=defaults.REGISTRY)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--bootstrap", "-b", help="use this Kafka instead of the embedded broker")
     p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--metrics-port", type=int, default=9108)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--metrics-port", type=int, default=defaults.METRICS_PORT)
+    p.add_argument("--device", default=defaults.DEVICE)
     p.add_argument("--no-live", action="store_true", help="no live alert table (summary only)")
     p.set_defaults(func=cmd_demo)
 

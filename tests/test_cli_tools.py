@@ -89,6 +89,84 @@ def test_help_texts_show_defaults():
     assert "(default: 0.005)" in text and "(default: auto)" in text
 
 
+def _subcommand(name: str):
+    return build_parser()._subparsers._group_actions[0].choices[name]  # noqa: SLF001 - argparse's own API
+
+
+def test_run_help_states_the_true_defaults():
+    from stream.runtime.config import ServiceConfig
+
+    text = " ".join(_subcommand("run").format_help().split())  # argparse wraps lines anywhere
+    for flag, name in (("--max-batch-size MAX_BATCH_SIZE", "max_batch_size"), ("--group GROUP", "group"),
+                       ("--offset-reset {earliest,latest}", "offset_reset"), ("--cooldown-s COOLDOWN_S", "cooldown_s")):
+        # " FLAG" is the option's own entry (the usage line has "[FLAG"); its default is the first after it
+        stated = re.search(rf" {re.escape(flag)} .*?\(default: ([^)]*)\)", text).group(1)
+        assert stated == str(ServiceConfig.model_fields[name].default), name
+
+
+@pytest.mark.parametrize("command", ["run", "faust"])
+def test_every_run_and_faust_option_states_the_settings_default(command):
+    from stream.runtime.config import ServiceConfig
+
+    for action in _subcommand(command)._actions:  # noqa: SLF001
+        if action.dest == "help":
+            continue
+        # argparse's formatter adds a real argparse default; options defaulting to None must state theirs
+        assert action.help and (action.default not in (None, []) or "(default: " in action.help), action.dest
+        field = ServiceConfig.model_fields.get(action.dest)
+        if field is not None and not field.is_required() and field.default is not None and not field.default_factory:
+            assert action.help.endswith(f"(default: {field.default})"), action.dest  # the setting's, not a copy
+
+
+def test_no_help_text_says_default_none():
+    for name, parser in build_parser()._subparsers._group_actions[0].choices.items():  # noqa: SLF001
+        assert "(default: None)" not in parser.format_help(), name
+
+
+@pytest.mark.parametrize("command", ["run", "faust"])
+def test_a_config_file_yaml_cannot_parse_is_one_line_not_a_traceback(command, tmp_path, capsys):
+    cfg_file = tmp_path / "seqsentry.yaml"
+    cfg_file.write_text("bootstrap: kafka-1:9092\n  topic: events\n")
+    assert main([command, "--config", str(cfg_file)]) == 2
+    assert capsys.readouterr().err == (f"seqsentry {command}: error: invalid config file {cfg_file}: "
+                                       "mapping values are not allowed here, line 2\n")
+
+
+def test_a_bad_number_in_the_environment_names_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("SEQSENTRY_MAX_BATCH_SIZE", "abc")
+    assert main(["run", "-b", "kafka-1:9092"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqsentry run: error: invalid settings: SEQSENTRY_MAX_BATCH_SIZE: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["run", "faust"])
+def test_a_missing_model_directory_is_named_before_kafka_is_waited_for(command, monkeypatch, capsys):
+    from stream import kafka
+
+    def no_kafka(*_args, **_kwargs):
+        raise AssertionError("waited for Kafka before checking the model")
+
+    monkeypatch.setattr(kafka, "wait_for_topics", no_kafka)
+    monkeypatch.setattr(kafka, "check_reachable", no_kafka)
+    assert main([command, "-b", "127.0.0.1:1", "--model", "nonexistent"]) == 2
+    assert capsys.readouterr().err == f"seqsentry {command}: error: no such model directory: nonexistent\n"
+
+
+@pytest.mark.parametrize("command", ["score", "evaluate"])
+def test_a_missing_model_directory_is_named_offline(command, tmp_path, capsys):
+    log = tmp_path / "events.jsonl"
+    log.write_text('{"user_id": "u1", "ts": 1700000000000, "type": "view"}\n')
+    assert main([command, str(log), "--model", "nonexistent", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == f"seqsentry {command}: error: no such model directory: nonexistent\n"
+
+
+def test_a_directory_without_meta_json_is_not_a_model_artifact(tmp_path, capsys):
+    log = tmp_path / "events.jsonl"
+    log.write_text('{"user_id": "u1", "ts": 1700000000000, "type": "view"}\n')
+    assert main(["score", str(log), "--model", str(tmp_path), "--device", "cpu"]) == 2
+    assert "is not a model artifact (no meta.json)" in capsys.readouterr().err
+
+
 def test_log_options_reach_the_reader(tmp_path):
     args = build_parser().parse_args(["score", "x.csv", "--set", "type=click", "--map-values", "type:pv=view"])
     from stream.log_args import log_spec

@@ -106,3 +106,51 @@ def test_cli_unreachable_broker_is_one_line(tmp_path, capsys):
     log.write_bytes(b'{"user_id":"a","ts":1700000000000,"type":"view"}\n')
     assert main(["replay", str(log), "-b", "127.0.0.1:1", "-t", "x", "-q"]) == 2
     assert "cannot reach Kafka" in capsys.readouterr().err
+
+
+def test_cli_record_with_headers_keeps_each_dead_letters_reason(broker, topic, tmp_path):
+    from stream.runtime.outputs import dead_letter_headers
+
+    prod = kafka.producer(broker.bootstrap)
+    prod.produce(topic, b'{"user_id": "u1", "ts": ', b"u1", partition=2,
+                 headers=dead_letter_headers("bad-json", "unexpected end of data", "events", 3, 41))
+    assert prod.flush(10) == 0
+    out = tmp_path / "dead-letters.jsonl"
+    assert main(["record", str(out), "-b", broker.bootstrap, "-t", topic, "--headers", "--count", "1", "-q"]) == 0
+    assert orjson.loads(out.read_bytes()) == {
+        "value": '{"user_id": "u1", "ts": ', "key": "u1", "partition": 2, "offset": 0,
+        "headers": {"seqsentry.reason": "bad-json", "seqsentry.detail": "unexpected end of data",
+                    "seqsentry.topic": "events", "seqsentry.partition": "3", "seqsentry.offset": "41"}}
+
+
+class Message:
+    """The parts of a consumed confluent_kafka.Message that record() reads."""
+
+    def __init__(self, value: bytes | None, headers: list | None = None) -> None:
+        self._value, self._headers = value, headers
+
+    def value(self):
+        return self._value
+
+    def key(self):
+        return None
+
+    def headers(self):
+        return self._headers
+
+    def partition(self):
+        return 0
+
+    def offset(self):
+        return 7
+
+
+def test_a_recorded_json_value_is_written_as_json_beside_its_headers():
+    line = replay._message_line(Message(b'{"user_id": "u1", "ts": "yesterday"}', [("seqsentry.reason", b"bad-ts")]))
+    assert orjson.loads(line) == {"value": {"user_id": "u1", "ts": "yesterday"}, "key": None,
+                                  "headers": {"seqsentry.reason": "bad-ts"}, "partition": 0, "offset": 7}
+
+
+def test_a_recorded_message_without_headers_or_value_is_still_one_object():
+    assert orjson.loads(replay._message_line(Message(None))) == {"value": None, "key": None, "headers": {},
+                                                                  "partition": 0, "offset": 7}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from stream.runtime.config import ServiceConfig, field_names
 from stream.service_cli import resolve_config
+
+EXAMPLE = Path(__file__).parent.parent / "seqsentry.example.yaml"
 
 # One value per setting, each different from its default, as the environment spells it.
 EVERY_FIELD_FROM_ENV = {
@@ -16,6 +19,7 @@ EVERY_FIELD_FROM_ENV = {
     "alerts_topic": ("al", "al"),
     "dlq_topic": ("dl", "dl"),
     "group": ("grp", "grp"),
+    "offset_reset": ("latest", "latest"),
     "registry": ("/srv/registry", Path("/srv/registry")),
     "model": ("/srv/model", Path("/srv/model")),
     "shadow": ("/srv/shadow", Path("/srv/shadow")),
@@ -111,12 +115,112 @@ def test_a_value_of_the_wrong_type_is_refused_in_one_line_naming_the_setting(mon
     monkeypatch.setenv("SEQSENTRY_MAX_USERS", "lots")
     with pytest.raises(ValueError) as err:
         resolve_config({"bootstrap": "k:9092"}, None)
-    assert "\n" not in str(err.value) and str(err.value).startswith("invalid settings: max_users:")
+    assert "\n" not in str(err.value) and str(err.value).startswith("invalid settings: SEQSENTRY_MAX_USERS:")
 
 
 def test_a_value_out_of_range_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="max_batch_size"):
+    with pytest.raises(ValueError, match="--max-batch-size"):
         resolve_config({"bootstrap": "k:9092", "max_batch_size": 0}, None)
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(monkeypatch):
+    monkeypatch.setenv("SEQSENTRY_MAX_BATCH_SIZE", "abc")
+    with pytest.raises(ValueError) as err:
+        resolve_config({"bootstrap": "k:9092"}, None)
+    assert str(err.value).startswith("invalid settings: SEQSENTRY_MAX_BATCH_SIZE: Input should be a valid integer")
+    assert str(err.value).endswith("(got 'abc')")
+
+
+def test_a_bad_value_from_the_config_file_names_the_key_and_the_file(tmp_path):
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("bootstrap: k:9092\nmax_batch_size: abc\n")
+    with pytest.raises(ValueError) as err:
+        resolve_config({}, cfg_file)
+    assert str(err.value).startswith(f"invalid settings: max_batch_size in {cfg_file}: Input should be a valid integer")
+
+
+def test_a_bad_value_from_a_flag_names_the_flag():
+    with pytest.raises(ValueError) as err:
+        resolve_config({"bootstrap": "k:9092", "max_batch_size": 0}, None)
+    assert str(err.value) == "invalid settings: --max-batch-size: Input should be greater than 0 (got 0)"
+
+
+def test_a_bad_value_given_by_two_sources_names_the_one_that_was_used(tmp_path, monkeypatch):
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("bootstrap: k:9092\nmax_batch_size: 64\n")
+    monkeypatch.setenv("SEQSENTRY_MAX_BATCH_SIZE", "-1")
+    with pytest.raises(ValueError, match="^invalid settings: SEQSENTRY_MAX_BATCH_SIZE: "):
+        resolve_config({}, cfg_file)
+
+
+def test_a_bad_kafka_option_in_the_config_file_names_its_key_and_the_file_once(tmp_path):
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("bootstrap: k:9092\nkafka_options: {acks: [1]}\n")
+    with pytest.raises(ValueError) as err:
+        resolve_config({}, cfg_file)
+    assert str(err.value).startswith(f"invalid settings: kafka_options.acks in {cfg_file}: Input should be a valid "
+                                     "string or a valid integer")
+    assert str(err.value).count("kafka_options.acks") == 1
+
+
+def test_a_config_file_yaml_cannot_parse_is_one_line_naming_the_file_and_the_line(tmp_path):
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("bootstrap: k:9092\n  topic: events\n")  # a stray indent: a mapping inside a string
+    with pytest.raises(ValueError) as err:
+        resolve_config({}, cfg_file)
+    assert str(err.value) == f"invalid config file {cfg_file}: mapping values are not allowed here, line 2"
+
+
+def test_a_config_file_that_is_not_a_mapping_of_settings_is_one_line(tmp_path):
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("- bootstrap: k:9092\n- topic: events\n")
+    with pytest.raises(ValueError) as err:
+        resolve_config({}, cfg_file)
+    assert str(err.value) == (f"invalid config file {cfg_file}: expected a mapping of settings (key: value lines), "
+                              "got a list")
+
+
+def test_kafka_options_in_the_config_file_that_are_not_a_mapping_are_one_line(tmp_path):
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("bootstrap: k:9092\nkafka_options: security.protocol=SSL\n")
+    with pytest.raises(ValueError, match=f"^invalid config file {cfg_file}: kafka_options must be a mapping of "
+                                         "librdkafka settings, .*got a str$"):
+        resolve_config({}, cfg_file)
+
+
+def test_a_missing_config_file_is_named():
+    with pytest.raises(FileNotFoundError, match="^no such config file: nope.yaml$"):
+        resolve_config({}, Path("nope.yaml"))
+
+
+def test_the_offset_reset_can_be_set_in_the_config_file(tmp_path):
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("bootstrap: k:9092\noffset_reset: latest\n")
+    assert resolve_config({}, cfg_file).offset_reset == "latest"
+
+
+def test_an_unknown_offset_reset_is_refused_naming_the_flag():
+    with pytest.raises(ValueError, match="^invalid settings: --offset-reset: Input should be 'earliest' or 'latest'"):
+        resolve_config({"bootstrap": "k:9092", "offset_reset": "newest"}, None)
+
+
+def _example_settings() -> list[str]:
+    """The example file's setting lines (``# name: value  # comment``), uncommented."""
+    return [m.group(1) for line in EXAMPLE.read_text().splitlines() if (m := re.match(r"# ([a-z_]+: .*)$", line))]
+
+
+def test_the_example_config_file_loads_as_it_is():
+    assert resolve_config({"bootstrap": "k:9092"}, EXAMPLE) == ServiceConfig(bootstrap="k:9092")
+
+
+def test_the_example_config_file_names_every_setting():
+    assert [line.split(":")[0] for line in _example_settings()] == list(ServiceConfig.model_fields)
+
+
+def test_the_example_config_file_states_every_default_truly(tmp_path):
+    uncommented = tmp_path / "all.yaml"
+    uncommented.write_text("\n".join(_example_settings()) + "\n")  # bootstrap's example value, the flag overrides
+    assert resolve_config({"bootstrap": "k:9092"}, uncommented) == ServiceConfig(bootstrap="k:9092")
 
 
 def test_an_unknown_runtime_is_refused():

@@ -1,6 +1,7 @@
 """The runtime around the data path: one module per job of `seqsentry run`.
 
     config.py     typed settings and their precedence (flags > SEQSENTRY_* > YAML > defaults)
+    defaults.py   the settings' defaults, light enough for `run --help` (no pydantic)
     pipeline.py   the one step every runtime calls: parse -> dead letters -> ingest -> windows to score
     consumer.py   the consumer loop (consumer thread only): fetch, hand on, backpressure, observe
     commits.py    commit tickets, the completed-prefix commit and exactly-once transactions

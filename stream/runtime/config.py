@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream import events
+from stream.runtime import defaults
 
 ENV_PREFIX = "SEQSENTRY_"
 KafkaValue = str | int | float | bool
@@ -37,35 +39,43 @@ class ServiceConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_assignment=True)
 
     bootstrap: str = Field(min_length=1)
-    topic: str = "events"
-    alerts_topic: str = "alerts"
-    dlq_topic: str = "events-dlq"
-    group: str = "seqsentry"
-    registry: Path | None = Path("registry")
+    topic: str = defaults.TOPIC
+    alerts_topic: str = defaults.ALERTS_TOPIC
+    dlq_topic: str = defaults.DLQ_TOPIC
+    group: str = defaults.GROUP
+    # what a group without committed offsets reads first (librdkafka's auto.offset.reset; a -X one wins)
+    offset_reset: Literal["earliest", "latest"] = defaults.OFFSET_RESET
+    registry: Path | None = defaults.REGISTRY
     model: Path | None = None  # an explicit artifact overrides the registry (and disables hot reload)
     shadow: Path | None = None
     kafka_options: dict[str, KafkaValue] = Field(default_factory=dict)
-    device: str = "auto"
-    runtime: Literal["auto", "torch", "onnx"] = "auto"  # auto: ONNX Runtime for classifiers on CPU when installed
-    max_batch_size: int = Field(256, gt=0)
-    max_wait_ms: float = Field(20.0, ge=0)
-    max_queue_windows: int = Field(20_000, gt=0)
-    consume_batch: int = Field(2_000, gt=0)
-    poll_wait_ms: float = Field(5.0, ge=0)  # consume() returns after this even with fewer than consume_batch
-    commit_interval_ms: float = Field(200.0, ge=0)  # completed work is committed at most this often
-    cooldown_s: float = Field(600.0, ge=0)
-    coalesce: bool = False
+    device: str = defaults.DEVICE
+    # auto: ONNX Runtime for classifiers on CPU when installed
+    runtime: Literal["auto", "torch", "onnx"] = defaults.RUNTIME
+    max_batch_size: int = Field(defaults.MAX_BATCH_SIZE, gt=0)
+    max_wait_ms: float = Field(defaults.MAX_WAIT_MS, ge=0)
+    max_queue_windows: int = Field(defaults.MAX_QUEUE_WINDOWS, gt=0)
+    consume_batch: int = Field(defaults.CONSUME_BATCH, gt=0)
+    # consume() returns after this even with fewer than consume_batch
+    poll_wait_ms: float = Field(defaults.POLL_WAIT_MS, ge=0)
+    # completed work is committed at most this often
+    commit_interval_ms: float = Field(defaults.COMMIT_INTERVAL_MS, ge=0)
+    cooldown_s: float = Field(defaults.COOLDOWN_S, ge=0)
+    coalesce: bool = defaults.COALESCE
     max_message_bytes: int = Field(events.DEFAULT_MAX_BYTES, gt=0)
     # an event dated further than this after its message's broker timestamp is dead-lettered (bad-timestamp)
-    max_clock_skew_s: float = Field(3600.0, gt=0)
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(9108, ge=0, le=65535)
-    reload_interval_s: float = Field(5.0, gt=0)
-    exactly_once: bool = False  # Kafka transactions: alerts, dead letters and offsets commit atomically
+    max_clock_skew_s: float = Field(defaults.MAX_CLOCK_SKEW_S, gt=0)
+    metrics_host: str = defaults.METRICS_HOST
+    metrics_port: int = Field(defaults.METRICS_PORT, ge=0, le=65535)
+    reload_interval_s: float = Field(defaults.RELOAD_INTERVAL_S, gt=0)
+    # Kafka transactions: alerts, dead letters and offsets commit atomically
+    exactly_once: bool = defaults.EXACTLY_ONCE
     transactional_id: str | None = None  # stable per instance; default seqsentry-<group>-<hostname>
-    stall_timeout_s: float = Field(120.0, gt=0)  # /healthz fails when behind yet consuming nothing this long
-    startup_timeout_s: float = Field(60.0, ge=0)  # keep retrying an unreachable cluster / missing topics
-    explain_top: int = Field(5, ge=0)
+    # /healthz fails when behind yet consuming nothing this long
+    stall_timeout_s: float = Field(defaults.STALL_TIMEOUT_S, gt=0)
+    # keep retrying an unreachable cluster / missing topics
+    startup_timeout_s: float = Field(defaults.STARTUP_TIMEOUT_S, ge=0)
+    explain_top: int = Field(defaults.EXPLAIN_TOP, ge=0)
     max_users: int | None = Field(None, gt=0)  # per partition; default: the model's window config
     audit_log: Path | None = None  # append "partition offset" of every scored event (crash tests)
 
@@ -89,14 +99,36 @@ def field_names() -> set[str]:
     return set(ServiceConfig.model_fields)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """yaml's complaint in one line, with the (1-based) line it points at."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem}, line {mark.line + 1}" if mark is not None else problem
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The settings of a YAML file; unknown keys are refused in one line."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    """The settings of a YAML file; a file yaml cannot parse, or one that is not a mapping of
+    settings, or unknown keys are refused in one line naming the file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such config file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"invalid config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid config file {path}: {_yaml_problem(exc)}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+        raise ValueError(f"invalid config file {path}: expected a mapping of settings (key: value lines), "
+                         f"got a {type(values).__name__}")
     unknown = set(values) - field_names()
     if unknown:
-        raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+        raise ValueError(f"{path}: unknown settings {sorted(map(str, unknown))}")
+    options = values.get("kafka_options")
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(f"invalid config file {path}: kafka_options must be a mapping of librdkafka settings, "
+                         f"e.g. {{security.protocol: SASL_SSL}}, got a {type(options).__name__}")
     return values
 
 
@@ -113,11 +145,56 @@ def _env_kafka_options() -> dict[str, Any]:
     return value
 
 
-def _one_line(exc: ValidationError) -> str:
-    parts = []
+def _env_name(name: str) -> str | None:
+    """The variable that sets ``name``, as spelt in the environment (pydantic-settings ignores case)."""
+    wanted = f"{ENV_PREFIX}{name}".upper()
+    return next((k for k in os.environ if k.upper() == wanted), None)
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """What each source gave, to name where a refused value came from in the user's own words."""
+
+    flags: dict[str, Any]
+    flag_options: dict[str, Any]
+    env_options: dict[str, Any]
+    file_values: dict[str, Any]
+    config_file: Path | None
+
+    def name(self, loc: tuple[str | int, ...]) -> str:
+        """The flag (``--max-batch-size``), variable (``SEQSENTRY_MAX_BATCH_SIZE``) or file key
+        (``max_batch_size in seqsentry.yaml``) that gave the value at ``loc``; flags win, then the
+        environment, then the file, so the first that has it is the one whose value was used."""
+        field = str(loc[0]) if loc else "settings"
+        if field == "kafka_options" and len(loc) > 1:  # merged key by key: name the key's source
+            key = str(loc[1])
+            if key in self.flag_options:
+                return f"-X {key}"
+            if key in self.env_options:
+                return f"{ENV_PREFIX}KAFKA_OPTIONS[{key!r}]"
+            return f"kafka_options.{key} in {self.config_file}"
+        if field in self.flags:
+            return "--" + field.replace("_", "-")
+        env = _env_name(field)
+        if env is not None:
+            return env
+        if field in self.file_values:
+            return f"{field} in {self.config_file}"
+        return ".".join(str(x) for x in loc)
+
+
+def _one_line(exc: ValidationError, sources: _Sources) -> str:
+    found: dict[str, list] = {}
     for err in exc.errors():
-        name = ".".join(str(x) for x in err["loc"]) or "settings"
-        parts.append(f"{name}: {err['msg']} (got {err['input']!r})" if err["type"] != "missing" else f"{name}: required")
+        found.setdefault(sources.name(err["loc"]), []).append(err)
+    parts = []
+    for name, errs in found.items():
+        if errs[0]["type"] == "missing":
+            parts.append(f"{name}: required")
+            continue
+        # each member of a union (a kafka_options value) refuses the value: one clause for all of them
+        msgs = [errs[0]["msg"], *(e["msg"].removeprefix("Input should be ") for e in errs[1:])]
+        parts.append(f"{name}: {' or '.join(msgs)} (got {errs[0]['input']!r})")
     return "invalid settings: " + "; ".join(parts)
 
 
@@ -125,14 +202,16 @@ def resolve_config(flags: dict[str, Any], config_file: Path | None) -> ServiceCo
     """Merge flag values (None = not given), SEQSENTRY_* variables and a YAML file into a ServiceConfig.
 
     Errors (unknown keys, a value of the wrong type or range, no bootstrap servers) are
-    raised as one-line ``ValueError``s naming the setting.
+    raised as one-line ``ValueError``s naming where the value came from: the flag, the
+    variable, or the file and its key.
     """
     file_values = read_config_file(config_file) if config_file is not None else {}
     given = {k: v for k, v in flags.items() if v is not None and k != "kafka_options"}
     unknown = set(given) - field_names()
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}")
-    options = {**(file_values.get("kafka_options") or {}), **_env_kafka_options(), **(flags.get("kafka_options") or {})}
+    sources = _Sources(dict(given), flags.get("kafka_options") or {}, _env_kafka_options(), file_values, config_file)
+    options = {**(file_values.get("kafka_options") or {}), **sources.env_options, **sources.flag_options}
     given["kafka_options"] = options  # merged above, key by key: no source replaces another's whole dict
     token = _RESOLVING.set({k: v for k, v in file_values.items() if k != "kafka_options"})
     try:
@@ -141,6 +220,6 @@ def resolve_config(flags: dict[str, Any], config_file: Path | None) -> ServiceCo
         if any(e["loc"] == ("bootstrap",) and e["type"] == "missing" for e in exc.errors()):
             raise ValueError("no Kafka bootstrap servers: pass --bootstrap, set SEQSENTRY_BOOTSTRAP, "
                              "or put bootstrap: in --config") from None
-        raise ValueError(_one_line(exc)) from None
+        raise ValueError(_one_line(exc, sources)) from None
     finally:
         _RESOLVING.reset(token)

@@ -98,6 +98,17 @@ class ConsumerLoop:
         self.outputs.flush(timeout)
         self.commit()
 
+    def stopping_message(self) -> str:
+        """What a stop waits for, in one line: a stop with a backlog can take a while, and an
+        operator pressing Ctrl-C should see why rather than a generic "draining"."""
+        windows = self.worker.queued_windows  # submitted, not yet taken for a batch
+        unacked = self.outputs.undelivered
+        batches = self.commits.outstanding
+        if not (windows or unacked or batches):
+            return "stopping: nothing in flight"
+        return (f"stopping: waiting for {windows:,} windows queued for scoring and their alerts ({unacked:,} outputs "
+                f"unacknowledged), then committing {batches:,} consumed batches")
+
     def backpressure(self) -> None:
         # Holding back consume() instead of Consumer.pause()/resume(): in a soak here librdkafka
         # once never fetched the resumed partitions again (lag grew, nothing arrived; cf.
@@ -177,5 +188,5 @@ class ConsumerLoop:
             if time.monotonic() - last_observe > OBSERVE_EVERY_S:
                 self.observe(ready())
                 last_observe = time.monotonic()
-        log.info("stopping: draining in-flight work")
+        log.info(self.stopping_message())
         self.finish_in_flight()

@@ -215,6 +215,11 @@ class Outputs:
             self.poll(0.1)
         return self.errors.fatal or str(error or "inference did not drain in time")
 
+    @property
+    def undelivered(self) -> int:
+        """Alerts and dead letters produced but not yet acknowledged by the broker."""
+        return len(self.producer)  # librdkafka's count of messages awaiting delivery
+
     def flush(self, timeout: float) -> int:
         """Wait for every delivery; the number of messages still undelivered."""
         return self.producer.flush(timeout)

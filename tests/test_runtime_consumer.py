@@ -1,0 +1,93 @@
+"""The consumer side of `seqsentry run`, without a broker: the group consumer's settings and what a stop says."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from stream import kafka
+from stream.metrics import Metrics
+from stream.runtime.commits import CommitTracker
+from stream.runtime.config import ServiceConfig
+from stream.runtime.consumer import ConsumerLoop
+from stream.service import group_consumer
+
+
+class RecordingConsumer:
+    """Stands in for confluent_kafka.Consumer: keeps the configuration it was built with."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None) -> None:
+        self.topics = topics
+
+    def commit(self, *, offsets, asynchronous) -> None:
+        pass
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """The configuration group_consumer() hands librdkafka."""
+    monkeypatch.setattr(kafka, "Consumer", RecordingConsumer)
+    return lambda cfg: group_consumer(cfg).config
+
+
+def test_a_new_group_reads_the_whole_topic_by_default(built):
+    assert built(ServiceConfig(bootstrap="k:9092"))["auto.offset.reset"] == "earliest"
+
+
+def test_offset_reset_reaches_the_consumer_config(built):
+    assert built(ServiceConfig(bootstrap="k:9092", offset_reset="latest"))["auto.offset.reset"] == "latest"
+
+
+def test_an_explicit_librdkafka_auto_offset_reset_wins_over_offset_reset(built):
+    cfg = ServiceConfig(bootstrap="k:9092", offset_reset="latest", kafka_options={"auto.offset.reset": "earliest"})
+    assert built(cfg)["auto.offset.reset"] == "earliest"
+
+
+def test_the_faust_runtime_reads_first_what_offset_reset_says(tmp_path, monkeypatch):
+    from stream import faust_app
+
+    monkeypatch.setattr(faust_app.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    app = faust_app.build_app(ServiceConfig(bootstrap="k:9092", offset_reset="latest"), None, Metrics())
+    assert app.conf.consumer_auto_offset_reset == "latest"
+
+
+class BusyWorker:
+    """An inference worker with windows still queued."""
+
+    queued_windows = 1_200
+    error = None
+
+    def drain(self, timeout: float) -> bool:
+        return True
+
+
+class BusyOutputs:
+    """Outputs with alerts and dead letters the broker has not acknowledged yet."""
+
+    undelivered = 35
+    errors = None
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_a_stop_with_a_backlog_says_what_it_waits_for(caplog):
+    commits = CommitTracker(Metrics())
+    for offset in range(3):
+        commits.open({("events", 0): offset})  # consumed batches, none completed yet
+    partitions = SimpleNamespace(on_assign=None, on_revoke=None)
+    loop = ConsumerLoop(ServiceConfig(bootstrap="k:9092"), RecordingConsumer({}), None, BusyWorker(), BusyOutputs(),
+                        commits, partitions, Metrics())
+    stopping = threading.Event()
+    stopping.set()  # Ctrl-C before the first turn
+    with caplog.at_level(logging.INFO, logger="stream.runtime.consumer"):
+        loop.run(stopping, ready=lambda: True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "stopping: waiting for 1,200 windows queued for scoring and their alerts (35 outputs unacknowledged), "
+        "then committing 3 consumed batches"]
