@@ -197,6 +197,7 @@ def test_the_embedded_broker_creates_the_topics_run_needs(capsys):
         proc.wait(10)
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_demo_stops_in_order_and_exits_130(tiny_model, tmp_path):
     import signal
     import subprocess
