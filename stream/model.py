@@ -17,17 +17,7 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from stream.artifact import (  # noqa: F401  (re-exported: the artifact API's historic home)
-    ARTIFACT_FILES,
-    KINDS,
-    LIMITS,
-    Artifact,
-    ArtifactError,
-    Meta,
-    data_fingerprint,
-    load_artifact,
-    save_artifact,
-)
+from stream.artifact import Artifact, load_artifact
 from stream.encoding import END, MASK, N_SPECIAL, PAD, Encoded, Vocabulary
 from stream.errors import SeqsentryError
 

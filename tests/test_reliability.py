@@ -215,7 +215,7 @@ def test_unknown_artifact_kind_is_refused(tiny_model, tmp_path):
     import json
     import shutil
 
-    from stream.model import ArtifactError, load_artifact
+    from stream.artifact import ArtifactError, load_artifact
 
     bad = tmp_path / "odd"
     shutil.copytree(tiny_model[0].artifact, bad)

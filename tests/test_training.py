@@ -9,9 +9,10 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from stream import logs, registry
+from stream.artifact import ArtifactError, load_artifact
 from stream.cli import main
 from stream.encoding import END, Encoded
-from stream.model import ArtifactError, ModelSize, Scorer, load_artifact
+from stream.model import ModelSize, Scorer
 from stream.windows import WindowConfig
 from tests.artifacts import reseal
 from training import dataset, metrics, synth, train

@@ -27,17 +27,9 @@ import torch
 from transformers import BertForMaskedLM, BertForSequenceClassification
 
 from stream import progress, registry
+from stream.artifact import Artifact, Meta, data_fingerprint, save_artifact
 from stream.encoding import END, MASK, N_SPECIAL, Vocabulary
-from stream.model import (
-    Artifact,
-    Meta,
-    ModelSize,
-    Scorer,
-    bert_config,
-    data_fingerprint,
-    pick_device,
-    save_artifact,
-)
+from stream.model import ModelSize, Scorer, bert_config, pick_device
 from stream.windows import WindowConfig
 from training import dataset, defaults, metrics
 from training.baselines import IsolationForestBaseline, MarkovBaseline

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stream import registry
+from stream.artifact import ArtifactError
 from stream.detector import Detector
 from stream.metrics import Metrics
-from stream.model import ArtifactError, Scorer
+from stream.model import Scorer
 from stream.runtime.config import ServiceConfig
 
 log = logging.getLogger(__name__)
