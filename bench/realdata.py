@@ -97,8 +97,7 @@ def session_scores(model_dir: Path, log: Path, users: list[str]) -> tuple[np.nda
     scorer = Scorer.load(model_dir, "cpu")
     art = scorer.artifact
     ws = dataset.build_windows(dataset.batches_from_log(log), art.vocab, art.window_config)
-
-    s = scorer.score(ws.encoded())
+    s = scorer.score(ws.encoded(), floor=-np.inf)  # exact sustained scores below the threshold too (ROC, PR)
     index = {u: i for i, u in enumerate(ws.users)}
     best = np.full(len(users), -np.inf)
     known = np.array([index.get(u, -1) for u in users])

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -101,14 +103,12 @@ class Meta:
             raise bad("version must be a non-empty string")
         if self.kind not in KINDS:
             raise bad(f"unknown model kind {self.kind!r}")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float) \
-                or not np.isfinite(self.threshold):
+        if not _finite(self.threshold):
             raise bad(f"threshold must be a finite number, got {self.threshold!r}")
         if self.kind == "classifier" and not 0.0 < self.threshold <= 1.0:
             raise bad(f"a classifier's threshold must lie in (0, 1], got {self.threshold}")
         sev = self.severity
-        if not (isinstance(sev, list) and len(sev) == 4 and all(isinstance(x, int | float) and not isinstance(x, bool)
-                                                                 and np.isfinite(x) for x in sev)):
+        if not (isinstance(sev, list) and len(sev) == 4 and all(_finite(x) for x in sev)):
             raise bad("severity must be a list of 4 finite numbers")
         if list(sev) != sorted(sev) or sev[0] != self.threshold:
             raise bad("severity must start at the threshold and never decrease")
@@ -124,15 +124,27 @@ class Meta:
         for name in ("data_fingerprint", "created_at"):
             if not isinstance(getattr(self, name), str):
                 raise bad(f"{name} must be a string")
-        if isinstance(self.user_alert_rate, bool) or not isinstance(self.user_alert_rate, int | float) \
-                or not 0.0 <= self.user_alert_rate < 1.0:
+        if not _finite(self.user_alert_rate) or not 0.0 <= self.user_alert_rate < 1.0:
             raise bad(f"user_alert_rate must be a number in [0, 1), got {self.user_alert_rate!r}")
         if not isinstance(self.window, dict):
             raise bad("window must be an object")
+        odd = [k for k, v in self.window.items() if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**53]
+        if odd:
+            raise bad(f"window config is invalid: {', '.join(map(str, odd))} must be whole milliseconds or counts")
         try:
             WindowConfig(**self.window)
         except (TypeError, ValueError) as exc:
             raise bad(f"window config is invalid: {exc}") from None
+
+
+def _finite(x: object) -> bool:
+    """A JSON number (not a bool) that is finite as a float (10**400 is not)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
 
 
 def _sha256(path: Path) -> str:
@@ -148,14 +160,15 @@ def signing_key() -> bytes | None:
     value = os.environ.get(KEY_ENV, "")
     if not value:
         return None
+    key = value.encode()
     if value.startswith("@"):
         try:
-            value = Path(value[1:]).read_text().strip()
+            key = Path(value[1:]).read_bytes().strip()
         except OSError as exc:
             raise ArtifactError(f"{KEY_ENV}=@{value[1:]}: cannot read the key file ({exc.strerror})") from None
-    if len(value) < 16:
-        raise ArtifactError(f"{KEY_ENV} is shorter than 16 characters; use a long random key")
-    return value.encode()
+    if len(key) < 16:
+        raise ArtifactError(f"{KEY_ENV} is shorter than 16 bytes; use a long random key")
+    return key
 
 
 def manifest(path: Path) -> bytes:
@@ -178,22 +191,35 @@ def save_artifact(path: Path, model: torch.nn.Module, vocab: Vocabulary, meta: M
     key = signing_key()
     if key is not None:
         (path / SIGNATURE).write_text(hmac.new(key, sums, hashlib.sha256).hexdigest() + "\n")
+    else:
+        (path / SIGNATURE).unlink(missing_ok=True)  # a stale signature would sign nothing
     return path
+
+
+def _small_file(path: Path, limit: int) -> bytes | None:
+    """A regular file's bytes (None when absent); refuses anything else or anything larger than
+    ``limit`` - a FIFO or a link to /dev/zero must not hang or fill the process."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        raise ArtifactError(f"{path}: not a regular file of at most {limit} bytes")
+    return path.read_bytes()
 
 
 def _verify_manifest(path: Path) -> None:
     """Every file, meta.json included, must match SHA256SUMS; with a signing key set, SHA256SUMS
     must carry a valid signature."""
-    if not (path / MANIFEST).is_file():
+    sums = _small_file(path / MANIFEST, 4096)
+    if sums is None:
         raise ArtifactError(f"{path}: missing {MANIFEST} (written by `seqsentry train`); retrain or re-publish")
-    sums = (path / MANIFEST).read_bytes()
     key = signing_key()
     if key is not None:
-        try:
-            sig = (path / SIGNATURE).read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            raise ArtifactError(f"{path}: not signed, and {KEY_ENV} is set: only signed models are loaded") from None
-        if not hmac.compare_digest(sig, hmac.new(key, sums, hashlib.sha256).hexdigest()):
+        sig = _small_file(path / SIGNATURE, 256)
+        if sig is None:
+            raise ArtifactError(f"{path}: not signed, and {KEY_ENV} is set: only signed models are loaded")
+        if not hmac.compare_digest(sig.strip(), hmac.new(key, sums, hashlib.sha256).hexdigest().encode()):
             raise ArtifactError(f"{path}: signature does not match {MANIFEST} (tampered, or signed with another key)")
     now = manifest(path)
     if sums != now:

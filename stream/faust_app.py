@@ -66,7 +66,7 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
                 res = pipeline.step(
                     detector, store, pipeline.parse(values, cfg.max_message_bytes), topic=cfg.topic, partition=part,
                     offsets=np.array([e.message.offset for e in evs], dtype=np.int64),
-                    kafka_ts=np.array([int(e.message.timestamp * 1000) for e in evs], dtype=np.int64),
+                    kafka_ts=np.array([round(e.message.timestamp * 1000) for e in evs], dtype=np.int64),
                     keys=[e.key for e in evs], metrics=metrics, max_clock_skew_ms=cfg.max_clock_skew_ms)
                 for d in res.dead_letters:  # the same headers as `seqsentry run`'s (README: the dead-letter contract)
                     m = evs[d.index].message

@@ -149,28 +149,32 @@ class Scorer:
         window with fewer than k tokens scores 0. An ended session's window (END) keeps its own
         score: no later event can sustain it, and what is missing at a session's end (a
         sequence cut short) is evidence only that window holds. Below ``floor`` a window's
-        score is its own.
+        score is its own, and a window whose lowest so far falls below ``floor`` is not scored
+        further (alerts only ask whether it stays above); ``floor=-inf`` gives exact scores for
+        every window (training, reports). The prefixes are the window's own events, so live
+        and offline scoring of the same events agree.
         """
         s = self.score_windows(enc, batch_size)
         k = self.artifact.meta.sustain
         if k <= 1:
             return s
-        rows = np.flatnonzero(s >= (self.artifact.meta.threshold if floor is None else floor))
+        floor = self.artifact.meta.threshold if floor is None else floor
+        rows = np.flatnonzero(s >= floor)
         rows = rows[~(enc.input_ids[rows] == END).any(1)]
-        if not len(rows):
-            return s
-        tokens = enc.attention_mask[rows].sum(1) - 1  # after CLS: events, and END of a closed session
+        tokens = enc.attention_mask[rows].sum(1) - 1  # events after CLS (END rows were left out above)
         cols = np.arange(enc.input_ids.shape[1])[None, :]
         for j in range(1, k):
+            if not len(rows):
+                break
             has = tokens > j
             s[rows[~has]] = 0.0
-            r = rows[has]
-            if not len(r):
-                continue
-            drop = cols >= (tokens[has] - j + 1)[:, None]  # the newest j tokens
-            ids = np.where(drop, PAD, enc.input_ids[r])
-            mask = np.where(drop, 0, enc.attention_mask[r])
-            s[r] = np.minimum(s[r], self.score_windows(Encoded(ids, mask, (ids >= N_SPECIAL).sum(1)), batch_size))
+            rows, tokens = rows[has], tokens[has]
+            drop = cols >= (tokens - j + 1)[:, None]  # the newest j tokens
+            ids = np.where(drop, PAD, enc.input_ids[rows])
+            mask = np.where(drop, 0, enc.attention_mask[rows])
+            s[rows] = np.minimum(s[rows], self.score_windows(Encoded(ids, mask, (ids >= N_SPECIAL).sum(1)), batch_size))
+            keep = s[rows] >= floor
+            rows, tokens = rows[keep], tokens[keep]
         return s
 
     @torch.inference_mode()

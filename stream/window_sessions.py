@@ -1,7 +1,7 @@
 """Session ends in the window store: which sessions a batch closes, and routing their windows.
 
-A user's session closes when the partition's event time (the newest ``ts`` seen, in
-arrival order) passes the user's newest event by more than ``session_gap_ms`` before the
+A user's session closes when the partition's clock (the newest ``ts`` seen, in
+arrival order; live, each capped by its message's broker time - ``EventBatch.clock``) passes the user's newest event by more than ``session_gap_ms`` before the
 user's next event arrives (or when that next event itself comes after the gap). Closes
 are decided per event in arrival order, before anything of the batch is written, so
 they do not depend on how the stream is cut into batches. :class:`stream.windows.WindowStore`

@@ -5,7 +5,9 @@ written with a handful of vectorised scatters rather than per-event Python lists
 user owns a slot; ``count[slot]`` is how many events it has ever accepted, and position
 ``p`` of its history lives at column ``p % N``.
 
-Policies (all in event time, so replaying a log gives the same windows as the live run):
+Policies (all in event time, so replaying a log gives the same windows as the live run;
+the partition's clock is event time too, capped live by broker time, which replayed
+history never reaches):
 
 * **Order.** Windows are kept sorted by ``ts``. An event older than the user's newest
   event but within ``allowed_lateness_ms`` is inserted in place. An event later than
@@ -13,12 +15,13 @@ Policies (all in event time, so replaying a log gives the same windows as the li
   is returned so the caller can dead-letter it (nothing disappears silently).
 * **Span.** A window holds at most ``max_events`` events, and only those within
   ``span_ms`` of the user's newest event count as part of it when it is read.
-* **Idle TTL.** A user whose newest event is ``idle_ttl_ms`` older than the newest event
-  the store has seen is evicted by :meth:`WindowStore.expire` (run automatically).
+* **Idle TTL.** A user whose newest event is ``idle_ttl_ms`` older than the partition's
+  clock (as for session ends) is evicted by :meth:`WindowStore.expire` (run automatically).
 * **Cap.** At most ``max_users`` users are tracked; a new user beyond the cap evicts
   the least recently updated ones (never one touched by the batch being added).
-* **Session end.** A user's session closes when the partition's event time (the newest
-  ``ts`` seen, in arrival order) passes the user's newest event by more than
+* **Session end.** A user's session closes when the partition's clock (the newest
+  ``ts`` seen, in arrival order; live, each ``ts`` capped by its message's broker time -
+  ``EventBatch.clock``) passes the user's newest event by more than
   ``session_gap_ms`` before the user's next event arrives (or when that next event itself
   comes after the gap). ``on_close`` then receives the window as it stood at the session's
   last event: what a session *did not do* before it stopped (a checkout never paid, a

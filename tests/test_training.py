@@ -294,6 +294,8 @@ def test_severity_follows_the_calibrated_steps():
     ("metrics", 3, "metrics"),
     ("user_alert_rate", "0.005", "user_alert_rate"),
     ("bogus_field", 1, "unreadable"),
+    ("threshold", 10**400, "finite number"),
+    ("window", {"max_events": 64.0}, "window config"),
     ("sustain", 0, "sustain"),
     ("sustain", "3", "sustain"),
 ])
@@ -344,6 +346,28 @@ def test_with_a_signing_key_tampered_weights_with_recomputed_checksums_are_refus
     with pytest.raises(ArtifactError, match="signature does not match") as err:
         load_artifact(signed)
     assert "\n" not in str(err.value)
+
+
+def test_with_a_signing_key_a_garbled_signature_is_refused_in_one_line(trained, tmp_path, monkeypatch):
+    signed = _signed_copy(trained, tmp_path / "signed", monkeypatch)
+    (signed / "SHA256SUMS.hmac").write_text("é" * 64)
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        load_artifact(signed)
+
+
+def test_a_signature_that_is_not_a_regular_file_is_refused_without_reading_it(trained, tmp_path, monkeypatch):
+    import os
+
+    signed = _signed_copy(trained, tmp_path / "signed", monkeypatch)
+    (signed / "SHA256SUMS.hmac").unlink()
+    os.mkfifo(signed / "SHA256SUMS.hmac")  # reading it would block forever
+    with pytest.raises(ArtifactError, match="not a regular file"):
+        load_artifact(signed)
+
+
+def test_an_impossible_sustain_is_refused_before_training():
+    with pytest.raises(ValueError, match="sustain"):
+        train.TrainConfig(sustain=0)
 
 
 def test_a_short_signing_key_is_refused_in_one_line(trained, monkeypatch):

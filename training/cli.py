@@ -79,7 +79,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report_log_quality(tally, args.max_reject_share)
     if not ((ws.label == 1).any() and (ws.label == 0).any()):
         raise ValueError(f"{args.log} has no labelled normal and attack events to evaluate against; pass --labels")
-    scores = {"transformer": scorer.score(ws.encoded())}
+    # exact sustained scores below the threshold too, so the curves rank as training's report does
+    scores = {"transformer": scorer.score(ws.encoded(), floor=float("-inf"))}
     report = {"transformer": metrics.evaluate(scores["transformer"], ws, art.meta.threshold)}
     out = args.out or Path(model_dir) / "evaluation"
     metrics.write_report(out, report, scores, ws, title=f"seqsentry {art.version} on {Path(args.log).name}")

@@ -58,8 +58,9 @@ def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
     k = int(np.floor(target_fpr * len(s)))  # at most k normal windows may reach the threshold
     if k >= len(s):
         return float(s[-1])
-    # just above the (k+1)-th highest normal score: ties at that score stay below the line
-    return float(np.nextafter(s[k], np.inf))
+    # just above the (k+1)-th highest normal score, in the scores' own precision (float32
+    # scores compare with a threshold in float32): ties at that score stay below the line
+    return float(np.nextafter(s[k], np.asarray(np.inf, dtype=s.dtype)))
 
 
 DAY_MS = 86_400_000

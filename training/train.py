@@ -27,7 +27,7 @@ import torch
 from transformers import BertForMaskedLM, BertForSequenceClassification
 
 from stream import progress, registry
-from stream.artifact import Artifact, Meta, data_fingerprint, save_artifact
+from stream.artifact import MAX_SUSTAIN, Artifact, Meta, data_fingerprint, save_artifact, signing_key
 from stream.encoding import END, MASK, N_SPECIAL, Vocabulary
 from stream.model import ModelSize, Scorer, bert_config, pick_device
 from stream.windows import WindowConfig
@@ -60,6 +60,13 @@ class TrainConfig:
     device: str = "auto"
     zero_label: bool = False  # force zero-label mode even when labels exist
     baselines: bool = True
+
+    def __post_init__(self) -> None:
+        # refused here, before minutes of training, rather than by the detector loading the result
+        if not 1 <= self.sustain <= MAX_SUSTAIN:
+            raise ValueError(f"sustain must be in [1, {MAX_SUSTAIN}], got {self.sustain}")
+        if not 0.0 < self.user_alert_rate < 1.0:
+            raise ValueError(f"user_alert_rate must be in (0, 1), got {self.user_alert_rate}")
 
 
 def _seed(seed: int) -> np.random.Generator:
@@ -201,6 +208,7 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     """Full run. ``batches_factory()`` must return a fresh iterable of EventBatch (read twice)."""
     t0 = time.monotonic()
     device = pick_device(cfg.device)
+    signing_key()  # a key that cannot be read or is too short fails now, not after training
     rng = _seed(cfg.seed)
     with progress.phase(show, "reading the log: event types and price buckets ..."):
         vocab = dataset.learn_vocabulary(batches_factory(), cfg.window)
@@ -238,6 +246,7 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
                 data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
                 metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate, sustain=sustain)
+    meta.validate(out / version)  # what the detector will check: never publish what it would refuse
     with progress.phase(show, "writing the artifact and the report ..."):
         art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
         report_dir = art_dir / "report"

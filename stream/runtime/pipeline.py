@@ -10,6 +10,7 @@ delivers the dead letters to its own sink.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -70,7 +71,7 @@ def check_clock_skew(batch: events.EventBatch, kafka_ts: np.ndarray | None,
     if kafka_ts is None or not len(batch):
         return batch, []
     broker_ts = np.asarray(kafka_ts, dtype=np.int64)[batch.index]
-    batch.clock = np.where(broker_ts > 0, np.minimum(batch.ts, broker_ts), batch.ts)
+    batch = dataclasses.replace(batch, clock=np.where(broker_ts > 0, np.minimum(batch.ts, broker_ts), batch.ts))
     if max_clock_skew_ms is None:
         return batch, []
     ahead = batch.ts - broker_ts
