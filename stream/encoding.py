@@ -31,6 +31,8 @@ REGULAR_GAP_TOLERANCE = 0.1
 PAD, CLS, MASK, END = 0, 1, 2, 3
 N_SPECIAL = 4
 UNK_TYPE = "<unk>"
+#: Share of events of types the vocabulary does not know past which score, run and faust warn.
+UNKNOWN_TYPES_WARN = 0.2
 #: Inter-event time bucket edges (ms); bucket 0 means "first event in the window".
 DEFAULT_DT_EDGES_MS: tuple[int, ...] = (1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_600_000)
 DEFAULT_PRICE_EDGES: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from stream.logs import LogSpec, RejectTally
 
-UNKNOWN_TYPES_WARN = 0.2  # share of valid events of types unknown to the model that earns a warning
 
 
 def log_args(p: argparse.ArgumentParser) -> None:
@@ -55,6 +54,8 @@ def log_spec(args: argparse.Namespace) -> LogSpec:
 def report_log_quality(tally: RejectTally, max_share: float, unknown_types: int = 0, valid: int = 0) -> None:
     """End-of-run summary on stderr: rejects by reason with an example each, a warning when many
     event types are unknown to the model; raises (exit 2) past the allowed reject share."""
+    from stream.encoding import UNKNOWN_TYPES_WARN
+
     for line in tally.summary():
         print(line, file=sys.stderr)
     if valid and unknown_types / valid > UNKNOWN_TYPES_WARN:

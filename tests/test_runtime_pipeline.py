@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from stream.detector import Detector
+from stream.encoding import Vocabulary
 from stream.metrics import Metrics
 from stream.runtime import pipeline
 from stream.windows import WindowConfig
@@ -21,7 +22,8 @@ LATENESS_MS = 60_000
 def detector() -> Detector:
     # ingest needs only the model's window config: a stand-in artifact keeps these tests model-free
     cfg = WindowConfig(max_events=8, allowed_lateness_ms=LATENESS_MS)
-    return Detector(SimpleNamespace(artifact=SimpleNamespace(window_config=cfg)))
+    vocab = Vocabulary(types=("<unk>", "buy", "view"))
+    return Detector(SimpleNamespace(artifact=SimpleNamespace(window_config=cfg, vocab=vocab)))
 
 
 def event(user: str, ts: int, type_: str = "view") -> bytes:
@@ -163,6 +165,25 @@ def test_a_few_rejects_in_a_healthy_batch_are_not_logged(detector, caplog, monke
     monkeypatch.setattr(pipeline, "_spikes", pipeline.RateLimit(interval_s=30.0))
     with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
         run(detector, [b"garbage"] * 5 + [event("a", T0 + i) for i in range(30)], topic="clicks")
+    assert not caplog.records
+
+
+def test_a_batch_mostly_of_event_types_the_model_never_saw_is_logged_once_per_topic_and_interval(
+        detector, caplog, monkeypatch):
+    monkeypatch.setattr(pipeline, "_unknown", pipeline.RateLimit(interval_s=30.0))
+    renamed = [event("a", T0 + i, "pv") for i in range(25)] + [event("a", T0 + 30, "view")]
+    with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
+        run(detector, renamed, topic="clicks")
+        run(detector, renamed, topic="clicks")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("topic clicks: 25 of 26 events in a batch have event types the model never saw in "
+                           "training (e.g. 'pv')")
+
+
+def test_event_types_the_model_knows_are_not_logged(detector, caplog, monkeypatch):
+    monkeypatch.setattr(pipeline, "_unknown", pipeline.RateLimit(interval_s=30.0))
+    with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
+        run(detector, [event("a", T0 + i, "view" if i % 5 else "pv") for i in range(30)], topic="clicks")
     assert not caplog.records
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from stream import events
 from stream.detector import Detector, Pending
+from stream.encoding import UNKNOWN_TYPES_WARN, Vocabulary
 from stream.metrics import Metrics
 from stream.runtime.ratelimit import RateLimit
 from stream.windows import WindowStore
@@ -130,6 +131,7 @@ def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, 
                 metrics.key_mismatch.inc(mismatched)
     if topic is not None:
         warn_on_reject_spike(topic, n_in, rejects)
+        warn_on_unknown_types(topic, batch, detector.scorer.artifact.vocab)
     return StepResult(pending, dead, valid=len(batch), rejected=len(rejects), too_late=len(late_rows),
                       sessions_ended=ended)
 
@@ -137,6 +139,29 @@ def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, 
 REJECT_SPIKE_SHARE = 0.5  # a batch where more than this share breaks the contract is a producer problem
 REJECT_SPIKE_MIN = 20  # ... when it holds at least this many messages (a lone bad message is not a spike)
 _spikes = RateLimit(interval_s=30.0)
+
+
+_unknown = RateLimit(interval_s=30.0)
+
+
+def warn_on_unknown_types(topic: str, batch: events.EventBatch, vocab: Vocabulary) -> None:
+    """Log (at most once per topic every 30 s) when many of a batch's events have types the
+    model never saw: they all score as the unknown type (a zero-label model alerts on each),
+    usually because a producer renamed its events."""
+    if len(batch) < REJECT_SPIKE_MIN:
+        return
+    counts = Counter(batch.type)  # per distinct type, not per event
+    unknown = {t: c for t, c in counts.items() if vocab.type_index(t) == 0}
+    n = sum(unknown.values())
+    if n <= UNKNOWN_TYPES_WARN * len(batch):
+        return
+    held = _unknown.allow(topic)
+    if held is None:
+        return
+    log.warning("topic %s: %d of %d events in a batch have event types the model never saw in training (e.g. %s); "
+                "they score as <unk> - rename them to the model's types at the producer, or retrain%s", topic, n,
+                len(batch), ", ".join(repr(t[:40]) for t in sorted(unknown, key=unknown.get, reverse=True)[:3]),
+                f" ({held} more such batches not shown)" if held else "")
 
 
 def warn_on_reject_spike(topic: str, n_in: int, rejects: Sequence[events.Rejected]) -> None:
