@@ -32,6 +32,7 @@ from stream.metrics import Metrics
 from stream.runtime import pipeline
 from stream.runtime.config import ServiceConfig
 from stream.runtime.outputs import dead_letter_headers, fit_dead_letter
+from stream.runtime.progress_line import ProgressLine
 from stream.windows import WindowStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
     dlq = app.topic(cfg.dlq_topic, key_type=bytes, value_type=bytes)
     stores: dict[int, WindowStore] = {}
     scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqsentry-score")  # Detector.score: one thread
+
+    # printed, not logged: the Faust worker owns logging and runs at --loglevel warn
+    progress_line = ProgressLine(metrics, lambda line: print(line, flush=True))
 
     @app.agent(source)
     async def detect(stream: faust.StreamT) -> None:
@@ -83,6 +87,7 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
             await asyncio.gather(*sends)
             for sev in severities:  # counted once the broker has them, as in `seqsentry run`
                 metrics.alerts.labels(sev).inc()
+            progress_line.tick()
 
     return app
 

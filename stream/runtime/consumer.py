@@ -25,6 +25,7 @@ from stream.runtime import pipeline
 from stream.runtime.commits import CommitTracker, DetectorFailed
 from stream.runtime.config import ServiceConfig
 from stream.runtime.outputs import Outputs
+from stream.runtime.progress_line import ProgressLine
 from stream.runtime.rebuild import Partitions
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ class ConsumerLoop:
                                 on_revoke=self.partitions.on_revoke)
         errors = self.outputs.errors
         last_observe = 0.0
+        progress_line = ProgressLine(self.metrics, log.info)
         while not stopping.is_set():
             self.heartbeat = time.monotonic()
             if errors.fatal is not None:
@@ -187,6 +189,7 @@ class ConsumerLoop:
             self.commit(force=False)
             if time.monotonic() - last_observe > OBSERVE_EVERY_S:
                 self.observe(ready())
+                progress_line.tick()
                 last_observe = time.monotonic()
         log.info(self.stopping_message())
         self.finish_in_flight()
