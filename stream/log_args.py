@@ -7,7 +7,9 @@ the same way to each of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,20 @@ def log_spec(args: argparse.Namespace) -> LogSpec:
         constants=logs.parse_constants(args.constants),
         value_maps=logs.parse_value_maps(args.value_maps),
     )
+
+
+@contextlib.contextmanager
+def summary_on_refusal(tally: RejectTally) -> Iterator[None]:
+    """Print the rejects by reason before the one-line refusal of a log refused part-way (train
+    and evaluate refuse a mostly-rejected log in their first pass, before any work on it)."""
+    from stream.log_spec import LogFormatError
+
+    try:
+        yield
+    except LogFormatError:
+        for line in tally.summary():
+            print(line, file=sys.stderr)
+        raise
 
 
 def report_log_quality(tally: RejectTally, max_share: float, unknown_types: int = 0, valid: int = 0) -> None:

@@ -43,6 +43,16 @@ def test_train_refuses_a_mostly_rejected_log_before_training(tmp_path, capsys):
     assert "records rejected (mostly bad-timestamp" in capsys.readouterr().err
 
 
+def test_a_log_refused_before_training_is_summarised_by_reason_with_an_example(tmp_path, capsys):
+    log = tmp_path / "taobao.csv"
+    log.write_text(TAOBAO_ROWS)
+    main(["train", str(log), "--columns", "user_id,ts,category_id,type,item_id", "--out", str(tmp_path),
+          "--no-registry", "-q"])
+    err = capsys.readouterr().err
+    assert "records (" in err and ": bad-timestamp - e.g. " in err  # the reason's line comes before the refusal
+    assert err.index("bad-timestamp - e.g.") < err.index("records rejected (mostly bad-timestamp")
+
+
 def test_replay_reports_what_the_detector_will_dead_letter(broker, topic, tmp_path, capsys):
     log = tmp_path / "x.jsonl"
     log.write_text('{"user_id": "u", "ts": "soon", "type": "view"}\n' * 4)

@@ -17,7 +17,7 @@ def _window_args(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from stream import logs
     from stream.log_args import log_spec as _log_spec
-    from stream.log_args import report_log_quality
+    from stream.log_args import report_log_quality, summary_on_refusal
     from stream.model import ModelSize
     from stream.windows import WindowConfig
     from training import dataset, train
@@ -41,8 +41,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             return dataset.batches_from_log(args.log, spec, tally, args.max_reject_share)
         return dataset.batches_from_log(args.log, spec)
 
-    res = train.train(batches, args.out, cfg, registry_dir=None if args.no_registry else args.registry,
-                      show=not args.quiet)
+    with summary_on_refusal(tally):
+        res = train.train(batches, args.out, cfg, registry_dir=None if args.no_registry else args.registry,
+                          show=not args.quiet)
     report_log_quality(tally, args.max_reject_share)
     print(f"trained {res.kind} model {res.version} in {res.seconds:.0f}s; threshold {res.threshold:.4g}")
     print(f"artifact: {res.artifact}")
@@ -66,7 +67,7 @@ def _users_line(u: dict) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream import logs, registry
     from stream.log_args import log_spec as _log_spec
-    from stream.log_args import report_log_quality
+    from stream.log_args import report_log_quality, summary_on_refusal
     from stream.model import Scorer
     from training import dataset, metrics
 
@@ -74,8 +75,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scorer = Scorer.load(model_dir, args.device)
     art = scorer.artifact
     tally = logs.RejectTally()
-    ws = dataset.build_windows(dataset.batches_from_log(args.log, _log_spec(args), tally, args.max_reject_share),
-                               art.vocab, art.window_config)
+    with summary_on_refusal(tally):
+        ws = dataset.build_windows(dataset.batches_from_log(args.log, _log_spec(args), tally, args.max_reject_share),
+                                   art.vocab, art.window_config)
     report_log_quality(tally, args.max_reject_share)
     if not ((ws.label == 1).any() and (ws.label == 0).any()):
         raise ValueError(f"{args.log} has no labelled normal and attack events to evaluate against; pass --labels")
