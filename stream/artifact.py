@@ -171,9 +171,18 @@ def signing_key() -> bytes | None:
     return key
 
 
+def _sums(digests: dict[str, str]) -> bytes:
+    """SHA256SUMS's text for these digests (every artifact file, meta.json included)."""
+    return "".join(f"{digests[n]}  {n}\n" for n in (*ARTIFACT_FILES, "meta.json")).encode()
+
+
+def _digests(path: Path) -> dict[str, str]:
+    return {n: _sha256(path / n) for n in (*ARTIFACT_FILES, "meta.json")}
+
+
 def manifest(path: Path) -> bytes:
     """What SHA256SUMS holds for the files of ``path`` as they are now."""
-    return "".join(f"{_sha256(path / n)}  {n}\n" for n in (*ARTIFACT_FILES, "meta.json")).encode()
+    return _sums(_digests(path))
 
 
 def save_artifact(path: Path, model: torch.nn.Module, vocab: Vocabulary, meta: Meta) -> Path:
@@ -184,9 +193,10 @@ def save_artifact(path: Path, model: torch.nn.Module, vocab: Vocabulary, meta: M
     save_model(model, str(path / "model.safetensors"))  # de-duplicates tied weights (MLM decoder)
     model.config.to_json_file(str(path / "config.json"))
     vocab.save(path / "vocab.json")
-    meta.checksums = {name: _sha256(path / name) for name in ARTIFACT_FILES}
+    digests = {name: _sha256(path / name) for name in ARTIFACT_FILES}  # each file hashed once
+    meta.checksums = dict(digests)
     (path / "meta.json").write_text(json.dumps(asdict(meta), indent=2, default=float))
-    sums = manifest(path)
+    sums = _sums({**digests, "meta.json": _sha256(path / "meta.json")})
     (path / MANIFEST).write_bytes(sums)
     key = signing_key()
     if key is not None:
@@ -208,9 +218,9 @@ def _small_file(path: Path, limit: int) -> bytes | None:
     return path.read_bytes()
 
 
-def _verify_manifest(path: Path) -> None:
+def _verify_manifest(path: Path) -> dict[str, str]:
     """Every file, meta.json included, must match SHA256SUMS; with a signing key set, SHA256SUMS
-    must carry a valid signature."""
+    must carry a valid signature. Returns the files' digests (each file is hashed once)."""
     sums = _small_file(path / MANIFEST, 4096)
     if sums is None:
         raise ArtifactError(f"{path}: missing {MANIFEST} (written by `seqsentry train`); retrain or re-publish")
@@ -221,11 +231,13 @@ def _verify_manifest(path: Path) -> None:
             raise ArtifactError(f"{path}: not signed, and {KEY_ENV} is set: only signed models are loaded")
         if not hmac.compare_digest(sig.strip(), hmac.new(key, sums, hashlib.sha256).hexdigest().encode()):
             raise ArtifactError(f"{path}: signature does not match {MANIFEST} (tampered, or signed with another key)")
-    now = manifest(path)
+    digests = _digests(path)
+    now = _sums(digests)
     if sums != now:
         differ = [ln.split("  ", 1)[-1] for ln in set(now.decode().splitlines()) - set(sums.decode(errors="replace").splitlines())]
         raise ArtifactError(f"{path}: checksum mismatch for {', '.join(sorted(differ)) or MANIFEST}: the files do not "
                             f"match {MANIFEST} (corrupt or tampered)")
+    return digests
 
 
 @dataclass
@@ -282,9 +294,9 @@ def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
         if not (path / name).is_file():
             raise ArtifactError(f"{path}: missing {name}")
     meta.validate(path)  # first: a field that would break serving is named, not just "does not match"
-    _verify_manifest(path)
+    digests = _verify_manifest(path)
     for name in ARTIFACT_FILES:
-        if _sha256(path / name) != meta.checksums.get(name):
+        if digests[name] != meta.checksums.get(name):
             raise ArtifactError(f"{path}: checksum mismatch for {name} (corrupt or tampered)")
     try:
         vocab = Vocabulary.load(path / "vocab.json")

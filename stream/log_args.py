@@ -62,9 +62,13 @@ def summary_on_refusal(tally: RejectTally) -> Iterator[None]:
     try:
         yield
     except LogFormatError:
-        for line in tally.summary():
-            print(line, file=sys.stderr)
+        _print_rejects(tally)
         raise
+
+
+def _print_rejects(tally: RejectTally) -> None:
+    for line in tally.summary():
+        print(line, file=sys.stderr)
 
 
 def report_log_quality(tally: RejectTally, max_share: float, unknown_types: int = 0, valid: int = 0) -> None:
@@ -72,8 +76,7 @@ def report_log_quality(tally: RejectTally, max_share: float, unknown_types: int 
     event types are unknown to the model; raises (exit 2) past the allowed reject share."""
     from stream.encoding import UNKNOWN_TYPES_WARN
 
-    for line in tally.summary():
-        print(line, file=sys.stderr)
+    _print_rejects(tally)
     if valid and unknown_types / valid > UNKNOWN_TYPES_WARN:
         print(f"warning: {unknown_types / valid:.0%} of valid events have an event type the model never saw in "
               "training (scored as <unk>): map them onto the model's names with --map-values type:FROM=TO, "
