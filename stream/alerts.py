@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 
+from stream.explain import Summary
+
 SCHEMA_VERSION = 1
 SEVERITIES = ("low", "medium", "high", "critical")
 MAX_WINDOW_EVENTS_IN_ALERT = 16
@@ -68,8 +70,15 @@ class Cooldown:
 def build(*, user_id: str, score: float, threshold: float, severity_steps: list[float], model_version: str,
           event_time: int,
           trigger: dict, trigger_event: str, window: list[dict], explanation: list[dict],
-          window_events: int) -> dict:
-    """An alert record per the published schema."""
+          window_events: int, summary: Summary | None = None) -> dict:
+    """An alert record per the published schema.
+
+    ``summary`` (stream.explain) adds what was unusual about the window: ``reasons`` (one
+    line), ``findings`` (its sentences) and ``stats`` (their numbers), inside ``window``.
+    """
+    win: dict = {"events": window_events, "last": window[-MAX_WINDOW_EVENTS_IN_ALERT:]}
+    if summary is not None:
+        win |= {"reasons": summary.reasons, "findings": summary.findings, "stats": summary.stats}
     return {
         "schema_version": SCHEMA_VERSION,
         "alert_id": alert_id(user_id, model_version, trigger_event),
@@ -81,6 +90,6 @@ def build(*, user_id: str, score: float, threshold: float, severity_steps: list[
         "event_time": int(event_time),
         "detected_at": int(time.time() * 1000),
         "trigger": trigger,
-        "window": {"events": window_events, "last": window[-MAX_WINDOW_EVENTS_IN_ALERT:]},
+        "window": win,
         "explanation": explanation,
     }

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stream import alerts
+from stream import alerts, explain
+from stream.artifact import Artifact
 from stream.encoding import Encoded, encode
 from stream.events import EventBatch
 from stream.metrics import Metrics
@@ -42,6 +43,10 @@ class Pending:
     topic: str | None = None
     partition: int | None = None
     offsets: np.ndarray | None = None  # Kafka offset of each completing event
+    index: np.ndarray | None = None  # input position (in its parsed batch) of each completing message
+    item_ids: list[str | None] | None = None  # item_id of each completing event, as sent (None: session end)
+    log: str | None = None  # offline: the log scored (stream.offline sets it), named in the alert's trigger
+    log_start: int = 0  # offline: the log record at input position 0 of this batch
     kafka_ts: np.ndarray | None = None  # Kafka timestamp (ms) of each completing message
     enqueued: float = field(default_factory=time.monotonic)
     ticket: object | None = None  # the service's commit ticket
@@ -101,6 +106,7 @@ class Detector:
                 trigger_event=[_trigger_identity(e) for e in evs], event_ids=[e.event_id for e in evs],
                 topic=topic, partition=partition,
                 offsets=None if offsets is None else offsets[src], kafka_ts=None if kafka_ts is None else kafka_ts[src],
+                index=src, item_ids=[e.item_id for e in evs],
             ))
 
         def on_close(change: Change) -> None:
@@ -112,7 +118,7 @@ class Detector:
                 trigger_event=[f"end|{t}|{ty}" for t, ty in zip(last_ts.tolist(), last_type, strict=True)],
                 event_ids=[None] * len(w), topic=topic, partition=partition,
                 offsets=None if offsets is None else offsets[src], kafka_ts=None if kafka_ts is None else kafka_ts[src],
-                closing=True,
+                index=src, closing=True,
             ))
 
         res = store.add(batch, on_change=on_change, on_close=on_close)
@@ -184,7 +190,9 @@ class Detector:
         if self.shadow is not None:
             self._shadow(pendings, keep, scores)
         art = scorer.artifact
-        thr, steps, version = art.meta.threshold, art.meta.severity, art.version
+        # Scores are float32: compare with the threshold as a float32 too, and show that value in the
+        # alert, so that a score shown is never below the threshold shown beside it.
+        thr = np.float32(art.meta.threshold)
         fire: list[tuple[int, int, int]] = []  # (pending, row in pending, row in batch) past threshold and cooldown
         offset = 0
         for i, (p, n) in enumerate(zip(pendings, sizes, strict=True)):
@@ -194,10 +202,14 @@ class Detector:
                 elif m:
                     m.alerts_suppressed.inc()
             offset += n
-        why = scorer.explain_many(enc, [row for _, _, row in fire], self.explain_top)
+        # Occlusion weights only mean something for a classifier: a zero-label score is the newest
+        # event's surprise, so that event would carry the whole weight (see _alert).
+        rows = [row for _, _, row in fire]
+        why = (scorer.explain_many(enc, rows, self.explain_top) if art.meta.kind == "classifier"
+               else [None] * len(rows))
         out: list[list[dict]] = [[] for _ in pendings]
         for (i, j, row), pairs in zip(fire, why, strict=True):
-            out[i].append(self._alert(pendings[i], j, enc, row, float(scores[row]), thr, steps, version, pairs))
+            out[i].append(self._alert(pendings[i], j, enc, row, float(scores[row]), float(thr), art, pairs))
         return out
 
     def _shadow(self, pendings: list[Pending], keep: np.ndarray, scores: np.ndarray) -> None:
@@ -210,20 +222,37 @@ class Detector:
             self.metrics.shadow_windows.inc(int(keep.sum()))
             self.metrics.shadow_agree.inc(int((a == b).sum()))
 
-    def _alert(self, p: Pending, j: int, enc: Encoded, row: int, score: float, thr: float,
-               steps: list[float], version: str, why: list[tuple[int, float]]) -> dict:
+    def _alert(self, p: Pending, j: int, enc: Encoded, row: int, score: float, thr: float, art: Artifact,
+               why: list[tuple[int, float]] | None) -> dict:
+        """The alert for window ``j`` of ``p`` (batch row ``row``). ``why``: the classifier's occlusion
+        weights (position, weight), positions counting events oldest first; None for zero-label models,
+        whose explanation is the one event they scored."""
         w = p.windows
         n = int(w.length[j])
-        ts, types, prices = w.ts[j, -n:], w.type[j, -n:], w.price[j, -n:]
-        events = [{"ts": int(t), "type": p.type_names[int(ty)], "price": None if np.isnan(pr) else float(f"{pr:.7g}")}  # float32 -> its shortest decimal
-                  for t, ty, pr in zip(ts.tolist(), types.tolist(), prices.tolist(), strict=True)]
+        ts, types, items, prices = w.ts[j, -n:], w.type[j, -n:], w.item[j, -n:], w.price[j, -n:]
+        gaps = [None, *np.diff(ts).tolist()]
+        events = [{"ts": int(t), "type": p.type_names[int(ty)],
+                   "price": None if np.isnan(pr) else float(f"{pr:.7g}"),  # float32 -> its shortest decimal
+                   "item_hash": explain.item_hex(it), "gap_ms": g}
+                  for t, ty, pr, it, g in zip(ts.tolist(), types.tolist(), prices.tolist(), items.tolist(), gaps,
+                                              strict=True)]
+        vocab = art.vocab
+        summary = explain.summarise(ts, types, items, p.type_names, lambda t: vocab.type_index(t) != 0,
+                                    closing=p.closing)
         n_enc = int(enc.length[row])
         encoded_events = events[-n_enc:] if n_enc else []
         if p.closing:
             encoded_events = [*encoded_events, {"ts": events[-1]["ts"], "type": SESSION_END, "price": None}]
-        explanation = [{**encoded_events[pos], "position": pos, "weight": round(weight, 6)} for pos, weight in why]
+        if why is None:  # zero-label: the event whose surprise is the score (the newest, or the session's end)
+            explanation = [{**encoded_events[-1], "position": len(encoded_events) - 1}] if encoded_events else []
+        else:
+            explanation = [{**encoded_events[pos], "position": pos, "weight": round(weight, 6)} for pos, weight in why]
         trigger = {"topic": p.topic, "partition": p.partition,
-                   "offset": None if p.offsets is None else int(p.offsets[j]), "event_id": p.event_ids[j]}
-        return alerts.build(user_id=w.user_id[j], score=score, threshold=thr, severity_steps=steps, model_version=version,
-                            event_time=int(p.event_time[j]), trigger=trigger, trigger_event=p.trigger_event[j],
-                            window=events, explanation=explanation, window_events=n)
+                   "offset": None if p.offsets is None else int(p.offsets[j]), "event_id": p.event_ids[j],
+                   "item_id": None if p.item_ids is None else p.item_ids[j]}
+        if p.log is not None and p.index is not None:
+            trigger |= {"log": p.log, "record": p.log_start + int(p.index[j])}
+        return alerts.build(user_id=w.user_id[j], score=score, threshold=thr, severity_steps=art.meta.severity,
+                            model_version=art.version, event_time=int(p.event_time[j]), trigger=trigger,
+                            trigger_event=p.trigger_event[j], window=events, explanation=explanation,
+                            window_events=n, summary=summary)

@@ -45,6 +45,7 @@ def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, s
     known = set(detector.scorer.artifact.vocab.types[1:])
     t0 = time.monotonic()
     store = detector.new_store()
+    log_name = str(path)
     dlq = open(dead_letter_out, "wb") if dead_letter_out else None  # noqa: SIM115
     try:
         with open(alerts_out, "wb") as out, progress.bar(show_progress) as bar:
@@ -55,6 +56,8 @@ def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, s
                 else:
                     parsed = events.validate_records(chunk.records)
                 res = pipeline.step(detector, store, parsed)
+                for p in res.pending:  # the alert's trigger names the log and the record
+                    p.log, p.log_start = log_name, stats.events
                 stats.unknown_types += sum(t not in known for t in parsed.events.type)
                 if tally is not None:
                     tally.add(res.dead_letters, len(chunk.records))
