@@ -9,6 +9,7 @@ scenarios test the runtime, not detection quality. Budget: under 3 minutes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -183,26 +184,53 @@ def secrets(tmp: Path) -> dict:
     return out
 
 
-def http_limits() -> dict:
-    """20 idle connections against the probe server: capped threads, dropped after the socket timeout."""
+def _closed_by_server(s: socket.socket) -> bool:
+    """Whether the server has closed ``s`` (without blocking)."""
+    try:
+        return s.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset: the server aborted it
+        return True
+
+
+def http_limits(slow: int = 16, silent: int = 100) -> dict:
+    """``slow`` clients sending one header byte a second and ``silent`` idle connections against the probe
+    server (issue 20, item 4): every probe must answer within 1 s, each slow request be cut at the deadline."""
+    import urllib.request
+
     from prometheus_client import CollectorRegistry
 
     from stream.runtime import http
 
     server = http.serve("127.0.0.1", 0, CollectorRegistry(), healthy=lambda: True, ready=lambda: True)
+    t0 = time.monotonic()
+    idle = [socket.create_connection(server.server_address[:2]) for _ in range(silent)]  # past the cap: oldest go
+    trickling = [socket.create_connection(server.server_address[:2]) for _ in range(slow)]
+    dropped_after: dict[int, float] = {}
+    answered = probes = 0
+    most_open = 0
     try:
-        idle = [socket.create_connection(server.server_address[:2]) for _ in range(20)]
-        time.sleep(0.3)
-        threads = sum("process_request" in t.name for t in threading.enumerate())
-        for s in idle:
-            s.close()
-        time.sleep(0.3)
-        import urllib.request
-        ok = urllib.request.urlopen(http.url(server) + "/healthz", timeout=5).status == 200
+        while time.monotonic() - t0 < http.REQUEST_DEADLINE_S + 2:
+            for i, s in enumerate(trickling):
+                if i not in dropped_after and _closed_by_server(s):
+                    dropped_after[i] = time.monotonic() - t0
+                elif i not in dropped_after:
+                    s.send(b"G")  # one byte of a request head: a per-recv timeout never fires
+            for _ in range(4):
+                probes += 1
+                with contextlib.suppress(OSError):  # a probe that failed in time
+                    answered += urllib.request.urlopen(http.url(server) + "/healthz", timeout=1).status == 200
+                most_open = max(most_open, server.open_connections)
+                time.sleep(0.25)
     finally:
+        for s in trickling + idle:
+            s.close()
         http.shutdown(server)
-    return {"idle_connections": 20, "handler_threads_at_most": http.MAX_HANDLERS, "handler_threads_seen": threads,
-            "probe_ok_after": ok, "socket_timeout_s": http.SOCKET_TIMEOUT_S}
+    return {"slow_clients": slow, "silent_connections": silent, "probes": probes, "probes_answered": answered,
+            "slow_dropped": len(dropped_after), "slow_dropped_after_s_max": max(dropped_after.values(), default=None),
+            "request_deadline_s": http.REQUEST_DEADLINE_S, "max_connections": http.MAX_CONNECTIONS,
+            "open_connections_max": most_open}
 
 
 def rows(r: dict) -> list[str]:
@@ -222,9 +250,11 @@ def rows(r: dict) -> list[str]:
         f"{s['jaas']['traceback']}, secret shown: {s['jaas']['secret_shown']} |",
         f"| a malformed `-X` holding a password | exit {s['malformed']['exit']}, {s['malformed']['stderr_lines']} line, "
         f"secret shown: {s['malformed']['secret_shown']} |",
-        f"| {h['idle_connections']} idle HTTP connections | at most {h['handler_threads_at_most']} handler threads "
-        f"(seen {h['handler_threads_seen']}), each dropped after {h['socket_timeout_s']:.0f} s; probe answers "
-        f"afterwards: {h['probe_ok_after']} |",
+        f"| {h['slow_clients']} clients sending one header byte a second, plus {h['silent_connections']} silent "
+        f"connections | {h['probes_answered']} of {h['probes']} `/healthz` probes answered within 1 s; "
+        f"{h['slow_dropped']} of {h['slow_clients']} slow requests cut at the {h['request_deadline_s']:.0f} s total "
+        f"deadline (last after {h['slow_dropped_after_s_max'] or 0:.1f} s); at most {h['open_connections_max']} "
+        f"connections open (cap {h['max_connections']}, the oldest closed first) |",
     ]
 
 

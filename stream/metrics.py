@@ -58,6 +58,8 @@ class Metrics:
         self.rebalances = Counter("seqsentry_rebalances", "Partition assignments and revocations.", ["kind"], registry=r)
         self.rebuilt_events = Counter("seqsentry_rebuilt_events", "Events re-read to rebuild windows on assignment.",
                                       registry=r)
+        self.data_loss = Counter("seqsentry_broker_data_loss", "Times the broker was found to have lost data already "
+                                 "consumed (restarted empty, topic recreated, log truncated).", registry=r)
         self.commits = Counter("seqsentry_offset_commits", "Offset commits made after work was safely done.", registry=r)
         self.model_info = Info("seqsentry_model", "The model version serving.", registry=r)
         self.model_loads = Counter("seqsentry_model_loads", "Model load attempts, by result.", ["result"], registry=r)

@@ -160,9 +160,12 @@ class Service:
     @property
     def ready(self) -> bool:
         """Partitions assigned, the broker reachable and taking outputs lately (no broker-down error,
-        failed delivery or vanished topic for ``BROKER_QUIET_S``), no output refused for good, not stopping."""
+        failed delivery, vanished topic or lost data for ``BROKER_QUIET_S``), no output waiting for its
+        ack longer than ``ack_timeout_s``, no output refused for good, not stopping."""
+        now = time.monotonic()
         return (self.loop is not None and bool(self.partitions.assigned) and self.errors.fatal is None
-                and time.monotonic() - self.errors.last_problem_at > BROKER_QUIET_S and not self._stopping.is_set())
+                and now - self.errors.last_problem_at > BROKER_QUIET_S
+                and self.outputs.unacked.oldest_age(now) <= self.cfg.ack_timeout_s and not self._stopping.is_set())
 
     @property
     def healthy(self) -> bool:

@@ -152,6 +152,8 @@ _SETTINGS: dict[str, dict[str, Any]] = {
     "reload_interval_s": {"type": float, "help": "how often the registry is checked for a new current model"},
     "stall_timeout_s": {"type": float,
                         "help": "/healthz fails when the detector is behind yet consumes nothing this long"},
+    "ack_timeout_s": {"type": float,
+                      "help": "/readyz fails once an alert or dead letter has waited this long for the broker's ack"},
     "exactly_once": {"action": "store_true",
                      "help": "Kafka transactions: alerts, dead letters and offsets commit atomically (readers use "
                              "isolation.level=read_committed)"},

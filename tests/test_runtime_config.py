@@ -42,6 +42,7 @@ EVERY_FIELD_FROM_ENV = {
     "exactly_once": ("1", True),
     "transactional_id": ("tx-1", "tx-1"),
     "stall_timeout_s": ("30", 30.0),
+    "ack_timeout_s": ("2.5", 2.5),
     "startup_timeout_s": ("0", 0.0),
     "explain_top": ("3", 3),
     "max_users": ("5000", 5000),

@@ -73,6 +73,8 @@ class ServiceConfig(BaseSettings):
     transactional_id: str | None = None  # stable per instance; default seqsentry-<group>-<hostname>
     # /healthz fails when behind yet consuming nothing this long
     stall_timeout_s: float = Field(defaults.STALL_TIMEOUT_S, gt=0)
+    # /readyz fails once an alert or dead letter has waited this long for the broker's ack
+    ack_timeout_s: float = Field(defaults.ACK_TIMEOUT_S, gt=0)
     # keep retrying an unreachable cluster / missing topics
     startup_timeout_s: float = Field(defaults.STARTUP_TIMEOUT_S, ge=0)
     explain_top: int = Field(defaults.EXPLAIN_TOP, ge=0)

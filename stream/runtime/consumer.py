@@ -4,7 +4,8 @@ Threads: everything here runs on the consumer thread (the one that calls
 :meth:`ConsumerLoop.run`), including the rebalance callbacks librdkafka invokes inside
 ``consume()``. It is the only thread that touches the consumer, the window stores and the
 commit tracker. Other threads see it through plain values it writes: ``heartbeat``,
-``progress_at`` (health) and the metrics.
+``progress_at`` (health) and the metrics. A broker that lost what was already consumed is
+reported in one line (:mod:`stream.runtime.logloss`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream.batcher import InferenceWorker
 from stream.detector import Detector
@@ -24,6 +25,7 @@ from stream.metrics import Metrics
 from stream.runtime import pipeline
 from stream.runtime.commits import CommitTracker, DetectorFailed
 from stream.runtime.config import ServiceConfig
+from stream.runtime.logloss import LogLossWatch, loss_line
 from stream.runtime.outputs import Outputs
 from stream.runtime.progress_line import ProgressLine
 from stream.runtime.rebuild import Partitions
@@ -50,6 +52,7 @@ class ConsumerLoop:
         self.progress_at = time.monotonic()  # last time consumption advanced, or there was nothing to consume
         self._consumed_seen = 0.0
         self._evicted_seen = {"idle": 0, "lru": 0}
+        self.loss = LogLossWatch()
 
     # ---- one turn ---------------------------------------------------------------------
     def handle(self, msgs: list[Message]) -> None:
@@ -64,6 +67,10 @@ class ConsumerLoop:
             by_part.setdefault(msg.partition(), []).append(msg)
             offsets[(msg.topic(), msg.partition())] = msg.offset()
         ticket = self.commits.open(offsets)
+        received_ms = int(time.time() * 1000)  # the batch is here: nothing in it was produced later
+        self._report_loss([line for pm in by_part.values()
+                           if (line := self.loss.consumed(pm[0].topic(), pm[0].partition(), pm[0].offset(),
+                                                          pm[-1].offset()))])
         for part, pm in by_part.items():
             self.partitions.last_ts[part] = pm[-1].timestamp()[1]
             values = [x.value() for x in pm]
@@ -72,7 +79,8 @@ class ConsumerLoop:
                 self.detector, self.partitions.store(part), pipeline.parse(values, self.cfg.max_message_bytes),
                 topic=topic, partition=part, offsets=np.array([x.offset() for x in pm], dtype=np.int64),
                 kafka_ts=np.array([x.timestamp()[1] for x in pm], dtype=np.int64), keys=[x.key() for x in pm],
-                metrics=self.metrics, max_clock_skew_ms=self.cfg.max_clock_skew_ms)
+                metrics=self.metrics, trusted_ts=pipeline.trusted_clock([x.timestamp() for x in pm], received_ms),
+                max_clock_skew_ms=self.cfg.max_clock_skew_ms)
             for d in res.dead_letters:
                 msg = pm[d.index]
                 self.outputs.dead_letter(ticket, msg.value(), msg.key(), d.reason, d.detail, topic=msg.topic(),
@@ -82,6 +90,27 @@ class ConsumerLoop:
                 ticket.add()
                 self.worker.submit(p)
         ticket.done()
+
+    # ---- rebalances: the partitions' state, and the committed offsets as a sign of lost data ----------
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback: rebuild the partitions' windows, then check their committed offsets."""
+        self.partitions.on_assign(consumer, partitions)
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:  # the rebuild above already needed them; no check is no harm
+            log.debug("committed offsets unavailable for the data-loss check: %s", exc)
+            return
+        self._report_loss(self.loss.assigned(committed))
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback (revoked or lost): finish and commit, drop the partitions' state."""
+        self.partitions.on_revoke(consumer, partitions)
+        self.loss.revoked(partitions)
+
+    def _report_loss(self, found: list[str]) -> None:
+        if found:
+            self.metrics.data_loss.inc()
+            self.outputs.errors.on_data_loss(loss_line(found))
 
     def commit(self, force: bool = True) -> None:
         """Commit what is safe to commit (at most every commit interval unless forced)."""
@@ -165,8 +194,7 @@ class ConsumerLoop:
     # ---- the loop -------------------------------------------------------------------------
     def run(self, stopping: threading.Event, ready: Callable[[], bool]) -> None:
         """Consume until ``stopping`` is set; then finish in-flight work. Raises DetectorFailed."""
-        self.consumer.subscribe([self.cfg.topic], on_assign=self.partitions.on_assign,
-                                on_revoke=self.partitions.on_revoke)
+        self.consumer.subscribe([self.cfg.topic], on_assign=self.on_assign, on_revoke=self.on_revoke)
         errors = self.outputs.errors
         last_observe = 0.0
         progress_line = ProgressLine(self.metrics, log.info)

@@ -1,107 +1,160 @@
 """HTTP: ``/metrics`` (Prometheus text), ``/healthz`` (liveness) and ``/readyz`` (readiness).
 
-Threads: the server runs on its own daemon thread (``seqsentry-http``) and one thread per
-connection, at most ``MAX_HANDLERS`` at once (further connections are closed at once, so
-slow or idle clients cannot pile up threads); each connection times out after
-``SOCKET_TIMEOUT_S``. Handlers only read the metrics registry and call the two probes,
-which read plain values written by the consumer thread. A client that hangs up early
-(a probe's timeout) is not an error: no traceback.
+One asyncio event loop on its own daemon thread (``seqsentry-http``) serves every
+connection: a slow or idle client costs a coroutine, not a thread, so it cannot hold a
+handler slot that a probe needs (issue 20: sixteen clients sending one header byte every
+5 s held all sixteen threads of the earlier thread-per-connection server, and every
+``/healthz`` probe failed). Each request has a *total* deadline,
+``REQUEST_DEADLINE_S``, for reading the request and writing the answer - not a per-``recv``
+timeout, which a client that trickles bytes resets forever. At most ``MAX_CONNECTIONS``
+are open at once; a new connection beyond that closes the oldest one instead of being
+turned away, so a probe (which sends its request at once and is answered in well under a
+millisecond) gets in however many slow connections are held. Requests are answered in
+HTTP/1.0 style (one request per connection, ``Connection: close``).
+
+Handlers only read the metrics registry and call the two probes, which read plain values
+written by the consumer thread. A client that hangs up early (a probe's timeout) is not an
+error: no traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import socket
-import sys
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream.errors import SeqsentryError
 
 log = logging.getLogger(__name__)
-MAX_HANDLERS = 16  # scrapes and probes are a few a second; more concurrent connections are a leak or an attack
-SOCKET_TIMEOUT_S = 10.0  # a client that sends no request (or reads no answer) this long is dropped
+MAX_CONNECTIONS = 64  # scrapes and probes are a few a second; more at once is a leak or an attack
+REQUEST_DEADLINE_S = 5.0  # whole request: read the head and write the answer, however the bytes trickle
+MAX_HEAD_BYTES = 8192  # request line and headers; a GET needs a few hundred
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+Answer = tuple[int, str, bytes]  # status, content type, body
 
 
-class BoundedHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server with at most ``max_handlers`` handler threads, quiet about hang-ups."""
+def _route(path: str, registry: CollectorRegistry, healthy: Callable[[], bool], ready: Callable[[], bool]) -> Answer:
+    """The answer to ``GET path``."""
+    if path == "/metrics":
+        return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+    if path in ("/healthz", "/readyz"):
+        ok = healthy() if path == "/healthz" else ready()
+        return (200, "text/plain", b"ok\n") if ok else (503, "text/plain", b"not ok\n")
+    return 404, "text/plain", b"not found\n"
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 max_handlers: int | None = None) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_handlers or MAX_HANDLERS)
 
-    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
-        """Hand the connection to a thread if one of the ``max_handlers`` slots is free; else close it."""
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
+def _response(status: int, ctype: str, body: bytes, head_only: bool = False) -> bytes:
+    head = (f"HTTP/1.0 {status} {_REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode() + (b"" if head_only else body)
+
+
+def _parse_request_line(head: bytes) -> tuple[str, str] | None:
+    """(method, path without query) of a request head, or None when it is not HTTP."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return None
+    return parts[0].decode("latin-1"), parts[1].decode("latin-1").split("?", 1)[0]
+
+
+class ProbeServer:
+    """The metrics and probe server: an asyncio server on a daemon thread (see the module docstring)."""
+
+    def __init__(self, host: str, port: int, answer: Callable[[str], Answer],
+                 max_connections: int | None = None, deadline_s: float | None = None) -> None:
+        self.answer = answer
+        self.max_connections = max_connections or MAX_CONNECTIONS
+        self.deadline_s = deadline_s or REQUEST_DEADLINE_S
+        self.loop = asyncio.new_event_loop()
+        self._open: dict[asyncio.Task, asyncio.StreamWriter] = {}  # insertion order: oldest first
+        try:  # bound here, on the caller's thread, so a port in use fails the caller at once
+            self._server = self.loop.run_until_complete(
+                asyncio.start_server(self._serve, host, port, limit=MAX_HEAD_BYTES))
+        except OSError:
+            self.loop.close()
             raise
+        self.server_address: tuple[str, int] = self._server.sockets[0].getsockname()[:2]
+        self._thread = threading.Thread(target=self.loop.run_forever, name="seqsentry-http", daemon=True)
+        self._thread.start()
 
-    def process_request_thread(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (read from any thread: a snapshot)."""
+        return len(self._open)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._open) >= self.max_connections:  # room for this one: the oldest goes (a slow client, likely)
+            oldest = next(iter(self._open))
+            self._open.pop(oldest).transport.abort()
+            oldest.cancel()
+        self._open[task] = writer
         try:
-            super().process_request_thread(request, client_address)
+            async with asyncio.timeout(self.deadline_s):
+                await self._exchange(reader, writer)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                asyncio.CancelledError, OSError) as exc:
+            log.debug("http: client %s dropped: %r", writer.get_extra_info("peername"), exc)
+        except Exception as exc:  # a bug in a probe must not take the server down
+            log.warning("http: request from %s failed: %r", writer.get_extra_info("peername"), exc)
         finally:
-            self._slots.release()
+            self._open.pop(task, None)
+            writer.transport.abort()  # no lingering close handshake with a client that stopped reading
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client that went away (or timed out) is normal for probes: one debug line, no traceback."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
-            log.debug("http: client %s went away: %s", client_address, exc)
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one request head, write its answer."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        request = _parse_request_line(head)
+        if request is None:
+            writer.write(_response(400, "text/plain", b"bad request\n"))
+        elif request[0] not in ("GET", "HEAD"):
+            writer.write(_response(405, "text/plain", b"only GET\n"))
         else:
-            log.warning("http: request from %s failed: %r", client_address, exc)
+            writer.write(_response(*self.answer(request[1]), head_only=request[0] == "HEAD"))
+        await writer.drain()
+
+    def shutdown(self) -> None:
+        """Stop serving, drop open connections and release the port."""
+        async def stop() -> None:
+            self._server.close()
+            tasks = list(self._open)
+            for task, writer in list(self._open.items()):
+                writer.transport.abort()
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # let each end before the loop stops
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+        if self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5.0)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5.0)
+        self.loop.close()
 
 
 def serve(host: str, port: int, registry: CollectorRegistry, *, healthy: Callable[[], bool],
-          ready: Callable[[], bool]) -> ThreadingHTTPServer:
-    """Start serving on ``host:port`` (0: any free port) in a daemon thread; the server."""
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = SOCKET_TIMEOUT_S  # socketserver sets it on each connection's socket
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            path = self.path.split("?")[0]
-            if path == "/metrics":
-                body, ctype, code = generate_latest(registry), CONTENT_TYPE_LATEST, 200
-            elif path in ("/healthz", "/readyz"):
-                ok = healthy() if path == "/healthz" else ready()
-                body, ctype, code = (b"ok\n" if ok else b"not ok\n"), "text/plain", 200 if ok else 503
-            else:
-                body, ctype, code = b"not found\n", "text/plain", 404
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:  # one line per scrape would drown the real logs
-            pass
-
+          ready: Callable[[], bool]) -> ProbeServer:
+    """Start serving on ``host:port`` (0: any free port) on a daemon thread; the server."""
     try:
-        server = BoundedHTTPServer((host, port), Handler)
+        return ProbeServer(host, port, lambda path: _route(path, registry, healthy, ready))
     except OSError as exc:
         raise SeqsentryError(f"cannot serve metrics on {host}:{port} ({exc.strerror}); "
                              "choose another with --metrics-port") from None
-    threading.Thread(target=server.serve_forever, name="seqsentry-http", daemon=True).start()
-    return server
 
 
-def url(server: ThreadingHTTPServer) -> str:
+def url(server: ProbeServer) -> str:
     """``http://host:port`` of a running server."""
     host, port = server.server_address[:2]
     return f"http://{host}:{port}"
 
 
-def shutdown(server: ThreadingHTTPServer | None) -> None:
+def shutdown(server: ProbeServer | None) -> None:
     """Stop serving and release the port."""
     if server is not None:
         server.shutdown()
-        server.server_close()

@@ -10,7 +10,10 @@ fit (:func:`fit_dead_letter`), saying so in ``seqsentry.truncated``,
 A produce error is never an uncaught exception: a full queue (``BufferError``) and
 retriable errors are retried; anything else fails the message's ticket (so nothing is
 committed past it) and records one line in :attr:`BrokerErrors.fatal`, which fails
-readiness and stops the consumer loop.
+readiness and stops the consumer loop. Every output is also timed from produce to ack
+(:class:`Unacked`): readiness fails once the oldest has waited ``ack_timeout_s``, long before
+librdkafka gives up on it (``message.timeout.ms``, 300 s by default; issue 20 saw 20 alerts
+go unacknowledged for 304 s while ``/readyz`` said 200).
 
 Threads: :meth:`Outputs.dead_letter` runs on the consumer thread, :meth:`Outputs.publish`
 on the inference worker; delivery callbacks run on whichever thread polls the producer.
@@ -19,9 +22,11 @@ on the inference worker; delivery callbacks run on whichever thread polls the pr
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import IO
 
@@ -73,6 +78,41 @@ def fit_dead_letter(value: bytes | None, key: bytes | None, headers: list[tuple[
     return value[:room], headers + marks
 
 
+class Unacked:
+    """Outputs produced but not yet acknowledged, with the monotonic time each was produced.
+
+    Oldest first (an OrderedDict: O(1) to add, settle and find the oldest). Added on the
+    consumer and worker threads, settled on whichever thread polls the producer: a lock."""
+
+    def __init__(self) -> None:
+        self._since: OrderedDict[int, float] = OrderedDict()
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def add(self) -> int:
+        """One more output in flight; its id, for :meth:`settle`."""
+        with self._lock:
+            n = next(self._ids)
+            self._since[n] = time.monotonic()
+            return n
+
+    def settle(self, n: int) -> None:
+        """Output ``n`` was acknowledged, failed, or never made it into the producer."""
+        with self._lock:
+            self._since.pop(n, None)
+
+    def oldest_age(self, now: float | None = None) -> float:
+        """Seconds the oldest unacknowledged output has waited (0 when none waits)."""
+        with self._lock:
+            if not self._since:
+                return 0.0
+            first = next(iter(self._since.values()))
+        return (time.monotonic() if now is None else now) - first
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+
 class BrokerErrors:
     """What the Kafka clients reported: error callbacks (librdkafka's threads), failed
     deliveries and a vanished topic. Readiness reads the times; repeated lines are rate-limited."""
@@ -112,6 +152,12 @@ class BrokerErrors:
             self.broker_error_at = time.monotonic()
         self._warn(("consume", err.code()), "consume error: %s", err)
 
+    def on_data_loss(self, line: str) -> None:
+        """The broker lost data this detector had consumed or committed (see stream.runtime.logloss):
+        one error line, and readiness fails like a broker down while the outputs catch up."""
+        self.broker_error_at = time.monotonic()
+        log.error("%s", line)
+
     def _warn(self, kind: tuple, fmt: str, err: KafkaError) -> None:
         held = self.limit.allow(kind)
         if held is not None:
@@ -132,6 +178,7 @@ class Outputs:
         self.errors = errors
         # (trigger's Kafka timestamp ms, event-to-alert seconds) of recent alerts: demo summary, benchmarks
         self.latencies: deque[tuple[int, float]] = deque(maxlen=100_000)
+        self.unacked = Unacked()
         self._audit: IO[str] | None = open(audit_log, "a") if audit_log else None  # noqa: SIM115
 
     def dead_letter(self, ticket: Ticket, value: bytes | None, key: bytes | None, reason: str, detail: str, *,
@@ -162,8 +209,10 @@ class Outputs:
     def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None, ticket: Ticket,
                  kafka_ts_ms: int | None, severity: str | None = None) -> None:
         m = self.metrics
+        waiting = self.unacked.add()
 
         def delivered(err: KafkaError | None, _msg: object) -> None:
+            self.unacked.settle(waiting)
             if err is not None:
                 reason = f"delivery to {topic} failed: {err}"
                 self.errors.on_delivery_failure(topic, str(err))
@@ -193,6 +242,7 @@ class Outputs:
                 # Not retriable (e.g. MSG_SIZE_TOO_LARGE): this output can never be written. Failing
                 # the ticket keeps its offsets uncommitted; ``fatal`` stops the loop with this line.
                 reason = f"cannot produce to {topic}: {err.str() if isinstance(err, KafkaError) else exc}"
+                self.unacked.settle(waiting)
                 if self.errors.fatal is None:
                     self.errors.fatal = reason
                 ticket.fail(reason)
