@@ -8,6 +8,7 @@
     python -m bench memory     # bytes per tracked user
     python -m bench quality    # detection quality vs baselines
     python -m bench realdata   # detection on real labelled HDFS sessions vs lookup baselines
+    python -m bench ecommerce  # real clickstreams + an independent attack generator vs IsolationForest, rate rule
     python -m bench zerolabel  # zero-label serving cost vs the classifier's, same windows
     python -m bench soak       # 10 minutes at 50 % load: RSS, lag and latency over time
     python -m bench crash      # kill -9 five times during a 200k-event replay: lost / repeated
@@ -22,7 +23,8 @@ import importlib
 import sys
 
 COMMANDS = {"race": "bench.race", "latency": "bench.latency", "inference": "bench.inference",
-            "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality", "realdata": "bench.realdata", "zerolabel": "bench.zerolabel",
+            "scaleout": "bench.scaleout", "parse": "bench.parse", "memory": "bench.memory", "quality": "bench.quality", "realdata": "bench.realdata",
+            "ecommerce": "bench.ecommerce", "zerolabel": "bench.zerolabel",
             "soak": "bench.soak", "crash": "bench.crash", "faults": "bench.faults", "report": "bench.report"}
 
 
