@@ -27,7 +27,9 @@ REGULAR_TOLERANCE = 0.10
 MIN_REGULAR_GAPS = 4
 #: Window of the peak-rate count (the classic "more than N events in 60 s" rule).
 PEAK_WINDOW_MS = 60_000
-#: An item holding at least this share of the window's item events is named.
+#: Events with an item before the window's items are characterised at all.
+MIN_ITEM_EVENTS = 4
+#: An item holding more than this share of the window's item events is named.
 TOP_ITEM_SHARE = 0.5
 #: Events with an item before "every event on a different item" is said.
 MIN_ALL_DISTINCT = 8
@@ -94,7 +96,6 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
     findings: list[str] = []
 
     unseen = [(name, int(c)) for name, c in zip(names, type_counts.tolist(), strict=True) if not known(name)]
-    stats["unseen_types"] = [name for name, _ in unseen]
     if unseen:
         listed = ", ".join(f"{name!r} ({c} of {n} events)" for name, c in unseen)
         findings.append(f"event type{'s' if len(unseen) > 1 else ''} never seen in training: {listed}")
@@ -160,11 +161,11 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
         findings.append(f"gap {duration(int(gaps[0]))}")
 
     # --- item concentration ---
-    if with_item >= MIN_REGULAR_GAPS:
+    if with_item >= MIN_ITEM_EVENTS:
         top = stats["top_items"][0]
         share = top["events"] / with_item
-        if share >= TOP_ITEM_SHARE and stats["distinct_items"] > 1:
-            findings.append(f"item {top['item_hash']} in {top['events']} of {with_item} events ({share:.0%})")
+        if share > TOP_ITEM_SHARE and stats["distinct_items"] > 1:
+            findings.append(f"item {top['item_hash']} in {top['events']} of {with_item} events ({share * 100:.0f} %)")
         elif stats["distinct_items"] == 1:
             findings.append(f"every event on item {top['item_hash']}")
         elif stats["distinct_items"] == with_item and with_item >= MIN_ALL_DISTINCT:
@@ -176,4 +177,5 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
         if int((types == newest).sum()) == 1:
             findings.append(f"{type_names[int(newest)]!r} {duration(int(ts[-1] - ts[0]))} after the first "
                             f"{type_names[int(types[0])]!r}")
+    stats["unseen_types"] = [name for name, _ in unseen]
     return Summary(stats, findings)

@@ -76,7 +76,7 @@ def test_a_first_checkout_soon_after_the_first_view_is_said():
 def test_one_item_holding_most_of_the_window_is_named_by_its_hash():
     s = _summary([3_000] * 5, items=[7, 7, 7, 7, 9, 7])
     assert s.stats["top_items"][0] == {"item_hash": "00000007", "events": 5}
-    assert "item 00000007 in 5 of 6 events (83%)" in s.findings
+    assert "item 00000007 in 5 of 6 events (83 %)" in s.findings
 
 
 def test_every_event_on_a_different_item_is_said():
@@ -176,3 +176,11 @@ def test_zero_label_session_end_alerts_explain_the_end():
 def test_classifier_alerts_keep_their_occlusion_weights():
     a = _alerts(FixedScorer(), _run())[-1]
     assert a["explanation"] == [{**a["window"]["last"][-1], "position": 5, "weight": 0.25}]
+
+
+def test_the_readme_example_alert_follows_the_schema():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## The alert contract"):]
+    example = json.loads(section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)])
+    jsonschema.validate(example, alerts.schema())
+    assert example["score"] >= example["threshold"]
