@@ -51,10 +51,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0, **client: str) -> None:
-    """Create topics (name -> partitions) that do not exist yet; wait until they are visible."""
+    """Create topics (name -> partitions) that do not exist yet; wait until they are visible.
+
+    A topic that exists already is left alone whatever its partition count (consumers and
+    producers here ask the broker for it), so `seqsentry demo -b` works on a broker made by
+    `seqsentry broker` or by anyone else."""
     admin = AdminClient({"bootstrap.servers": bootstrap, **client})
     existing = admin.list_topics(timeout=timeout).topics
     new = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items() if name not in existing]
+    wanted = {t.topic: t.num_partitions for t in new}
     if new:
         for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
             try:
@@ -65,10 +70,10 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         md = admin.list_topics(timeout=timeout).topics
-        if all(name in md and len(md[name].partitions) == n for name, n in topics.items()):
+        if all(name in md for name in topics) and all(len(md[name].partitions) == n for name, n in wanted.items()):
             return
         time.sleep(0.05)
-    raise BrokerError(f"topics {sorted(topics)} did not appear within {timeout:.0f}s")
+    raise BrokerError(f"topics {sorted(wanted)} did not appear with their partitions within {timeout:.0f}s")
 
 
 @dataclass

@@ -20,11 +20,14 @@ from stream.log_args import log_args, log_spec, report_log_quality
 EXIT_USAGE = 2
 
 
-def _kafka_args(p: argparse.ArgumentParser, bootstrap_required: bool = True) -> None:
+def _kafka_args(p: argparse.ArgumentParser, bootstrap_required: bool = True, nested: bool = False) -> None:
+    """-b and -X. ``nested``: a sub-action's copies (`topics describe -b B`), which set a value only
+    when given, so the same options given before the action (`topics -b B describe`) still count."""
     env = os.environ.get("SEQSENTRY_BOOTSTRAP")
-    p.add_argument("--bootstrap", "-b", required=bootstrap_required and not env, default=env,
-                   help="Kafka bootstrap servers (env SEQSENTRY_BOOTSTRAP)")
-    p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--bootstrap", "-b", required=bootstrap_required and not env and not nested,
+                   default=argparse.SUPPRESS if nested else env, help="Kafka bootstrap servers (env SEQSENTRY_BOOTSTRAP)")
+    p.add_argument("-X", dest="kafka_options", action="append", default=argparse.SUPPRESS if nested else [],
+                   metavar="KEY=VALUE",
                    help="librdkafka setting passed through, e.g. -X security.protocol=SASL_SSL (repeatable)")
 
 
@@ -111,9 +114,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_topics(args: argparse.Namespace) -> int:
     from stream import topics
 
-    if args.action == "create":
-        if not args.names:
-            raise ValueError("name the topics to create: seqsentry topics create NAME [NAME ...]")
+    if not args.bootstrap:
+        raise ValueError("give the cluster: seqsentry topics list -b HOST:PORT (or set SEQSENTRY_BOOTSTRAP)")
+    if args.action == "create":  # (argparse requires the names)
         topics.create(args.bootstrap, args.names, args.partitions, _options(args))
         print(f"created {', '.join(args.names)} ({args.partitions} partitions each)")
         return 0
@@ -176,10 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="list, describe (partitions and offsets) or create topics")
-    p.add_argument("action", choices=["list", "describe", "create"])
-    p.add_argument("names", nargs="*", help="topics (describe/list: default all; create: required)")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of created topics")
-    _kafka_args(p)
+    _kafka_args(p, bootstrap_required=False)  # also accepted after the action, where -b usually goes
+    actions = p.add_subparsers(dest="action", required=True, metavar="{list,describe,create}")
+    for action, names_help in (("list", "topics (default: all)"), ("describe", "topics (default: all)"),
+                               ("create", "topics to create")):
+        a = actions.add_parser(action, help=f"{action} topics", formatter_class=DefaultsHelpFormatter)
+        a.add_argument("names", nargs="+" if action == "create" else "*", help=names_help)
+        if action == "create":
+            a.add_argument("--partitions", type=int, default=4, help="partitions of created topics")
+        _kafka_args(a, nested=True)
     p.set_defaults(func=cmd_topics)
 
     for register in _extra_commands():

@@ -215,7 +215,7 @@ def require_topic(bootstrap: str, topic: str, options: Mapping[str, str] | None 
     topics = check_reachable(bootstrap, options)
     if topic not in topics:
         raise KafkaUnavailable(
-            f"topic {topic!r} does not exist on {bootstrap}; create it (e.g. `seqsentry topics create {topic}`) "
+            f"topic {topic!r} does not exist on {bootstrap}; create it (e.g. `seqsentry topics create {topic} -b {bootstrap}`) "
             "or pick another with --topic"
         )
     return len(topics[topic].partitions)

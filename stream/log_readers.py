@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stream import events as ev
-from stream.log_spec import LogFormatError, LogSpec, apply_spec
+from stream.log_spec import LogFormatError, LogSpec, apply_spec, target
 
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -41,7 +41,9 @@ def detect_format(path: Path | str, fmt: str | None = None) -> tuple[str, bool]:
                           (".tsv", "csv"), (".parquet", "parquet"), (".pq", "parquet")):  # fmt: skip
         if name.endswith(suffix):
             return found, gz
-    raise LogFormatError(f"cannot tell the format of {path}: name it .jsonl/.csv/.tsv/.parquet (optionally .gz) or pass --format")
+    raise LogFormatError(f"cannot tell the format of {path}: name it .jsonl, .csv, .tsv or .parquet (optionally .gz), "
+                         f"or pass --format {'|'.join(FORMATS)} (a tab- or semicolon-separated file is --format csv: "
+                         "the delimiter is detected)")
 
 
 def read_labels(path: Path | str) -> dict[str, tuple[int, str | None]]:
@@ -126,7 +128,7 @@ def _csv_batches(path: Path, spec: LogSpec) -> Iterator[pa.RecordBatch]:
     numeric = ("ts", "price", "quantity", "label")
     convert = pacsv.ConvertOptions(
         strings_can_be_null=True,
-        column_types={c: pa.string() for c in names if spec.columns.get(c, c) not in numeric},
+        column_types={c: pa.string() for c in names if target(spec, c) not in numeric},
     )
     stream = pa.input_stream(str(path), compression="gzip" if str(path).endswith(".gz") else None)
     try:
@@ -143,7 +145,7 @@ def _table_chunks(batches: Iterable[pa.RecordBatch], spec: LogSpec) -> Iterator[
     checked = False
     for batch in batches:
         if not checked:
-            names = {spec.columns.get(c, c) for c in batch.schema.names} | set(spec.constants)
+            names = {target(spec, c) for c in batch.schema.names} | set(spec.constants)
             missing = [f for f in ("user_id", "ts", "type") if f not in names]
             if missing:
                 headerless = any(_looks_like_data(c) for c in batch.schema.names)

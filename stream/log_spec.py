@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from stream.errors import SeqsentryError
@@ -83,8 +84,24 @@ def parse_value_maps(items: Iterable[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def target(spec: LogSpec, column: str) -> str | None:
+    """The contract field a log's ``column`` becomes under ``spec``: its mapping, else its own name -
+    or None when another column is mapped onto that name (``--map session_id=user_id`` wins over a
+    file's own ``user_id`` column, which is then dropped)."""
+    if column in spec.columns:
+        return spec.columns[column]
+    return None if column in spec.columns.values() else column
+
+
 def _convert_ts(value: Any, unit: str) -> Any:
-    """A numeric timestamp in ``unit`` (integer or float) -> integer epoch ms; anything else unchanged."""
+    """A numeric timestamp in ``unit`` (integer or float), or a date/datetime (what CSV and Parquet
+    readers make of an ISO date column; naive is UTC) -> integer epoch ms; anything else unchanged."""
+    if isinstance(value, date):
+        if not isinstance(value, datetime):
+            value = datetime.combine(value, time())
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return int(round(value.timestamp() * 1000))
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value
     if unit == "auto":
@@ -100,8 +117,9 @@ def _convert_ts(value: Any, unit: str) -> Any:
 def apply_spec(rec: dict[str, Any], spec: LogSpec) -> dict[str, Any]:
     """One decoded record as ``spec`` makes it: columns renamed, constants set, values mapped,
     ``ts`` converted to epoch ms, label (and attack) looked up."""
-    if spec.columns:
-        rec = {spec.columns.get(k, k): v for k, v in rec.items()}
+    if spec.columns:  # a column mapped onto a name wins over a column of that name (see target())
+        mapped = spec.columns
+        rec = {mapped.get(k, k): v for k, v in rec.items() if k in mapped or k not in mapped.values()}
     if spec.constants:
         rec.update(spec.constants)
     for name, mapping in spec.value_maps.items():

@@ -9,11 +9,13 @@ rows are sent as contract JSON after column mapping.
 from __future__ import annotations
 
 import gzip
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -33,6 +35,41 @@ class ReplayStats:
     @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds else 0.0
+
+
+PROGRESS_LINE_S = 30.0  # without a terminal (no live bar), a progress line this often
+
+
+@dataclass
+class _Progress:
+    """What a replay has sent so far, on the bar - refreshed within a chunk, not only between
+    chunks (a paced replay can spend minutes on one) - and, without a terminal, as a line on
+    stderr every :data:`PROGRESS_LINE_S`, with the event time reached when pacing."""
+
+    bar: Any
+    task: Any
+    stats: ReplayStats
+    t0: float
+    lines: bool
+    speed: float | None = None
+    event_ts: int | None = None
+    _bar_at: float = 0.0
+    _line_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._line_at = self.t0
+
+    def update(self, now: float) -> None:
+        rate = f"{self.stats.sent / max(now - self.t0, 1e-9):,.0f} ev/s"
+        at = (f", event time {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(self.event_ts / 1000))}"
+              if self.speed is not None and self.event_ts is not None else "")
+        if now - self._bar_at >= 0.25:
+            self._bar_at = now
+            self.bar.update(self.task, completed=self.stats.sent, rate=rate + at)
+        if self.lines and now - self._line_at >= PROGRESS_LINE_S:
+            self._line_at = now
+            pace = f" at {self.speed:g}x recorded pace" if self.speed is not None else ""
+            print(f"replay: {self.stats.sent:,} events sent{pace} ({rate}{at})", file=sys.stderr, flush=True)
 
 
 def _key_and_ts(record: object) -> tuple[bytes | None, int | None]:
@@ -90,6 +127,10 @@ def replay(
     size = Path(path).stat().st_size
     with progress.bar(show_progress) as bar:
         task = bar.add_task(f"replay → {topic}", total=limit, rate="")
+        shown = _Progress(bar, task, stats, t_wall0, lines=show_progress and not progress.interactive(), speed=speed)
+        if show_progress and speed is not None:
+            print(f"replay: pacing {path} by its event times, {speed:g}x faster than recorded", file=sys.stderr,
+                  flush=True)
         for chunk in logs.iter_chunks(path, spec):
             raws = chunk.raw
             if tally is not None:  # what the detector will dead-letter, told before it is sent
@@ -107,6 +148,7 @@ def replay(
                 if speed is not None and ts is not None:
                     if t_event0 is None:
                         t_event0 = ts
+                    shown.event_ts = ts
                     ahead = (ts - t_event0) / 1000.0 / speed - (time.monotonic() - t_wall0)
                     if ahead > 0:
                         prod.poll(0)
@@ -119,11 +161,12 @@ def replay(
                         prod.poll(0.05)
                 stats.sent += 1
                 stats.unkeyed += key is None
+                if show_progress and (speed is not None or rate is not None or not stats.sent & 4095):
+                    shown.update(time.monotonic())
             prod.poll(0)
             if errors:
                 break
-            elapsed = time.monotonic() - t_wall0
-            bar.update(task, completed=stats.sent, rate=f"{stats.sent / max(elapsed, 1e-9):,.0f} ev/s")
+            shown.update(time.monotonic())
             if (limit is not None and stats.sent >= limit) or (stop is not None and stop.is_set()):
                 break
         remaining = prod.flush(60)

@@ -311,7 +311,9 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--severity", choices=["low", "medium", "high", "critical"], default="low", help="minimum severity")
     p.add_argument("--user", help="only this user's alerts")
     p.add_argument("--json", action="store_true", help="one JSON alert per line (for piping)")
-    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="show the alerts already on the topic first (default: only new ones, like tail -f)")
     p.add_argument("--count", type=int, help="exit after this many alerts")
-    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without alerts")
+    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without alerts "
+                   "(with --from-beginning: print what is there and stop)")
     p.set_defaults(func=cmd_alerts)

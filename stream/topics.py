@@ -42,7 +42,7 @@ def describe(bootstrap: str, names: list[str] | None = None, options: Mapping[st
     missing = [n for n in names or [] if n not in found]
     if missing:
         raise kafka.KafkaUnavailable(f"topic {missing[0]!r} does not exist on {bootstrap}; "
-                                     f"create it with `seqsentry topics create {missing[0]}`")
+                                     f"create it with `seqsentry topics create {missing[0]} -b {bootstrap}`")
     wanted = sorted(names or [n for n in found if not n.startswith("__")])
     probe = Consumer(kafka.client_config(bootstrap, options, **{"group.id": "seqsentry-topics", "enable.auto.commit": False}))
     try:

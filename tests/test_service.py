@@ -154,6 +154,9 @@ def test_offline_scoring_gives_the_same_alerts_as_the_stream(streamed, offline_a
     assert set(online) == set(offline)
     for k, a in offline.items():
         assert online[k]["score"] == pytest.approx(a["score"], abs=1e-4)
+        assert online[k]["window"] == a["window"]  # the same events, gaps, items and reasons
+        assert {f: online[k]["trigger"][f] for f in ("event_id", "item_id")} == {
+            f: a["trigger"][f] for f in ("event_id", "item_id")}
 
 
 def test_metrics_reconcile_consumed_with_valid_plus_rejected(streamed, traffic):
