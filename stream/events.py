@@ -189,8 +189,9 @@ class EventBatch:
     label: np.ndarray  # int8, -1 = unknown
     index: np.ndarray  # int64 position in the input sequence
     events: list[Event] = field(default_factory=list)
-    #: int64 partition clock per event (event time capped by its message's broker time, see
-    #: runtime.pipeline.check_clock_skew); None = event time. Drives session ends and idle expiry.
+    #: int64 partition clock per event, where it differs from event time; None = event time (live,
+    #: event times are already bounded by when their messages were received, by a clock their
+    #: producers do not control: runtime.pipeline.check_clock_skew). Drives session ends and idle expiry.
     clock: np.ndarray | None = None
 
     @property

@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
 import numpy as np
 import orjson
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
 from prometheus_client import start_http_server
 
 from stream.detector import Detector
@@ -36,6 +38,15 @@ from stream.runtime.progress_line import ProgressLine
 from stream.windows import WindowStore
 
 log = logging.getLogger(__name__)
+
+
+AIOKAFKA_LOG_APPEND_TIME = 1  # aiokafka numbers timestamp types as the Kafka protocol does
+
+
+def _timestamp(message: object) -> tuple[int, int]:
+    """A Faust message's timestamp as confluent-kafka's ``Message.timestamp()`` pair (type, ms)."""
+    kind = TIMESTAMP_LOG_APPEND_TIME if message.timestamp_type == AIOKAFKA_LOG_APPEND_TIME else TIMESTAMP_CREATE_TIME
+    return kind, round(message.timestamp * 1000)
 
 
 def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust.App:
@@ -59,6 +70,7 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
     async def detect(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
         async for batch in stream.take_events(cfg.max_batch_size, within=cfg.max_wait_ms / 1000.0):
+            received_ms = int(time.time() * 1000)  # the batch is here: nothing in it was produced later
             sends = []
             severities: list[str] = []
             by_part: dict[int, list] = {}
@@ -71,7 +83,8 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
                     detector, store, pipeline.parse(values, cfg.max_message_bytes), topic=cfg.topic, partition=part,
                     offsets=np.array([e.message.offset for e in evs], dtype=np.int64),
                     kafka_ts=np.array([round(e.message.timestamp * 1000) for e in evs], dtype=np.int64),
-                    keys=[e.key for e in evs], metrics=metrics, max_clock_skew_ms=cfg.max_clock_skew_ms)
+                    keys=[e.key for e in evs], metrics=metrics, max_clock_skew_ms=cfg.max_clock_skew_ms,
+                    trusted_ts=pipeline.trusted_clock([_timestamp(e.message) for e in evs], received_ms))
                 for d in res.dead_letters:  # the same headers as `seqsentry run`'s (README: the dead-letter contract)
                     m = evs[d.index].message
                     value, headers = fit_dead_letter(values[d.index], evs[d.index].key, dead_letter_headers(

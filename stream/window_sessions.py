@@ -1,7 +1,8 @@
 """Session ends in the window store: which sessions a batch closes, and routing their windows.
 
 A user's session closes when the partition's clock (the newest ``ts`` seen, in
-arrival order; live, each capped by its message's broker time - ``EventBatch.clock``) passes the user's newest event by more than ``session_gap_ms`` before the
+arrival order; live, each first bounded by the time its message was received, by a clock
+its producer does not control: ``runtime.pipeline.check_clock_skew``) passes the user's newest event by more than ``session_gap_ms`` before the
 user's next event arrives (or when that next event itself comes after the gap). Closes
 are decided per event in arrival order, before anything of the batch is written, so
 they do not depend on how the stream is cut into batches. :class:`stream.windows.WindowStore`

@@ -20,8 +20,8 @@ history never reaches):
 * **Cap.** At most ``max_users`` users are tracked; a new user beyond the cap evicts
   the least recently updated ones (never one touched by the batch being added).
 * **Session end.** A user's session closes when the partition's clock (the newest
-  ``ts`` seen, in arrival order; live, each ``ts`` capped by its message's broker time -
-  ``EventBatch.clock``) passes the user's newest event by more than
+  ``ts`` seen, in arrival order; live, each ``ts`` is first bounded by the time its message
+  was received, by a clock its producer does not control) passes the user's newest event by more than
   ``session_gap_ms`` before the user's next event arrives (or when that next event itself
   comes after the gap). ``on_close`` then receives the window as it stood at the session's
   last event: what a session *did not do* before it stopped (a checkout never paid, a
@@ -69,7 +69,7 @@ class WindowStore:
         self._free: list[int] = []
         self._clock = 0
         self._last_expiry_ts = 0
-        self.max_ts = 0  # newest event time seen (capped by broker time live): the store's watermark
+        self.max_ts = 0  # newest event time seen (capped by the receipt time live): the store's watermark
         self.late_inserted = 0
         self.too_late = 0
         self.evicted_lru = 0

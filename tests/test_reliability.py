@@ -286,3 +286,47 @@ def test_a_one_megabyte_message_is_dead_lettered_truncated_and_the_stream_goes_o
     assert huge.startswith(dead.value())
     assert stack.error is None and svc.worker.error is None
     assert committed_offsets(broker.bootstrap, stack.cfg.group, stack.topics["topic"])[0] == 51
+
+
+# ---- issue 20: an attacker who controls `ts` (and the message timestamp) through the live consumer ---------
+def _produce_stamped(broker, topic: str, rows: list[tuple[dict, int]]) -> None:
+    """Produce events with the message timestamp (CreateTime) each one's producer chose."""
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for record, create_time in rows:
+        p.produce(topic, orjson.dumps(record), record["user_id"].encode(), timestamp=create_time)
+    assert p.flush(30) == 0
+
+
+def test_one_event_dated_50_minutes_ahead_does_not_switch_off_its_users_scoring(broker, tiny_model):
+    stack = Stack(broker, tiny_model[1])
+    svc = stack.start()
+    ahead = {"user_id": "mallory", "ts": int(time.time() * 1000) + 50 * 60_000, "type": "view"}
+    _produce_stamped(broker, stack.topics["topic"], [(ahead, ahead["ts"])])
+    for _ in range(30):  # the user's next events, each dated (and stamped) when it is sent
+        now = int(time.time() * 1000)
+        _produce_stamped(broker, stack.topics["topic"], [({"user_id": "mallory", "ts": now, "type": "view"}, now)])
+    wait_for(lambda: stack.settled(31), 60, "the user's events")
+    m = svc.metrics
+    stack.stop()
+    assert m.value("seqsentry_events_late_total") == 0  # before the fix: all 30 later events too-late
+    assert m.value("seqsentry_windows_scored_total") == 31
+
+
+def test_a_forged_2099_message_timestamp_neither_evicts_nor_ends_anyones_session(broker, tiny_model):
+    stack = Stack(broker, tiny_model[1])
+    svc = stack.start()
+    now = int(time.time() * 1000)
+    users = [{"user_id": f"u{i}", "ts": now + i, "type": "view"} for i in range(100)]
+    forged = {"user_id": "u0", "ts": 4_102_358_400_000, "type": "view"}  # ts and CreateTime both in 2099
+    after = [{"user_id": f"u{i % 100}", "ts": now + 1_000 + i, "type": "view"} for i in range(500)]
+    _produce_stamped(broker, stack.topics["topic"], [(r, r["ts"]) for r in users] + [(forged, forged["ts"])]
+                     + [(r, r["ts"]) for r in after])
+    wait_for(lambda: stack.settled(601), 60, "every event")
+    time.sleep(1.5)  # one observation cycle: tracked users
+    m = stack.scrape()
+    stack.stop()
+    assert m["seqsentry_sessions_ended_total"] == 0  # before the fix: 100 at once, then 499 of 500 events
+    assert m["seqsentry_tracked_users"] == 100
+    assert m.get(("seqsentry_users_evicted_total", (("cause", "idle"),)), 0) == 0
+    assert m[("seqsentry_events_rejected_total", (("reason", "bad-timestamp"),))] == 1
+    assert svc.metrics.value("seqsentry_events_late_total") == 0

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 
 from stream import events
 from stream.detector import Detector, Pending
@@ -50,39 +51,63 @@ def too_late_detail(store: WindowStore) -> str:
     return f"more than {store.config.allowed_lateness_ms} ms behind the user's newest event"
 
 
-def check_clock_skew(batch: events.EventBatch, kafka_ts: np.ndarray | None,
-                     max_clock_skew_ms: int | None) -> tuple[events.EventBatch, list[events.Rejected]]:
-    """``batch`` without the events dated more than ``max_clock_skew_ms`` after their message's
-    broker timestamp, and those events as ``bad-timestamp`` rejects.
+def trusted_clock(timestamps: Sequence[tuple[int, int]], wall_ms: int) -> np.ndarray:
+    """Per message, the latest time it can have been produced, by a clock its producer does not control.
 
-    Event time drives a user's window order and the idle expiry of every user of the
-    partition, so one event dated 2099 would make all of its user's later events
-    too-late (hiding the user) and expire the others. The broker's timestamp is a clock
-    the producer of one event does not control (for LogAppendTime topics not at all).
-    Messages without a broker timestamp (``kafka_ts`` <= 0) and offline scoring
-    (``kafka_ts`` None) are not checked. The window rebuild applies the same check, so a
-    restart does not bring a refused event back.
-
-    An event within the bound still only moves the partition's clock (session ends, idle
-    expiry: ``EventBatch.clock``) as far as its broker timestamp: one producer whose clock
-    runs ahead cannot end other users' sessions or expire them early. Replayed history is
-    stamped by the broker after its event times, so its clock is its event time, exactly as
-    offline scoring reads it.
+    ``timestamps`` are confluent-kafka's ``Message.timestamp()`` pairs (type, ms); ``wall_ms``
+    is the consumer's wall clock when the batch was fetched. A ``LogAppendTime`` timestamp is
+    the broker's own clock: trusted as it is (and the same on every re-read, so a rebuild
+    decides as the live consumer did). A ``CreateTime`` timestamp is set by the producer, so
+    it only ever lowers the bound (an honest producer stamps before it sends): the bound is
+    ``min(CreateTime, wall clock at receipt)``, and the wall clock alone without a timestamp.
+    Nothing can have been produced after the consumer received it.
     """
-    if kafka_ts is None or not len(batch):
+    out = np.empty(len(timestamps), dtype=np.int64)
+    for i, (kind, ts) in enumerate(timestamps):
+        out[i] = ts if kind == TIMESTAMP_LOG_APPEND_TIME else min(ts, wall_ms) if ts > 0 else wall_ms
+    return out
+
+
+def check_clock_skew(batch: events.EventBatch, trusted_ts: np.ndarray | None,
+                     max_clock_skew_ms: int | None) -> tuple[events.EventBatch, list[events.Rejected]]:
+    """``batch`` with every event time bounded by when its message was received (by a clock its
+    producer does not control), and the events dated more than ``max_clock_skew_ms`` beyond
+    that as ``bad-timestamp`` rejects.
+
+    ``trusted_ts`` (indexed by input position, see :func:`trusted_clock`) is the latest time
+    each message can have been produced. Event time orders a user's window, measures
+    lateness and ages every user of the partition (session ends, idle expiry), and the
+    producer sets it. Unbounded, one event dated ahead makes its user's honest later events
+    too late (the user hides), and one message dated 2099 (event time and CreateTime both)
+    moves the partition's clock to 2099 and ends or expires every session. So, live:
+
+    * an event dated more than ``max_clock_skew_ms`` after its bound is dead-lettered;
+    * any other event dated after its bound is taken at its bound: nothing happens after it
+      is received. An honest event that follows it is then behind it by no more than its
+      own delivery time, so it is placed (late events within the allowed lateness are
+      inserted in place), never too late; and the partition's clock (session ends, idle
+      expiry) never runs ahead of the trusted clock, whatever any producer's clock says.
+
+    Replayed history was produced before it is received, so none of this changes it: its
+    times are exactly what offline scoring (``trusted_ts`` None: no clock to trust, nothing
+    bounded or checked) reads. The window rebuild applies the same bounds, so a restart does
+    not bring a refused event back.
+    """
+    if trusted_ts is None or not len(batch):
         return batch, []
-    broker_ts = np.asarray(kafka_ts, dtype=np.int64)[batch.index]
-    batch = dataclasses.replace(batch, clock=np.where(broker_ts > 0, np.minimum(batch.ts, broker_ts), batch.ts))
-    if max_clock_skew_ms is None:
-        return batch, []
-    ahead = batch.ts - broker_ts
-    bad = (broker_ts > 0) & (ahead > max_clock_skew_ms)
-    if not bad.any():
-        return batch, []
-    rejects = [events.Rejected(int(batch.index[r]), BAD_TIMESTAMP,
-                               f"{int(ahead[r])} ms ahead of the message's broker timestamp "
-                               f"(limit {max_clock_skew_ms} ms, --max-clock-skew-s)") for r in np.flatnonzero(bad)]
-    return batch.take(np.flatnonzero(~bad)), rejects
+    bound = np.asarray(trusted_ts, dtype=np.int64)[batch.index]
+    rejects: list[events.Rejected] = []
+    if max_clock_skew_ms is not None:
+        ahead = batch.ts - bound
+        bad = ahead > max_clock_skew_ms
+        if bad.any():
+            rejects = [events.Rejected(int(batch.index[r]), BAD_TIMESTAMP,
+                                       f"{int(ahead[r])} ms ahead of the time it was received "
+                                       f"(limit {max_clock_skew_ms} ms, --max-clock-skew-s)")
+                       for r in np.flatnonzero(bad)]
+            keep = np.flatnonzero(~bad)
+            batch, bound = batch.take(keep), bound[keep]
+    return dataclasses.replace(batch, ts=np.minimum(batch.ts, bound)), rejects
 
 
 def parse(values: Sequence[bytes | None], max_message_bytes: int = events.DEFAULT_MAX_BYTES) -> events.ParseResult:
@@ -93,20 +118,20 @@ def parse(values: Sequence[bytes | None], max_message_bytes: int = events.DEFAUL
 def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, topic: str | None = None,
          partition: int | None = None, offsets: np.ndarray | None = None, kafka_ts: np.ndarray | None = None,
          keys: Sequence[bytes | None] | None = None, metrics: Metrics | None = None,
-         max_clock_skew_ms: int | None = None) -> StepResult:
+         trusted_ts: np.ndarray | None = None, max_clock_skew_ms: int | None = None) -> StepResult:
     """Ingest one parsed batch of one partition into ``store``; return windows to score and dead letters.
 
-    ``offsets``, ``kafka_ts`` and ``keys`` are indexed by input position, like the
-    parsed batch's rejects and ``events.index``. With ``kafka_ts`` and ``max_clock_skew_ms``
-    (the streaming runtimes pass both), an event more than ``max_clock_skew_ms`` ahead of
-    its message's broker timestamp is dead-lettered (``bad-timestamp``) before it reaches
-    the store (:func:`check_clock_skew`). With
+    ``offsets``, ``kafka_ts``, ``trusted_ts`` and ``keys`` are indexed by input position, like
+    the parsed batch's rejects and ``events.index``. With ``trusted_ts`` (the streaming
+    runtimes pass :func:`trusted_clock`), event times are bounded by it and an event more
+    than ``max_clock_skew_ms`` ahead of it is dead-lettered (``bad-timestamp``) before it
+    reaches the store (:func:`check_clock_skew`). With
     ``metrics`` the step counts consumed, valid, rejected (by reason), too-late and
     key-mismatched inputs.
     """
     batch = parsed.events
     n_in = len(batch) + len(parsed.rejects)
-    batch, skewed = check_clock_skew(batch, kafka_ts, max_clock_skew_ms)
+    batch, skewed = check_clock_skew(batch, trusted_ts, max_clock_skew_ms)
     rejects = sorted([*parsed.rejects, *skewed], key=lambda r: r.index)
     dead = list(rejects)
     pending, too_late = detector.ingest(store, batch, topic=topic, partition=partition, offsets=offsets,

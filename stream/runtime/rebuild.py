@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 
-import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream import events, kafka
@@ -53,9 +52,10 @@ def rebuild(cfg: ServiceConfig, tp: TopicPartition, store: WindowStore, metrics:
             keep = [m for m in msgs if m.offset() < tp.offset]
             done = len(keep) < len(msgs) or (bool(keep) and keep[-1].offset() >= tp.offset - 1)
             res = events.parse_batch([m.value() for m in keep], cfg.max_message_bytes)
-            # the consumer refused future-dated events: they must not come back with the rebuild
-            batch, _ = pipeline.check_clock_skew(res.events, np.array([m.timestamp()[1] for m in keep], dtype=np.int64),
-                                                 cfg.max_clock_skew_ms)
+            # the same bounds as the consumer's: refused future-dated events do not come back, and no
+            # event dated ahead reorders a window or moves the partition's clock beyond them
+            trusted = pipeline.trusted_clock([m.timestamp() for m in keep], int(time.time() * 1000))
+            batch, _ = pipeline.check_clock_skew(res.events, trusted, cfg.max_clock_skew_ms)
             store.add(batch)
             n += len(keep)
         metrics.rebuilt_events.inc(n)
