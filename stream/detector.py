@@ -46,7 +46,7 @@ class Pending:
     index: np.ndarray | None = None  # input position (in its parsed batch) of each completing message
     item_ids: list[str | None] | None = None  # item_id of each completing event, as sent (None: session end)
     log: str | None = None  # offline: the log scored (stream.offline sets it), named in the alert's trigger
-    log_start: int = 0  # offline: the log record at input position 0 of this batch
+    log_records: np.ndarray | None = None  # offline: the log record (0-based) of each input position of the batch
     kafka_ts: np.ndarray | None = None  # Kafka timestamp (ms) of each completing message
     enqueued: float = field(default_factory=time.monotonic)
     ticket: object | None = None  # the service's commit ticket
@@ -250,8 +250,9 @@ class Detector:
         trigger = {"topic": p.topic, "partition": p.partition,
                    "offset": None if p.offsets is None else int(p.offsets[j]), "event_id": p.event_ids[j],
                    "item_id": None if p.item_ids is None else p.item_ids[j]}
-        if p.log is not None and p.index is not None:
-            trigger |= {"log": p.log, "record": p.log_start + int(p.index[j])}
+        if p.log is not None:
+            rec = None if p.log_records is None or p.index is None else int(p.log_records[p.index[j]])
+            trigger |= {"log": p.log, "record": rec}
         return alerts.build(user_id=w.user_id[j], score=score, threshold=thr, severity_steps=art.meta.severity,
                             model_version=art.version, event_time=int(p.event_time[j]), trigger=trigger,
                             trigger_event=p.trigger_event[j], window=events, explanation=explanation,

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from stream import events, logs, progress
@@ -56,8 +57,9 @@ def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, s
                 else:
                     parsed = events.validate_records(chunk.records)
                 res = pipeline.step(detector, store, parsed)
+                records = _log_records(chunk, stats.events)
                 for p in res.pending:  # the alert's trigger names the log and the record
-                    p.log, p.log_start = log_name, stats.events
+                    p.log, p.log_records = log_name, records
                 stats.unknown_types += sum(t not in known for t in parsed.events.type)
                 if tally is not None:
                     tally.add(res.dead_letters, len(chunk.records))
@@ -82,6 +84,16 @@ def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, s
             dlq.close()
     stats.seconds = time.monotonic() - t0
     return stats
+
+
+def _log_records(chunk: logs.RawChunk, start: int) -> np.ndarray:
+    """The log record (0-based, in file order) of each of ``chunk``'s records, ``start`` records in.
+
+    A reader that hands records over in another order than the file's (a log sorted by time)
+    says where each came from in the chunk's ``rows``; otherwise they are the file's next ones.
+    """
+    rows = getattr(chunk, "rows", None)
+    return np.asarray(rows, dtype=np.int64) if rows is not None else np.arange(start, start + len(chunk.records))
 
 
 def _raw(chunk: logs.RawChunk, index: int) -> str:
