@@ -34,6 +34,9 @@ TOP_ITEM_SHARE = 0.5
 #: Events with an item before "every event on a different item" is said.
 MIN_ALL_DISTINCT = 8
 TOP_ITEMS = 3
+#: Unseen event types named in a finding (the rest are counted); a name is cut to NAME_CHARS.
+MAX_NAMED_TYPES = 3
+NAME_CHARS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,11 @@ def duration(ms: float) -> str:
         if ms < 60 * size or unit == "h":
             return f"{_short(ms / size)} {unit}"
     raise AssertionError  # unreachable
+
+
+def _name(type_name: str) -> str:
+    """An event type quoted for a sentence, cut to :data:`NAME_CHARS`."""
+    return repr(type_name if len(type_name) <= NAME_CHARS else type_name[: NAME_CHARS - 1] + "…")
 
 
 def _short(x: float) -> str:
@@ -97,19 +105,21 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
 
     unseen = [(name, int(c)) for name, c in zip(names, type_counts.tolist(), strict=True) if not known(name)]
     if unseen:
-        listed = ", ".join(f"{name!r} ({c} of {n} events)" for name, c in unseen)
-        findings.append(f"event type{'s' if len(unseen) > 1 else ''} never seen in training: {listed}")
+        listed = ", ".join(f"{_name(name)} ({c} of {n} events)" for name, c in unseen[:MAX_NAMED_TYPES])
+        more = f" and {len(unseen) - MAX_NAMED_TYPES} more" if len(unseen) > MAX_NAMED_TYPES else ""
+        findings.append(f"event type{'s' if len(unseen) > 1 else ''} never seen in training: {listed}{more}")
 
     if closing:
-        findings.append(f"session ended after {n} event{'s' if n != 1 else ''} over {duration(span)}, "
-                        f"the last a {type_names[int(types[-1])]!r}")
+        over = f" over {duration(span)}" if n > 1 else ""
+        findings.append(f"session ended after {n} event{'s' if n != 1 else ''}{over}, "
+                        f"the last a {_name(type_names[int(types[-1])])}")
 
     # --- count, rate, peak ---
     rate = 60_000 * (n - 1) / span if span > 0 else None
     peak = int((np.searchsorted(ts, ts + PEAK_WINDOW_MS, side="left") - np.arange(n)).max()) if n else 0
     stats["rate_per_min"] = None if rate is None else round(rate, 3)
     stats["peak_60s"] = peak
-    what = f"{n} {names[0]!r} events" if len(names) == 1 and n > 1 else f"{n} event{'s' if n != 1 else ''}"
+    what = f"{n} {_name(names[0])} events" if len(names) == 1 and n > 1 else f"{n} event{'s' if n != 1 else ''}"
     if n > 1:
         head = f"{what} in {duration(span)}" if span > 0 else f"{what} within 1 ms"
         if rate is not None:
@@ -175,7 +185,7 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
     if n >= 2 and not closing:
         newest = types[-1]
         if int((types == newest).sum()) == 1:
-            findings.append(f"{type_names[int(newest)]!r} {duration(int(ts[-1] - ts[0]))} after the first "
-                            f"{type_names[int(types[0])]!r}")
+            findings.append(f"{_name(type_names[int(newest)])} {duration(int(ts[-1] - ts[0]))} after the first "
+                            f"{_name(type_names[int(types[0])])}")
     stats["unseen_types"] = [name for name, _ in unseen]
     return Summary(stats, findings)

@@ -68,6 +68,19 @@ def test_an_ended_session_says_how_many_events_it_had():
     assert "session ended after 3 events over 1.1 min, the last a 'view'" in s.findings
 
 
+def test_many_unseen_types_are_counted_and_long_names_cut():
+    names = [*TYPES, *(f"t{i}-" + "x" * 60 for i in range(5))]
+    ts = T0 + np.arange(5, dtype=np.int64) * 1_000
+    s = explain.summarise(ts, np.arange(5, 10, dtype=np.uint16), np.zeros(5, np.uint32), names, KNOWN)
+    assert len(s.stats["unseen_types"]) == 5
+    assert s.findings[0].endswith(" and 2 more") and "x" * 60 not in s.findings[0]
+
+
+def test_a_one_event_session_that_ended_says_so():
+    s = _summary([], types=[2], closing=True)
+    assert s.findings[0] == "session ended after 1 event, the last a 'cart'"
+
+
 def test_a_first_checkout_soon_after_the_first_view_is_said():
     s = _summary([1_500, 2_500], types=[1, 2, 3])
     assert s.findings[-1] == "'checkout' 4 s after the first 'view'"
