@@ -21,7 +21,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-step() { printf '\n== wheel check: %s\n' "$*"; }
+step() { printf '\n== wheel check (%ss): %s\n' "$SECONDS" "$*"; }
 fail() { echo "wheel check FAILED: $*" >&2; exit 1; }
 
 step "stage the Docker build context (the Dockerfile's COPY lines) and build the wheel"
