@@ -7,7 +7,17 @@ regular timing: people's gaps vary from one event to the next, scripts' do not; 
 bucket alone cannot see a bot that waits 45 s every time), and its price bucket. A sequence is ``[CLS] e_1 .. e_k [PAD]..``
 with the newest ``max_events`` events, oldest first; the window of a session that has
 just ended (stream.windows, session end) is ``[CLS] e_1 .. e_k [END] [PAD]..``, so the
-model can learn which endings are normal. The vocabulary (event types seen in
+model can learn which endings are normal.
+
+A classifier's vocabulary also has *shape* tokens (``Vocabulary.shape``): right after CLS,
+one token per window-level feature - how many events, how fast (events per minute over the
+window's span), how regular (coefficient of variation of the gaps), how narrow (distinct-
+item share, the most repeated item's share) and the typical gap (geometric mean) - each a
+bucket computed from the exact timestamps and items. A run that repeats itself then carries
+its evidence as a whole: the longer a click farm loops over two items on a steady clock,
+the more its shape says so, whereas per-token evidence is only ever one event's. Zero-label
+models leave them out: their score is the newest event's surprise, and a shape computed
+over the whole window would tell the model what that event was. The vocabulary (event types seen in
 training, bucket edges, sizes) is learned from training data and saved inside the model
 artifact; types it has never seen map to the unknown type.
 """
@@ -25,11 +35,25 @@ import numpy as np
 
 from stream.windows import Windows
 
-ENCODING_VERSION = 3  # 2: the [END] token of a closed session (sequences max_events + 2 long); 3: the regular-gap bit
+ENCODING_VERSION = 4  # 2: the [END] token of a closed session; 3: the regular-gap bit; 4: window-shape tokens
 #: A gap is "regular" when it differs from the previous gap by at most this share of the larger.
 REGULAR_GAP_TOLERANCE = 0.1
 PAD, CLS, MASK, END = 0, 1, 2, 3
-N_SPECIAL = 4
+#: Window-shape features (one token each, after CLS) and the bucket edges of each; bucket 0
+#: means "not defined for this window" (too few events, no items).
+SHAPE_FEATURES: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("events", (2, 3, 5, 8, 12, 20, 32, 48)),
+    ("events_per_min", (0.5, 1, 2, 4, 8, 15, 30, 60)),
+    ("gap_cv", (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2)),
+    ("distinct_item_share", (0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 0.999)),
+    ("top_item_share", (0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 0.999)),
+    ("typical_gap_s", (1, 3, 10, 30, 100, 300, 1000)),
+)
+SHAPE_BINS = 10  # per feature: 0 (undefined) .. 9
+SHAPE_BASE = 4  # shape token ids follow the four specials
+N_SHAPE = len(SHAPE_FEATURES)
+#: Event tokens start here; everything below (specials, shape tokens) is not an event.
+N_SPECIAL = SHAPE_BASE + N_SHAPE * SHAPE_BINS
 UNK_TYPE = "<unk>"
 #: Share of events of types the vocabulary does not know past which score, run and faust warn.
 UNKNOWN_TYPES_WARN = 0.2
@@ -46,6 +70,7 @@ class Vocabulary:
     dt_edges_ms: tuple[int, ...] = DEFAULT_DT_EDGES_MS
     price_edges: tuple[float, ...] = DEFAULT_PRICE_EDGES
     max_events: int = 64
+    shape: bool = True  # window-shape tokens after CLS (classifiers); zero-label models leave them out
     version: int = ENCODING_VERSION
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -73,9 +98,14 @@ class Vocabulary:
         return N_SPECIAL + self.n_dt * 4 * self.n_price
 
     @property
+    def n_shape(self) -> int:
+        """Shape tokens after CLS (0 or :data:`N_SHAPE`)."""
+        return N_SHAPE if self.shape else 0
+
+    @property
     def seq_len(self) -> int:
-        """Length of an encoded sequence: CLS, ``max_events`` events and room for END."""
-        return self.max_events + 2
+        """Length of an encoded sequence: CLS, shape tokens, ``max_events`` events and room for END."""
+        return self.max_events + 2 + self.n_shape
 
     def type_index(self, name: str) -> int:
         """Vocabulary index of an event type (0 = unknown)."""
@@ -90,6 +120,7 @@ class Vocabulary:
         min_count: int = 1,
         max_types: int = 512,
         max_events: int = 64,
+        shape: bool = True,
     ) -> Vocabulary:
         """Learn a vocabulary: the ``max_types`` most frequent types seen ``min_count``+ times,
         and price bucket edges at quantiles of the observed prices."""
@@ -100,7 +131,7 @@ class Vocabulary:
             if len(p) >= 10:
                 edges = np.unique(np.quantile(p, [0.2, 0.4, 0.6, 0.8, 0.95]).round(2))
                 price_edges = tuple(float(e) for e in edges)
-        return cls(types=(UNK_TYPE, *sorted(kept)), price_edges=price_edges, max_events=max_events)
+        return cls(types=(UNK_TYPE, *sorted(kept)), price_edges=price_edges, max_events=max_events, shape=shape)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -117,6 +148,7 @@ class Vocabulary:
             dt_edges_ms=tuple(int(x) for x in d["dt_edges_ms"]),
             price_edges=tuple(float(x) for x in d["price_edges"]),
             max_events=int(d["max_events"]),
+            shape=_bool(d["shape"]),
             version=version,
         )
 
@@ -146,11 +178,20 @@ class Vocabulary:
 
     def describe(self, token: int) -> dict:
         """Human-readable parts of a token id (for explanations and debugging)."""
-        if token < N_SPECIAL:
+        if token < SHAPE_BASE:
             return {"special": ("PAD", "CLS", "MASK", "END")[token]}
+        if token < N_SPECIAL:
+            f, b = divmod(token - SHAPE_BASE, SHAPE_BINS)
+            return {"shape": SHAPE_FEATURES[f][0], "bucket": b}
         p = self.parts(np.array(token))
         return {"type": self.types[int(p.type)], "dt_bucket": int(p.dt_bucket), "repeat": bool(p.repeat),
                 "regular": bool(p.regular), "price_bucket": int(p.price_bucket)}
+
+
+def _bool(v: object) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"vocabulary field shape must be true or false, got {v!r}")
+    return v
 
 
 class TokenParts(NamedTuple):
@@ -210,22 +251,75 @@ def encode(windows: Windows, type_names: list[str], vocab: Vocabulary, closing: 
     )
     tokens = vocab.token(type_idx, dt_b, repeat, regular, price_b)
 
-    # right-aligned (store layout) -> left-aligned after CLS (model layout)
+    # right-aligned (store layout) -> left-aligned after CLS and the shape tokens (model layout)
+    h = 1 + vocab.n_shape
     src = np.clip((n - length)[:, None] + np.arange(e)[None, :], 0, n - 1)
     keep = np.arange(e)[None, :] < length[:, None]
-    ids = np.full((b, e + 2), PAD, dtype=np.int64)
+    ids = np.full((b, vocab.seq_len), PAD, dtype=np.int64)
     ids[:, 0] = CLS
-    ids[:, 1 : e + 1] = np.where(keep, np.take_along_axis(tokens, src, axis=1), PAD)
-    mask = np.zeros((b, e + 2), dtype=np.int64)
-    mask[:, 0] = 1
-    mask[:, 1 : e + 1] = keep
+    ids[:, h : h + e] = np.where(keep, np.take_along_axis(tokens, src, axis=1), PAD)
+    mask = np.zeros((b, vocab.seq_len), dtype=np.int64)
+    mask[:, :h] = 1
+    mask[:, h : h + e] = keep
+    if vocab.shape:
+        ids[:, 1:h] = shape_tokens(shape_features(ts, items, valid, dt, has_prev))
     if closing:
-        ids[np.arange(b), length + 1] = END
-        mask[np.arange(b), length + 1] = 1
+        ids[np.arange(b), length + h] = END
+        mask[np.arange(b), length + h] = 1
     return Encoded(ids, mask, length.astype(np.int64))
 
 
-def fit_vocabulary(events: Iterable, *, max_events: int = 64, min_count: int = 1) -> Vocabulary:
+def shape_features(ts: np.ndarray, items: np.ndarray, valid: np.ndarray, dt: np.ndarray,
+                   has_gap: np.ndarray) -> np.ndarray:
+    """Window-level features (float64 [B, N_SHAPE], NaN = undefined), in SHAPE_FEATURES order.
+
+    ``ts``/``items``/``valid`` are the store's right-aligned columns, ``dt`` each event's gap
+    to the previous column and ``has_gap`` where that gap lies inside the window.
+    """
+    b, n = ts.shape
+    count = valid.sum(1)
+    gaps = np.where(has_gap, dt, 0).astype(np.float64)
+    n_gaps = has_gap.sum(1)
+    span_min = gaps.sum(1) / 60_000
+    mean = gaps.sum(1) / np.maximum(n_gaps, 1)
+    var = (np.where(has_gap, (gaps - mean[:, None]) ** 2, 0.0)).sum(1) / np.maximum(n_gaps, 1)
+    log_gap = np.where(has_gap, np.log(np.maximum(gaps, 1.0)), 0.0).sum(1) / np.maximum(n_gaps, 1)
+    # items: every empty slot and every event without an item counts as its own distinct value
+    cols = np.broadcast_to(np.arange(n), (b, n))
+    has_item = valid & (items != 0)
+    key = np.where(has_item, items.astype(np.int64), -1 - cols)
+    srt = np.sort(key, axis=1)
+    new = np.ones((b, n), dtype=bool)
+    new[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    distinct = new.sum(1) - (n - has_item.sum(1))  # distinct real items
+    run = np.cumsum(new, axis=1) - 1
+    counts = np.bincount((np.arange(b)[:, None] * n + run).ravel(), weights=(srt >= 0).ravel(), minlength=b * n)
+    top = counts.reshape(b, n).max(1)
+    n_items = has_item.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.stack([
+            count.astype(np.float64),
+            np.where(n_gaps > 0, n_gaps / np.maximum(span_min, 1 / 60), np.nan),
+            np.where((n_gaps >= 2) & (mean > 0), np.sqrt(var) / mean, np.nan),
+            np.where(n_items >= 2, distinct / n_items, np.nan),
+            np.where(n_items >= 2, top / n_items, np.nan),
+            np.where(n_gaps > 0, np.exp(log_gap) / 1000, np.nan),
+        ], axis=1)  # fmt: skip
+    return out
+
+
+def shape_tokens(features: np.ndarray) -> np.ndarray:
+    """Token ids of :func:`shape_features` values: one bucket per feature, 0 where undefined."""
+    out = np.empty(features.shape, dtype=np.int64)
+    for f, (_, edges) in enumerate(SHAPE_FEATURES):
+        v = features[:, f]
+        bucket = np.where(np.isnan(v), 0, 1 + np.searchsorted(np.asarray(edges, dtype=np.float64), np.nan_to_num(v),
+                                                               side="right"))
+        out[:, f] = SHAPE_BASE + f * SHAPE_BINS + bucket
+    return out
+
+
+def fit_vocabulary(events: Iterable, *, max_events: int = 64, min_count: int = 1, shape: bool = True) -> Vocabulary:
     """Learn a vocabulary from an iterable of :class:`~stream.events.EventBatch` (training logs)."""
     counts: Counter[str] = Counter()
     prices: list[np.ndarray] = []
@@ -233,4 +327,4 @@ def fit_vocabulary(events: Iterable, *, max_events: int = 64, min_count: int = 1
         counts.update(batch.type)
         prices.append(batch.price[np.isfinite(batch.price)])
     all_prices = np.concatenate(prices) if prices else None
-    return Vocabulary.fit(counts, all_prices, min_count=min_count, max_events=max_events)
+    return Vocabulary.fit(counts, all_prices, min_count=min_count, max_events=max_events, shape=shape)

@@ -69,6 +69,7 @@ class RawChunk:
 
     records: list[Any]  # decoded values, or events.Reject for lines that did not decode
     raw: list[bytes] | None  # JSONL lines, re-encoded where the log options changed the record
+    rows: list[int] | None = None  # each record's position in the file, when a reader reordered them
 
 
 def iter_chunks(path: Path | str, spec: LogSpec | None = None) -> Iterator[RawChunk]:

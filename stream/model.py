@@ -143,7 +143,8 @@ class Scorer:
 
         With ``meta.sustain`` k > 1 (classifiers), a window scoring at least ``floor`` (default:
         the threshold) scores the lowest of itself and the same window without its newest
-        1 .. k-1 tokens - the evidence must hold for k consecutive events. One odd window of a
+        1 .. k-1 events - the evidence must hold for k consecutive events (the window-shape
+        tokens are the whole window's and stay). One odd window of a
         normal user (a lone fast gap that also starts every scraping run) then does not alert,
         while an attack does: every window after its first attack event still holds it. A
         window with fewer than k tokens scores 0. An ended session's window (END) keeps its own
@@ -161,20 +162,21 @@ class Scorer:
         floor = self.artifact.meta.threshold if floor is None else floor
         rows = np.flatnonzero(s >= floor)
         rows = rows[~(enc.input_ids[rows] == END).any(1)]
-        tokens = enc.attention_mask[rows].sum(1) - 1  # events after CLS (END rows were left out above)
+        tokens = enc.attention_mask[rows].sum(1) - 1  # tokens after CLS: shape tokens, then events (no END here)
+        events = tokens - self.artifact.vocab.n_shape
         cols = np.arange(enc.input_ids.shape[1])[None, :]
         for j in range(1, k):
             if not len(rows):
                 break
-            has = tokens > j
+            has = events > j
             s[rows[~has]] = 0.0
-            rows, tokens = rows[has], tokens[has]
+            rows, tokens, events = rows[has], tokens[has], events[has]
             drop = cols >= (tokens - j + 1)[:, None]  # the newest j tokens
             ids = np.where(drop, PAD, enc.input_ids[rows])
             mask = np.where(drop, 0, enc.attention_mask[rows])
             s[rows] = np.minimum(s[rows], self.score_windows(Encoded(ids, mask, (ids >= N_SPECIAL).sum(1)), batch_size))
             keep = s[rows] >= floor
-            rows, tokens = rows[keep], tokens[keep]
+            rows, tokens, events = rows[keep], tokens[keep], events[keep]
         return s
 
     @torch.inference_mode()
@@ -210,14 +212,15 @@ class Scorer:
     def explain_many(self, enc: Encoded, rows: list[int], top: int = 5) -> list[list[tuple[int, float]]]:
         """:meth:`explain` for several windows, with every occluded copy scored in one batched call
         (an alert burst costs a few batches, not a model call per alert)."""
-        sizes = [int(enc.attention_mask[r].sum()) - 1 for r in rows]  # tokens after CLS: events (+ END)
+        h = 1 + self.artifact.vocab.n_shape  # events start after CLS and the shape tokens
+        sizes = [int(enc.attention_mask[r].sum()) - h for r in rows]  # events (+ END)
         if not rows or not sum(sizes):
             return [[] for _ in rows]
         src = np.repeat(np.asarray(rows), np.asarray(sizes) + 1)
         ids, mask = enc.input_ids[src].copy(), enc.attention_mask[src]
         starts = np.r_[0, np.cumsum(np.asarray(sizes) + 1)[:-1]]
         for start, n in zip(starts.tolist(), sizes, strict=True):
-            ids[np.arange(start + 1, start + n + 1), np.arange(1, n + 1)] = MASK
+            ids[np.arange(start + 1, start + n + 1), np.arange(h, h + n)] = MASK
         scores = self.score_windows(Encoded(ids, mask, enc.length[src]))
         out = []
         for start, n in zip(starts.tolist(), sizes, strict=True):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from stream import events, logs, progress
+from stream import events, log_order, logs, progress
 from stream.detector import Detector
 from stream.runtime import pipeline
 
@@ -33,6 +33,7 @@ class ScoreStats:
     sessions_ended: int = 0
     alerts: int = 0
     seconds: float = 0.0
+    order: str = ""  # how the log was read (already in time order, or sorted)
 
 
 def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, spec: logs.LogSpec | None = None,
@@ -51,7 +52,9 @@ def score_log(path: Path | str, detector: Detector, alerts_out: Path | str, *, s
     try:
         with open(alerts_out, "wb") as out, progress.bar(show_progress) as bar:
             task = bar.add_task(f"score {Path(path).name}", total=None, rate="")
-            for chunk in logs.iter_chunks(path, spec):
+            chunks, order = log_order.chunks_in_time_order(path, spec)
+            stats.order = order.line()
+            for chunk in chunks:
                 if chunk.raw is not None:  # JSONL: parse the bytes exactly as the consumer parses messages
                     parsed = pipeline.parse(chunk.raw)
                 else:
@@ -92,7 +95,7 @@ def _log_records(chunk: logs.RawChunk, start: int) -> np.ndarray:
     A reader that hands records over in another order than the file's (a log sorted by time)
     says where each came from in the chunk's ``rows``; otherwise they are the file's next ones.
     """
-    rows = getattr(chunk, "rows", None)
+    rows = chunk.rows
     return np.asarray(rows, dtype=np.int64) if rows is not None else np.arange(start, start + len(chunk.records))
 
 

@@ -63,10 +63,10 @@ def _train_starter_model(registry_dir: Path, device: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)  # a settings error is told before torch and the runtime load (seconds)
     from stream import registry
     from stream.service import Service
 
-    cfg = _config_from_args(args)
     show_info_logs()
     if args.bootstrap_model and cfg.model is None and cfg.registry and registry.current_version(cfg.registry) is None:
         _train_starter_model(cfg.registry, cfg.device)
@@ -79,10 +79,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_faust(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)  # before Faust and torch load
     from stream import kafka
     from stream.faust_app import run
 
-    cfg = _config_from_args(args)
     if cfg.kafka_options:
         raise ValueError("the Faust runtime takes no -X librdkafka settings (aiokafka underneath); use `seqsentry run`")
     if cfg.model is not None:  # a mistyped path fails now, not after reaching the cluster
@@ -110,6 +110,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     stats = score_log(args.log, det, args.out, spec=log_spec(args), dead_letter_out=args.dead_letters,
                       show_progress=not args.quiet, tally=tally)
     print(json.dumps({**dataclasses.asdict(stats), "rejects_by_reason": tally.by_reason}))
+    print(stats.order)
     print(f"{stats.alerts:,} alerts from {stats.events:,} events -> {args.out}")
     report_log_quality(tally, args.max_reject_share, stats.unknown_types, stats.events - stats.rejected)
     return 0

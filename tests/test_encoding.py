@@ -7,7 +7,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from stream.encoding import CLS, END, N_SPECIAL, PAD, Vocabulary, encode, fit_vocabulary
+from stream.encoding import (
+    CLS,
+    END,
+    N_SHAPE,
+    N_SPECIAL,
+    PAD,
+    SHAPE_FEATURES,
+    Vocabulary,
+    encode,
+    fit_vocabulary,
+)
 from stream.events import Event, EventBatch
 from stream.windows import WindowConfig, WindowStore
 
@@ -24,7 +34,18 @@ def encode_user(store, vocab, user="u"):
     return encode(store.read(np.array([store.slot_of(user)])), store.type_names, vocab)
 
 
-VOCAB = Vocabulary(types=("<unk>", "buy", "view"), price_edges=(10.0, 100.0), max_events=8)
+# the event-token layout, without shape tokens (a zero-label model's vocabulary)
+VOCAB = Vocabulary(types=("<unk>", "buy", "view"), price_edges=(10.0, 100.0), max_events=8, shape=False)
+SHAPED = Vocabulary(types=("<unk>", "buy", "view"), price_edges=(10.0, 100.0), max_events=8)
+
+
+def shape_of(enc, row=0) -> dict:
+    return {SHAPED.describe(int(t))["shape"]: SHAPED.describe(int(t))["bucket"] for t in enc.input_ids[row, 1:1 + N_SHAPE]}
+
+
+def bucket_of(feature: str, value: float) -> int:
+    edges = dict(SHAPE_FEATURES)[feature]
+    return 1 + int(np.searchsorted(np.asarray(edges, dtype=float), value, side="right"))
 
 
 def test_sequence_is_cls_then_events_oldest_first_then_padding():
@@ -72,15 +93,16 @@ def test_only_the_newest_max_events_are_encoded():
     assert enc.input_ids[0, 9] == PAD  # room for END, unused while the session is open
 
 
-def test_batch_encoding_matches_one_by_one_encoding():
+@pytest.mark.parametrize("vocab", [VOCAB, SHAPED], ids=["events", "with-shape"])
+def test_batch_encoding_matches_one_by_one_encoding(vocab):
     rng = np.random.default_rng(0)
     events = [Event(f"u{rng.integers(5)}", T0 + int(t), str(rng.choice(["view", "buy", "x"])),
                     item_id=str(rng.integers(4)), price=float(rng.integers(1, 200)))
               for t in np.sort(rng.integers(0, 10**6, 200))]
     store = store_with(events)
     slots = np.array([store.slot_of(f"u{i}") for i in range(5)])
-    together = encode(store.read(slots), store.type_names, VOCAB).input_ids
-    alone = np.vstack([encode(store.read(slots[i : i + 1]), store.type_names, VOCAB).input_ids for i in range(5)])
+    together = encode(store.read(slots), store.type_names, vocab).input_ids
+    alone = np.vstack([encode(store.read(slots[i : i + 1]), store.type_names, vocab).input_ids for i in range(5)])
     assert np.array_equal(together, alone)
 
 
@@ -120,3 +142,55 @@ def test_an_ended_sessions_window_has_end_right_after_its_newest_event():
     assert ended.input_ids[0, :9].tolist() == open_.input_ids[0, :9].tolist()
     assert ended.input_ids[0, 9] == END and ended.attention_mask[0].sum() == 10
     assert ended.length.tolist() == open_.length.tolist() == [8]  # END is not an event
+
+
+def test_a_classifier_vocabulary_puts_one_shape_token_per_feature_between_cls_and_the_events():
+    store = store_with([Event("u", T0 + i * 1000, "view") for i in range(3)])
+    enc = encode_user(store, SHAPED)
+    assert enc.input_ids.shape == (1, 1 + N_SHAPE + 8 + 1)
+    assert enc.input_ids[0, 0] == CLS
+    assert (enc.input_ids[0, 1:1 + N_SHAPE] < N_SPECIAL).all()  # shape tokens are not events
+    assert (enc.input_ids[0, 1 + N_SHAPE:4 + N_SHAPE] >= N_SPECIAL).all()
+    assert enc.attention_mask[0].sum() == 1 + N_SHAPE + 3 and enc.length.tolist() == [3]
+
+
+def test_a_steady_fast_loop_over_two_items_reads_as_fast_regular_and_narrow():
+    store = store_with([Event("u", T0 + i * 2_000, "view", item_id="ab"[i % 2]) for i in range(8)])
+    shape = shape_of(encode_user(store, SHAPED))
+    assert shape["events"] == bucket_of("events", 8)
+    assert shape["events_per_min"] == bucket_of("events_per_min", 30.0)  # 7 gaps in 14 s
+    assert shape["gap_cv"] == 1  # exactly regular: below the first edge
+    assert shape["distinct_item_share"] == bucket_of("distinct_item_share", 2 / 8)
+    assert shape["top_item_share"] == bucket_of("top_item_share", 0.5)
+    assert shape["typical_gap_s"] == bucket_of("typical_gap_s", 2.0)
+
+
+def test_a_person_browsing_distinct_items_at_varied_pace_reads_as_slow_irregular_and_broad():
+    gaps = [0, 20_000, 95_000, 7_000, 300_000, 40_000]
+    store = store_with([Event("u", T0 + int(t), "view", item_id=f"i{k}") for k, t in enumerate(np.cumsum(gaps))])
+    shape = shape_of(encode_user(store, SHAPED))
+    g = np.asarray(gaps[1:], dtype=float)
+    assert shape["gap_cv"] == bucket_of("gap_cv", g.std() / g.mean())
+    assert shape["distinct_item_share"] == bucket_of("distinct_item_share", 1.0)
+    assert shape["events_per_min"] == bucket_of("events_per_min", 5 / (g.sum() / 60_000))
+
+
+def test_shape_features_a_single_event_cannot_define_are_bucket_zero():
+    shape = shape_of(encode_user(store_with([Event("u", T0, "view", item_id="a")]), SHAPED))
+    assert shape["events"] == bucket_of("events", 1)
+    assert all(shape[f] == 0 for f in ("events_per_min", "gap_cv", "distinct_item_share", "top_item_share",
+                                       "typical_gap_s"))
+
+
+def test_an_ended_sessions_end_follows_its_events_after_the_shape_tokens():
+    store = store_with([Event("u", T0 + i * 1000, "view") for i in range(4)])
+    w = store.read(np.array([store.slot_of("u")]))
+    ended = encode(w, store.type_names, SHAPED, closing=True)
+    assert ended.input_ids[0, 1 + N_SHAPE + 4] == END
+
+
+def test_a_vocabulary_without_a_shape_flag_is_refused():
+    d = SHAPED.to_dict()
+    d.pop("shape")
+    with pytest.raises(KeyError):
+        Vocabulary.from_dict(d)

@@ -156,8 +156,6 @@ def test_offline_alerts_name_the_log_and_record_of_their_event(tmp_path):
         assert json.loads(lines[t["record"]])["event_id"] == t["event_id"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs the time-order reader (stream.log_order) to say where each "
-                                        "sorted record came from (RawChunk.rows)")
 def test_offline_alerts_on_a_log_grouped_by_user_name_the_records_in_file_order(tmp_path):
     log = tmp_path / "grouped.jsonl"
     evs = [*_run(4), *(Event("u3", T0 + 500 + i * 3_000, "cart", event_id=f"g{i}") for i in range(4))]

@@ -100,16 +100,17 @@ def test_a_sustained_score_is_the_lowest_of_the_window_and_of_it_without_its_new
     enc = _windows(trained, records).encoded()
     own = scorer.score_windows(enc)
     sustained = scorer.score(enc, floor=-np.inf)
-    tokens = enc.attention_mask.sum(1) - 1
+    tokens = enc.attention_mask.sum(1) - 1  # the shape tokens, then the events
+    events = tokens - scorer.artifact.vocab.n_shape
     open_ = ~(enc.input_ids == END).any(1)
-    for row in np.flatnonzero((tokens >= 3) & open_)[:40]:
+    for row in np.flatnonzero((events >= 3) & open_)[:40]:
         n = int(tokens[row])
         cut = [Encoded(np.where(np.arange(enc.input_ids.shape[1]) > n - j, 0, enc.input_ids[row])[None],
                        np.where(np.arange(enc.input_ids.shape[1]) > n - j, 0, enc.attention_mask[row])[None],
                        enc.length[row:row + 1]) for j in (1, 2)]
         expected = min(own[row], *(scorer.score_windows(c)[0] for c in cut))
         assert sustained[row] == pytest.approx(expected, abs=1e-6)
-    assert (sustained[(tokens < 3) & open_] == 0).all()  # fewer events than k: no alert possible
+    assert (sustained[(events < 3) & open_] == 0).all()  # fewer events than k: no alert possible
 
 
 def test_an_ended_sessions_window_keeps_its_own_score_under_sustain(trained, records):
@@ -238,7 +239,7 @@ def test_precision_recall_at_threshold_on_a_known_case():
 @pytest.fixture(scope="module")
 def zero_label(records, tmp_path_factory):
     unlabeled = [{k: v for k, v in r.items() if k not in ("label", "attack")} for r in records]
-    cfg = train.TrainConfig(**{**TINY, "pretrain_steps": 80})
+    cfg = train.TrainConfig(**{**TINY, "pretrain_steps": 80, "zero_label": True})
     res = train.train(lambda: dataset.batches_from_records(unlabeled), tmp_path_factory.mktemp("zl"), cfg, show=False)
     return res, unlabeled
 

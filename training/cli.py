@@ -45,14 +45,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         res = train.train(batches, args.out, cfg, registry_dir=None if args.no_registry else args.registry,
                           show=not args.quiet)
     report_log_quality(tally, args.max_reject_share)
+    print(res.order)
+    if res.budget:
+        print(res.budget)
     print(f"trained {res.kind} model {res.version} in {res.seconds:.0f}s; threshold {res.threshold:.4g}")
     print(f"artifact: {res.artifact}")
     if res.report:
         t = res.report["transformer"]
         print(_users_line(t["users"]))
         print(f"windows: PR-AUC {t['pr_auc']:.3f}, ROC-AUC {t['roc_auc']:.3f}; report: {res.report_dir / 'report.md'}")
+        if res.kind == "classifier":
+            print("(test attackers include attacks injected from the log's own traffic: a check of the model, "
+                  "not a measure of attacks it has never seen)")
     else:
-        print("no labelled test windows: no report (zero-label model calibrated on held-out traffic)")
+        print(f"no labelled test users: calibration report only: {res.report_dir / 'report.md'}")
     return 0
 
 
@@ -76,9 +82,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     art = scorer.artifact
     tally = logs.RejectTally()
     with summary_on_refusal(tally):
-        ws = dataset.build_windows(dataset.batches_from_log(args.log, _log_spec(args), tally, args.max_reject_share),
+        evs, order = dataset.read_events(dataset.batches_from_log(args.log, _log_spec(args), tally,
+                                                                  args.max_reject_share))
+        # as `seqsentry score` reads it: in time order, sessions still open at the end stay open
+        ws = dataset.build_windows(dataset.batches_from_events(evs, art.window_config, end_sessions=False),
                                    art.vocab, art.window_config)
     report_log_quality(tally, args.max_reject_share)
+    print(order.line())
     if not ((ws.label == 1).any() and (ws.label == 0).any()):
         raise ValueError(f"{args.log} has no labelled normal and attack events to evaluate against; pass --labels")
     # exact sustained scores below the threshold too, so the curves rank as training's report does
@@ -97,12 +107,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from stream.log_args import log_args as _log_args
 
-    p = sub.add_parser("train", help="train a model from a recorded log (zero-label when it has no labels)")
+    p = sub.add_parser("train", help="train a classifier from a recorded log: its own users as normal, attacks "
+                                     "injected into its own traffic (plus --labels) as positive; or --zero-label")
     p.add_argument("log", type=Path)
     p.add_argument("--registry", type=Path, default=Path("registry"), help="registry to publish into")
     p.add_argument("--no-registry", action="store_true", help="only write the artifact under --out")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where artifacts and reports are written")
-    p.add_argument("--zero-label", action="store_true", help="ignore labels: masked-event surprise scoring")
+    p.add_argument("--zero-label", action="store_true",
+                   help="no classifier: alert on events the log's own traffic makes improbable (masked-event "
+                        "surprise); for closed grammars such as machine logs, where unseen is what matters")
     p.add_argument("--pretrain-steps", type=int, default=defaults.PRETRAIN_STEPS, help="masked-event pretraining steps")
     p.add_argument("--epochs", type=int, default=defaults.FINETUNE_EPOCHS,
                    help="max fine-tuning epochs (early stopping on val PR-AUC)")

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stream import logs
+from stream import log_order, logs
 from stream.encoding import N_SPECIAL, PAD, Encoded, Vocabulary, encode, fit_vocabulary
-from stream.events import EventBatch, validate_records
+from stream.events import Event, EventBatch, validate_records
 from stream.windows import Change, WindowConfig, Windows, WindowStore
 
 
@@ -82,8 +82,43 @@ def batches_from_records(records: Iterable[dict], chunk: int = 20_000) -> Iterat
         yield validate_records(buf).events
 
 
+def read_events(batches: Iterable[EventBatch]) -> tuple[list[Event], log_order.TimeOrder]:
+    """Every valid event of a log, in time order (a stable sort: ties keep file order).
+
+    Public logs are often grouped by user or session rather than by time; read in file
+    order, almost every event would end a session (the partition clock would jump back and
+    forth). Memory: the events themselves (a few hundred bytes each), which training holds
+    anyway as windows.
+    """
+    evs: list[Event] = []
+    for b in batches:
+        evs += b.events
+    ts = np.fromiter((e.ts for e in evs), dtype=np.int64, count=len(evs))
+    late = log_order.out_of_order(ts)
+    if late:
+        evs = [evs[i] for i in log_order.stable_time_order(ts).tolist()]
+    return evs, log_order.TimeOrder(len(evs), late, len({e.user_id for e in evs}))
+
+
+END_OF_LOG_USER = "<end of log>"
+
+
+def batches_from_events(events: list[Event], window: WindowConfig, chunk: int = 20_000,
+                        end_sessions: bool = True) -> Iterator[EventBatch]:
+    """Time-ordered events as batches; with ``end_sessions`` one last marker event a session gap
+    after the newest, so every session still open when the log stops ends (a short log otherwise
+    holds no session end at all, and every ended session would look unheard of). Its own window
+    is dropped by :func:`build_windows`."""
+    for i in range(0, len(events), chunk):
+        yield EventBatch.from_events(events[i : i + chunk])
+    if end_sessions and events:
+        last = max(e.ts for e in events[-chunk:])
+        yield EventBatch.from_events([Event(END_OF_LOG_USER, last + window.session_gap_ms + 1, events[-1].type)])
+
+
 def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: WindowConfig) -> WindowSet:
-    """Stream batches through a window store and encode every event's window."""
+    """Stream batches through a window store and encode every event's window (the end-of-log
+    marker's own window, see :func:`batches_from_events`, is left out)."""
     store = WindowStore(window)
     users: dict[str, int] = {}
     attack_names = ["none"]
@@ -132,6 +167,9 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
             user_attack.setdefault(u, a)
     fill = (cat["label"] == 1) & (cat["attack"] == 0)
     cat["attack"][fill] = [user_attack.get(u, 0) for u in cat["user"][fill].tolist()]
+    if END_OF_LOG_USER in users:
+        keep = cat["user"] != users[END_OF_LOG_USER]
+        cat = {k: v[keep] if k != "ids" else v.reshape(-1, vocab.seq_len)[keep] for k, v in cat.items()}
     return WindowSet(
         input_ids=cat["ids"].reshape(-1, vocab.seq_len).astype(np.int32),
         label=cat["label"].astype(np.int8),
@@ -151,9 +189,9 @@ def _window_labels(w: Windows) -> np.ndarray:
     return np.where(has_label.any(1), ((w.label == 1) & valid).any(1), -1).astype(np.int8)
 
 
-def learn_vocabulary(batches: Iterable[EventBatch], window: WindowConfig) -> Vocabulary:
-    """Vocabulary from a log's events (types and price buckets)."""
-    return fit_vocabulary(batches, max_events=window.max_events)
+def learn_vocabulary(batches: Iterable[EventBatch], window: WindowConfig, shape: bool = True) -> Vocabulary:
+    """Vocabulary from a log's events (types and price buckets); ``shape``: window-shape tokens."""
+    return fit_vocabulary(batches, max_events=window.max_events, shape=shape)
 
 
 @dataclass(frozen=True)
@@ -175,6 +213,18 @@ class Split:
 def user_bucket(users: list[str]) -> np.ndarray:
     """Stable 0..99 bucket per user (crc32: the same in every process)."""
     return np.array([zlib.crc32(u.encode()) % 100 for u in users], dtype=np.int16)
+
+
+def split_platform(ws: WindowSet, cal_users: float = 0.2) -> Split:
+    """Split for a platform's own traffic with injected attackers and no labels of its own.
+
+    Real users hash 80 / 20 into training and calibration, injected attackers likewise into
+    training and validation, over the whole time range (users never straddle the split).
+    Validation and test are the held-out real users plus the held-out injected attackers:
+    early stopping and the report see users the model never trained on.
+    """
+    held = user_bucket(ws.users)[ws.user] < cal_users * 100
+    return Split(train=np.flatnonzero(~held), val=np.flatnonzero(held), test=np.flatnonzero(held))
 
 
 def split(ws: WindowSet, val_users: float = 0.2, test_users: float = 0.2, time_cut: float = 0.5) -> Split:

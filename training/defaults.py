@@ -1,6 +1,8 @@
 """Training defaults, in a module light enough for `seqsentry train --help` to show them."""
 
-PRETRAIN_STEPS = 300  # masked-event pretraining steps
+PRETRAIN_STEPS = 300  # masked-event pretraining steps, at most
+PRETRAIN_EPOCHS = 4  # ... and at most this many passes over the training windows (small logs train fast)
+MIN_PRETRAIN_STEPS = 30
 FINETUNE_EPOCHS = 4  # at most; early stopping on validation PR-AUC
 BATCH_SIZE = 128
 LR = 2e-3

@@ -166,15 +166,29 @@ def evaluate(scores: np.ndarray, ws: WindowSet, threshold: float) -> dict:
 
 
 def write_report(out: Path, results: dict[str, dict], scores: dict[str, np.ndarray], ws: WindowSet,
-                 title: str = "seqsentry evaluation") -> Path:
-    """report.json, report.md, and pr.png / roc.png / scores.png under ``out``."""
+                 title: str = "seqsentry evaluation", info: dict | None = None,
+                 calibration_maxima: np.ndarray | None = None) -> Path:
+    """report.json, report.md, and pr.png / roc.png / scores.png under ``out`` (the curves only
+    when ``results`` has labelled test windows); with ``info`` (training: how the log was
+    read, the calibration and whether it supports the budget) and ``calibration_maxima``
+    (each calibration user's highest score) also calibration.png - written for every model
+    kind, labelled or not."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "report.json").write_text(json.dumps({**results, **({"training": info} if info else {})}, indent=2,
+                                                default=float))
+    text = markdown(results, title) if results else f"# {title}\n\nNo labelled test users: no detection metrics.\n"
+    if info:
+        text += calibration_markdown(info)
+    (out / "report.md").write_text(text)
+    if calibration_maxima is not None and info:
+        plot_calibration(out / "calibration.png", calibration_maxima, info["calibration"]["threshold"], title)
+    if not results:
+        return out
     y = ws.label.astype(np.int64)
     known = y >= 0
     fig_pr, ax_pr = plt.subplots(figsize=(6, 5))
@@ -202,8 +216,44 @@ def write_report(out: Path, results: dict[str, dict], scores: dict[str, np.ndarr
     fig.tight_layout()
     fig.savefig(out / "scores.png", dpi=110)
     plt.close(fig)
-    (out / "report.md").write_text(markdown(results, title))
     return out
+
+
+def plot_calibration(path: Path, maxima: np.ndarray, threshold: float, title: str) -> None:
+    """Each calibration user's highest score against the threshold: what the budget was set on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    m = np.sort(maxima)[::-1]
+    ax.plot(np.arange(1, len(m) + 1) / max(len(m), 1), m, marker="." if len(m) < 200 else None, lw=1)
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.4g}")
+    ax.set(xscale="log", xlabel="share of normal calibration users at or above this score",
+           ylabel="user's highest window score", title=f"{title}: {len(m):,} calibration users")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def calibration_markdown(info: dict) -> str:
+    """The training section of a report: how the log was read and what the calibration supports."""
+    c, lg = info["calibration"], info["log"]
+    lines = ["", "## Training data and calibration", "",
+             f"- log: {lg['events']:,} events of {lg['users']:,} users"
+             f"{' (sorted by time: the file was not in time order)' if lg['sorted_by_time'] else ''}; "
+             f"{lg['injected_attackers']:,} attackers injected from the log's own traffic (training.attacks)",
+             f"- calibration: {c['calibration_users']:,} held-out normal users; threshold {c['threshold']:.6g} "
+             f"({c['rule']}); budget {c['user_alert_rate']:.2%} of normal users "
+             f"{'supported' if c['supported'] else 'NOT supported'} (needs {c['users_needed']:,} users; smallest "
+             f"supported {c['smallest_supported_rate']:.2%})",
+             "- plot: `calibration.png` (each calibration user's highest score against the threshold)", ""]
+    if info.get("budget_line"):
+        lines.insert(-1, f"- {info['budget_line']}")
+    return "\n".join(lines)
 
 
 def markdown(results: dict[str, dict], title: str) -> str:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -29,9 +30,10 @@ from transformers import BertForMaskedLM, BertForSequenceClassification
 from stream import progress, registry
 from stream.artifact import MAX_SUSTAIN, Artifact, Meta, data_fingerprint, save_artifact, signing_key
 from stream.encoding import END, MASK, N_SPECIAL, Vocabulary
-from stream.model import ModelSize, Scorer, bert_config, pick_device
+from stream.events import EventBatch
+from stream.model import UNSEEN_SURPRISE, ModelSize, Scorer, bert_config, pick_device
 from stream.windows import WindowConfig
-from training import dataset, defaults, metrics
+from training import attacks, dataset, defaults, metrics
 from training.baselines import IsolationForestBaseline, MarkovBaseline
 
 log = logging.getLogger(__name__)
@@ -201,45 +203,114 @@ class TrainResult:
     report: dict
     report_dir: Path
     seconds: float
+    order: str = ""  # how the log was read (time order, sorted)
+    budget: str | None = None  # the alert-budget warning, when the calibration users cannot support it
+
+
+def _steps(cfg: TrainConfig, windows: int) -> int:
+    """Pretraining steps for ``windows`` training windows: about PRETRAIN_EPOCHS passes over
+    them, at most ``cfg.pretrain_steps`` - so a 2,500-event log trains in seconds, not minutes."""
+    return int(min(cfg.pretrain_steps, max(defaults.MIN_PRETRAIN_STEPS,
+                                           math.ceil(defaults.PRETRAIN_EPOCHS * windows / cfg.batch_size))))
+
+
+def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabulary, device: str, cfg: TrainConfig,
+               ws: dataset.WindowSet, sp: dataset.Split, show: bool) -> tuple[float, list[float], dict]:
+    """Threshold and severity steps for the alert budget, and what the calibration users can support.
+
+    With fewer normal calibration users than the budget needs (1 / budget: 200 at 0.5 %), the
+    quantile is simply the highest user, and one odd user moves it; then the threshold is set
+    conservatively instead: a classifier's above every real user of the log (training users
+    included), a zero-label model's at the surprise of an event type never seen in training
+    (it alerts only on what training never saw).
+    """
+    cal_ws = ws.subset(sp.calibration(ws))
+    n_cal = len(np.unique(cal_ws.user))
+    with progress.phase(show, f"calibrating the alert budget on {n_cal:,} held-out users ..."):
+        cal_scores = _score(model, kind, cal_ws, vocab, device, sustain)
+    threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
+    need = math.ceil(1 / cfg.user_alert_rate)
+    info = {"calibration_users": n_cal, "users_needed": need, "user_alert_rate": cfg.user_alert_rate,
+            "supported": n_cal >= need, "smallest_supported_rate": 1 / (n_cal + 1), "rule": "quantile"}
+    if n_cal < need:
+        if kind == "mlm":
+            threshold, info["rule"] = UNSEEN_SURPRISE, "unseen event types only"
+        else:
+            real = ws.subset(np.flatnonzero(~np.isin(ws.user, np.unique(ws.user[ws.label == 1]))))
+            top = float(_score(model, kind, real, vocab, device, sustain).max())
+            threshold = max(threshold, float(np.nextafter(np.float32(top), np.float32(np.inf))))
+            info["rule"] = "above every real user of the log"
+        severity = [threshold, *(max(threshold, s) for s in severity[1:])]
+    info["threshold"] = threshold
+    info["calibration_user_maxima"] = metrics.user_maxima(cal_scores, cal_ws.user, cal_ws.ts)[0].tolist()
+    return threshold, severity, info
+
+
+def budget_line(info: dict) -> str | None:
+    """The one line ``train`` prints when its calibration users cannot support the budget."""
+    if info["supported"]:
+        return None
+    return (f"alert budget: {info['calibration_users']} calibration users cannot support "
+            f"{info['user_alert_rate']:.2%} of normal users alerted (that needs {info['users_needed']:,}); the smallest "
+            f"budget they support is {info['smallest_supported_rate']:.1%}, so the threshold is set conservatively "
+            f"({info['rule']}). Train on a longer log for a tighter budget.")
 
 
 def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | None = None,
           show: bool = True) -> TrainResult:
-    """Full run. ``batches_factory()`` must return a fresh iterable of EventBatch (read twice)."""
+    """Full run. ``batches_factory()`` returns an iterable of EventBatch (read once, then held in time order).
+
+    Without ``cfg.zero_label`` the model is a classifier: the log's own users are the normal
+    class, attackers made from the same log (training.attacks) and any labelled attackers
+    the positive class. With it, the pretrained masked-event model is the detector.
+    """
     t0 = time.monotonic()
     device = pick_device(cfg.device)
     signing_key()  # a key that cannot be read or is too short fails now, not after training
     rng = _seed(cfg.seed)
-    with progress.phase(show, "reading the log: event types and price buckets ..."):
-        vocab = dataset.learn_vocabulary(batches_factory(), cfg.window)
-    with progress.phase(show, "reading the log again: every event's window, every ended session's ..."):
-        ws = dataset.build_windows(batches_factory(), vocab, cfg.window)
-    if len(ws) == 0:
+    kind = "mlm" if cfg.zero_label else "classifier"
+    with progress.phase(show, "reading the log ..."):
+        real, order = dataset.read_events(batches_factory())
+    if not real:
         raise ValueError("the log holds no valid events to train on")
-    labelled = bool((ws.label >= 0).all()) and bool((ws.label == 1).any()) and not cfg.zero_label
-    sp = dataset.split(ws)
+    log.info("%s", order.line())
+    has_labels = any(e.label == 1 for e in real)
+    for e in real:  # the platform's own users are its normal class unless labelled otherwise
+        if e.label is None:
+            e.label = 0
+    events = real
+    if kind == "classifier":
+        with progress.phase(show, "injecting attacks into the log's own traffic ..."):
+            injected = attacks.inject(real, cfg.seed)
+            events = sorted(real + injected, key=lambda e: e.ts)
+    vocab = dataset.learn_vocabulary([EventBatch.from_events(real)], cfg.window, shape=kind == "classifier")
+    with progress.phase(show, f"windowing {len(events):,} events: every event's window, every ended session's ..."):
+        ws = dataset.build_windows(dataset.batches_from_events(events, cfg.window), vocab, cfg.window)
+    sp = dataset.split(ws) if has_labels else dataset.split_platform(ws)
     train_ws, val_ws, test_ws = ws.subset(sp.train), ws.subset(sp.val), ws.subset(sp.test)
-    log.info("windows: %d train, %d val, %d test (labelled=%s)", len(train_ws), len(val_ws), len(test_ws), labelled)
+    log.info("windows: %d train, %d val, %d test (kind=%s)", len(train_ws), len(val_ws), len(test_ws), kind)
     train_capped = _cap(train_ws, cfg.max_train_windows, rng)
-    mlm = pretrain(train_capped if labelled else train_ws.subset(train_ws.label != 1), vocab, cfg, device, show)
-    if labelled:
+    # the zero-label model learns normal traffic only; a classifier's pretraining may see everything
+    pre_ws = train_capped if kind == "classifier" else train_ws.subset(train_ws.label != 1)
+    mlm = pretrain(pre_ws, vocab, dataclasses.replace(cfg, pretrain_steps=_steps(cfg, len(pre_ws))), device, show)
+    if kind == "classifier":
         model, _ = finetune(mlm, train_capped, val_ws, vocab, cfg, device, show)
-        kind = "classifier"
     else:
-        model, kind = mlm, "mlm"
+        model = mlm
     sustain = cfg.sustain if kind == "classifier" else 1
-    cal_ws = ws.subset(sp.calibration(ws))
-    with progress.phase(show, f"calibrating the alert budget on {len(np.unique(cal_ws.user)):,} held-out users ..."):
-        cal_scores = _score(model, kind, cal_ws, vocab, device, sustain)
-    threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
+    threshold, severity, calibration = _calibrate(model, kind, sustain, vocab, device, cfg, ws, sp, show)
+    line = budget_line(calibration)
+    if line:
+        log.warning("%s", line)
     log.info("threshold %.4g for %.2f%% of %d calibration users", threshold, 100 * cfg.user_alert_rate,
-             len(np.unique(cal_ws.user)))
+             calibration["calibration_users"])
 
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{kind}"
     report: dict = {}
     scores: dict[str, np.ndarray] = {}
     evaluable = (test_ws.label >= 0).all() and (test_ws.label == 1).any() and (test_ws.label == 0).any()
     if evaluable:
+        cal_ws = ws.subset(sp.calibration(ws))
         with progress.phase(show, "evaluating on test users, with the baselines ..."):
             scores, report = _evaluate(model, kind, sustain, vocab, device, cfg, rng, train_ws, cal_ws, test_ws, threshold)
     fingerprint = data_fingerprint(ws.input_ids, ws.label)
@@ -250,12 +321,17 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     with progress.phase(show, "writing the artifact and the report ..."):
         art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
         report_dir = art_dir / "report"
-        if report:
-            metrics.write_report(report_dir, report, scores, test_ws, title=f"seqsentry {version}")
+        info = {"log": {"events": order.events, "users": order.users, "sorted_by_time": order.sorted,
+                        "injected_attackers": len({e.user_id for e in events}) - order.users},
+                "calibration": {k: v for k, v in calibration.items() if k != "calibration_user_maxima"},
+                "budget_line": line}
+        metrics.write_report(report_dir, report, scores, test_ws, title=f"seqsentry {version}", info=info,
+                             calibration_maxima=np.asarray(calibration["calibration_user_maxima"]))
     if registry_dir is not None:
         art_dir = registry.publish(registry_dir, art_dir, version)
         report_dir = art_dir / "report"
-    return TrainResult(art_dir, version, kind, threshold, report, report_dir, time.monotonic() - t0)
+    return TrainResult(art_dir, version, kind, threshold, report, report_dir, time.monotonic() - t0,
+                       order=order.line(), budget=line)
 
 
 def train_on_generated(registry_dir: Path, *, events: int = 60_000, seed: int = 43, attacker_fraction: float = 0.05,

@@ -1,0 +1,71 @@
+"""The training-side attack library: attacks made from a platform's own traffic."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream.events import Event
+from training import attacks
+
+T0 = 1_700_000_000_000
+
+
+def platform_log(users: int = 40, seed: int = 0) -> list[Event]:
+    """A small click-only log: people browsing a catalogue of 50 items at varied pace."""
+    rng = np.random.default_rng(seed)
+    evs = []
+    for u in range(users):
+        t = T0 + int(rng.integers(0, 3_600_000))
+        for _ in range(int(rng.integers(1, 8))):
+            evs.append(Event(f"user{u}", t, "click", item_id=f"item{int(rng.integers(50))}"))
+            t += int(rng.lognormal(np.log(40_000), 1.0))
+    return sorted(evs, key=lambda e: e.ts)
+
+
+def test_injection_is_deterministic_in_its_seed():
+    log = platform_log()
+    a, b = attacks.inject(log, seed=4, count=30), attacks.inject(log, seed=4, count=30)
+    assert [(e.user_id, e.ts, e.item_id) for e in a] == [(e.user_id, e.ts, e.item_id) for e in b]
+    assert [e.ts for e in attacks.inject(log, seed=5, count=30)] != [e.ts for e in a]
+
+
+def test_attacks_use_only_the_platforms_own_types_and_items():
+    log = platform_log()
+    evs = attacks.inject(log, seed=1, count=60)
+    assert {e.type for e in evs} <= {"click"}
+    assert {e.item_id for e in evs} <= {e.item_id for e in log}
+
+
+def test_every_kind_is_injected_and_labelled_as_injected():
+    evs = attacks.inject(platform_log(), seed=2, count=60)
+    kinds = {e.attack for e in evs if e.label == 1}
+    assert kinds == {attacks.PREFIX + k for k in attacks.KINDS}
+
+
+def test_a_takeover_keeps_its_victims_history_normal_and_then_attacks_under_the_same_id():
+    log = platform_log()
+    rng = np.random.default_rng(0)
+    evs = attacks.attacker(attacks.Platform.from_events(log), rng, "takeover", "victim-copy")
+    assert {e.user_id for e in evs} == {"victim-copy"}
+    labels = [e.label for e in sorted(evs, key=lambda e: e.ts)]
+    assert labels[0] == 0 and 1 in labels
+
+
+def test_machine_timing_is_regular_and_human_timing_varies():
+    rng = np.random.default_rng(3)
+    machine = attacks.gaps(rng, 200, "machine", 5_000).astype(float)
+    human = attacks.gaps(rng, 200, "human", 5_000).astype(float)
+    assert machine.std() / machine.mean() < 0.05 < 0.3 < human.std() / human.mean()
+
+
+def test_attackers_land_inside_the_logs_time_range():
+    log = platform_log()
+    evs = attacks.inject(log, seed=6, count=36)
+    assert min(e.ts for e in evs) >= log[0].ts
+    assert all(e.ts >= T0 for e in evs)
+
+
+def test_the_number_of_attackers_grows_with_the_log_within_bounds():
+    assert attacks.n_attackers(10) == attacks.MIN_ATTACKERS
+    assert attacks.n_attackers(10**6) == attacks.MAX_ATTACKERS
+    assert attacks.MIN_ATTACKERS < attacks.n_attackers(2_000) < attacks.MAX_ATTACKERS

@@ -1,0 +1,178 @@
+"""The training-side attack library: abuse injected into a platform's own recorded traffic.
+
+A fraud team without labels still has its platform's normal traffic. ``seqsentry train``
+turns that into a supervised problem: the log's own users are the normal class, and
+attackers made *from the same log* - its event types, its items (by popularity), its
+time range, its real sessions - are the positive class. The classifier then learns what
+this platform's users do and how abuse departs from it, not what one generator's users
+look like.
+
+Every kind is a family, not a template: lengths, rates, timing style, item choice and
+placement are drawn per attacker, so the classifier sees the axes abuse varies on rather
+than a handful of fixed shapes. Kinds:
+
+* ``scrape`` - many distinct items in catalogue or popularity order.
+* ``loop`` - a few target items over and over (click farms, promoted items).
+* ``replay`` - a real session copied, repeated and re-timed (bots replaying traffic).
+* ``burst`` - a short run of events far faster than people click.
+* ``script`` - one short scripted path over the platform's event types on one item,
+  repeated (fake orders, promo abuse; on a click-only platform, repeated visits).
+* ``takeover`` - a real user's history, then one of the runs above under their id.
+
+Timing is drawn per attacker: ``machine`` (a constant gap with <= 5 % jitter),
+``jittered`` (a log-normal spread of 5-25 %) or ``human`` (log-normal, sigma 0.5-1.3, so
+gaps look like people's), with typical gaps from 0.2 s to 90 s. Injected events carry
+``label=1`` and ``attack="injected:<kind>"``; a takeover victim's own events stay normal.
+
+The benchmark (bench/ecommerce.py) draws its attacks from a separate generator with its
+own kinds and ranges, so what it measures is generalisation, not recall of this library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.events import Event
+
+KINDS: tuple[str, ...] = ("scrape", "loop", "replay", "burst", "script", "takeover")
+TIMINGS: tuple[str, ...] = ("machine", "jittered", "human")
+PREFIX = "injected:"  # attack names of injected events; real labelled attacks keep their own
+MIN_ATTACKERS, MAX_ATTACKERS, ATTACKER_SHARE = 120, 480, 0.1
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What attacks borrow from the real log: its types, items, sessions and time range."""
+
+    types: list[str]
+    type_p: np.ndarray
+    items: list[str]
+    item_p: np.ndarray
+    sessions: list[list[Event]]  # every real user's events, oldest first
+    t0: int
+    t1: int
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event]) -> Platform:
+        """Summarise a time-ordered list of real events."""
+        if not events:
+            raise ValueError("no events to build attacks from")
+        types, tc = np.unique([e.type for e in events], return_counts=True)
+        item_ids = [e.item_id for e in events if e.item_id is not None]
+        items, ic = np.unique(item_ids, return_counts=True) if item_ids else (np.array([], dtype=object), np.array([]))
+        by_user: dict[str, list[Event]] = {}
+        for e in events:
+            by_user.setdefault(str(e.user_id), []).append(e)
+        return cls([str(t) for t in types], tc / tc.sum(), [str(i) for i in items],
+                   ic / ic.sum() if len(ic) else ic, list(by_user.values()), int(events[0].ts), int(events[-1].ts))
+
+
+def n_attackers(n_users: int) -> int:
+    """How many attackers to inject for a log of ``n_users`` real users."""
+    return int(np.clip(round(ATTACKER_SHARE * n_users), MIN_ATTACKERS, MAX_ATTACKERS))
+
+
+def gaps(rng: np.random.Generator, k: int, timing: str, typical_ms: float) -> np.ndarray:
+    """``k`` gaps (ms) in a timing style around a typical gap."""
+    if timing == "machine":
+        g = typical_ms * (1 + rng.uniform(-1, 1, k) * rng.uniform(0, 0.05))
+    elif timing == "jittered":
+        g = typical_ms * rng.lognormal(0, rng.uniform(0.05, 0.25), k)
+    else:
+        g = typical_ms * rng.lognormal(0, rng.uniform(0.5, 1.3), k)
+    return np.maximum(g, 20).astype(np.int64)
+
+
+def _typical_ms(rng: np.random.Generator, fast: bool = False) -> float:
+    lo, hi = (50, 2_000) if fast else (200, 90_000)
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _items(p: Platform, rng: np.random.Generator, k: int, *, distinct: bool = False) -> list[str | None]:
+    if not p.items:
+        return [None] * k
+    if distinct:
+        if rng.random() < 0.5:  # catalogue order, as a crawler walks it
+            start = int(rng.integers(0, max(1, len(p.items) - k)))
+            return [p.items[(start + i) % len(p.items)] for i in range(k)]
+        idx = rng.choice(len(p.items), min(k, len(p.items)), replace=False, p=p.item_p)
+        return [p.items[i] for i in np.resize(idx, k)]
+    return [p.items[i] for i in rng.choice(len(p.items), k, p=p.item_p)]
+
+
+def _types(p: Platform, rng: np.random.Generator, k: int) -> list[str]:
+    if rng.random() < 0.6:  # one type throughout (views only, clicks only)
+        return [p.types[int(np.argmax(p.type_p))]] * k
+    return [p.types[i] for i in rng.choice(len(p.types), k, p=p.type_p)]
+
+
+def run(p: Platform, rng: np.random.Generator, kind: str) -> tuple[list[str], list[str | None]]:
+    """Types and items of one attack run of ``kind`` (not ``takeover``)."""
+    if kind == "scrape":
+        k = int(rng.integers(8, 200))
+        return _types(p, rng, k), _items(p, rng, k, distinct=True)
+    if kind == "loop":
+        k = int(rng.integers(6, 150))
+        targets = _items(p, rng, int(rng.integers(1, 5)))
+        order = np.arange(k) % len(targets) if rng.random() < 0.5 else rng.integers(0, len(targets), k)
+        return _types(p, rng, k), [targets[i] for i in order]
+    if kind == "replay":
+        pool = [s for s in p.sessions if len(s) >= 2] or p.sessions
+        s = pool[int(rng.integers(len(pool)))][:60]
+        reps = int(rng.integers(1, 7))
+        return [e.type for e in s] * reps, [e.item_id for e in s] * reps
+    if kind == "burst":
+        k = int(rng.integers(4, 16))
+        return _types(p, rng, k), _items(p, rng, k, distinct=rng.random() < 0.5)
+    if kind == "script":
+        path_len = int(rng.integers(2, 7))
+        rare = np.argsort(p.type_p)  # scripted paths lean on the rarer types (cart, buy, coupon ...)
+        path = [p.types[rare[int(rng.integers(0, max(1, len(rare) // 2 + 1)))]] if rng.random() < 0.5
+                else p.types[int(np.argmax(p.type_p))] for _ in range(path_len)]
+        reps = int(rng.integers(2, 9))
+        item = _items(p, rng, 1)[0]
+        return path * reps, [item] * (path_len * reps)
+    raise ValueError(f"unknown attack kind {kind!r}")
+
+
+def _place(rng: np.random.Generator, p: Platform, duration: int) -> int:
+    return int(rng.integers(p.t0, max(p.t0 + 1, p.t1 - duration)))
+
+
+def attacker(p: Platform, rng: np.random.Generator, kind: str, uid: str) -> list[Event]:
+    """One attacker's events (oldest first)."""
+    inner = KINDS[int(rng.integers(0, len(KINDS) - 1))] if kind == "takeover" else kind
+    types, items = run(p, rng, inner)
+    timing = TIMINGS[int(rng.integers(len(TIMINGS)))]
+    g = gaps(rng, len(types), timing, _typical_ms(rng, fast=inner == "burst" or rng.random() < 0.2))
+    g[0] = 0
+    offsets = np.cumsum(g)
+    name = PREFIX + kind
+    if kind == "takeover":
+        victim = p.sessions[int(rng.integers(len(p.sessions)))]
+        cut = int(rng.integers(1, len(victim) + 1))  # the attacker arrives after the owner's cut-th event
+        start = int(victim[cut - 1].ts) + int(gaps(rng, 1, "human", 20_000)[0])
+        own = [Event(uid, int(e.ts), e.type, item_id=e.item_id, price=e.price, label=0) for e in victim]
+        run_ev = [Event(uid, start + int(o), t, item_id=i, label=1, attack=name)
+                  for o, t, i in zip(offsets.tolist(), types, items, strict=True)]
+        return sorted(own + run_ev, key=lambda e: e.ts)
+    start = _place(rng, p, int(offsets[-1]))
+    return [Event(uid, start + int(o), t, item_id=i, label=1, attack=name)
+            for o, t, i in zip(offsets.tolist(), types, items, strict=True)]
+
+
+def inject(events: Sequence[Event], seed: int = 0, count: int | None = None) -> list[Event]:
+    """Attack events made from a time-ordered list of real ``events`` (``count`` attackers,
+    default :func:`n_attackers`; kinds in turn). Attackers get fresh ids ``inj<n>``; a
+    takeover's events reuse its victim's history under that fresh id, so real users' own
+    windows are untouched."""
+    p = Platform.from_events(events)
+    rng = np.random.default_rng(seed)
+    count = n_attackers(len(p.sessions)) if count is None else count
+    out: list[Event] = []
+    for n in range(count):
+        out += attacker(p, rng, KINDS[n % len(KINDS)], f"inj{n:05d}")
+    return out
