@@ -152,3 +152,14 @@ def test_topics_actions_have_their_own_help(argv, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert f"usage: seqsentry {' '.join(argv[:2])}" in out and "--bootstrap" in out
+
+
+@pytest.mark.parametrize("command", ["run", "faust"])
+def test_a_settings_error_is_told_before_the_runtime_loads(command):
+    # README: a value of the wrong type or range stops the command with one line naming it
+    code = ("import sys; from stream.cli import main; "
+            f"code = main([{command!r}, '--max-batch-size', '-1', '-b', 'localhost:1']); "
+            "print(code, sorted(m for m in ('torch', 'transformers', 'faust', 'onnxruntime') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr  # seconds of torch import before the line
+    assert "--max-batch-size: Input should be greater than 0" in proc.stderr
