@@ -165,12 +165,13 @@ def finetune(mlm: BertForMaskedLM, train: dataset.WindowSet, val: dataset.Window
 
 
 def _cap(ws: dataset.WindowSet, n: int, rng: np.random.Generator) -> dataset.WindowSet:
-    """At most n windows: every positive (up to n/2) plus a random sample of the rest."""
+    """At most n windows: every positive (up to n/2, more when the rest are fewer) plus a random sample of the rest."""
     if len(ws) <= n:
         return ws
-    pos = np.flatnonzero(ws.label == 1)
-    pos = rng.choice(pos, min(len(pos), n // 2), replace=False)
-    rest = rng.choice(np.flatnonzero(ws.label != 1), n - len(pos), replace=False)
+    pos, neg = np.flatnonzero(ws.label == 1), np.flatnonzero(ws.label != 1)
+    n_pos = min(len(pos), max(n // 2, n - len(neg)))  # a small log's injected attackers may outnumber it
+    pos = rng.choice(pos, n_pos, replace=False)
+    rest = rng.choice(neg, min(len(neg), n - n_pos), replace=False)
     return ws.subset(np.sort(np.r_[pos, rest]))
 
 

@@ -1,0 +1,138 @@
+"""What training makes of a log: time order, session ends, small logs, its own cost, its progress."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream import log_order, logs, progress
+from stream.cli import main
+from stream.encoding import END
+from stream.events import Event
+from stream.model import UNSEEN_SURPRISE, ModelSize
+from stream.windows import WindowConfig
+from training import dataset, defaults, train
+
+T0 = 1_700_000_000_000
+TINY = dict(size=ModelSize(layers=1, hidden=32, heads=2, intermediate=64), window=WindowConfig(max_events=16),
+            pretrain_steps=20, finetune_epochs=1, max_train_windows=2000, batch_size=64, baselines=False)
+
+
+def sessions(users: int, seed: int = 0, per_user: int = 5) -> list[Event]:
+    """Short click sessions of ``users`` people, a few seconds to minutes apart, in time order."""
+    rng = np.random.default_rng(seed)
+    evs = []
+    for u in range(users):
+        t = T0 + int(rng.integers(0, 600_000))
+        for _ in range(per_user):
+            evs.append(Event(f"p{u}", t, "click", item_id=f"i{int(rng.integers(30))}"))
+            t += int(rng.lognormal(np.log(20_000), 0.8))
+    return sorted(evs, key=lambda e: e.ts)
+
+
+def write(path, evs: list[Event]):
+    path.write_text("".join(json.dumps(e.to_record()) + "\n" for e in evs))
+    return path
+
+
+def grouped(evs: list[Event]) -> list[Event]:
+    return sorted(evs, key=lambda e: (e.user_id, e.ts))
+
+
+def test_a_log_grouped_by_user_is_read_in_time_order_and_says_so():
+    evs = sessions(20)
+    got, order = dataset.read_events([dataset.EventBatch.from_events(grouped(evs))])
+    assert [e.ts for e in got] == sorted(e.ts for e in evs)
+    assert order.sorted and "sorted by time" in order.line()
+
+
+def test_a_log_in_time_order_is_left_as_it_is():
+    evs = sessions(20)
+    got, order = dataset.read_events([dataset.EventBatch.from_events(evs)])
+    assert got == evs and not order.sorted and "already in time order" in order.line()
+
+
+def test_score_reads_a_grouped_log_in_time_order_with_its_rejects_first(tmp_path):
+    evs = sessions(10)
+    log = write(tmp_path / "g.jsonl", grouped(evs))
+    with open(log, "a") as f:
+        f.write('{"user_id": "x"}\n')  # no ts: refused, still handed over to be dead-lettered
+    chunks, order = log_order.chunks_in_time_order(log)
+    records = [r for c in chunks for r in c.records]
+    assert order.sorted and order.events == len(evs)
+    assert "ts" not in records[0]
+    assert [r["ts"] for r in records[1:]] == sorted(e.ts for e in evs)
+
+
+def test_sorted_chunks_say_which_file_record_each_came_from(tmp_path):
+    log = write(tmp_path / "g.jsonl", grouped(sessions(6)))
+    lines = log.read_text().splitlines()
+    chunks, _ = log_order.chunks_in_time_order(log)
+    for c in chunks:
+        assert [json.loads(lines[i]) for i in c.rows] == c.records
+
+
+def test_every_session_still_open_at_the_end_of_a_training_log_ends():
+    evs = sessions(12)  # spans ~10 min: shorter than the session gap, so nothing ends by itself
+    vocab = dataset.learn_vocabulary([dataset.EventBatch.from_events(evs)], WindowConfig())
+    ws = dataset.build_windows(dataset.batches_from_events(evs, WindowConfig()), vocab, WindowConfig())
+    ended = (ws.input_ids == END).any(1)
+    assert len(np.unique(ws.user[ended])) == 12
+    assert dataset.END_OF_LOG_USER not in [ws.users[u] for u in np.unique(ws.user)]
+    assert len(ws) == len(evs) + 12  # one window per event, one per ended session, none of the marker's
+
+
+def test_pretraining_steps_follow_the_size_of_the_log():
+    cfg = train.TrainConfig()
+    assert train._steps(cfg, 500) == defaults.MIN_PRETRAIN_STEPS
+    assert train._steps(cfg, 3_000) == int(np.ceil(defaults.PRETRAIN_EPOCHS * 3_000 / cfg.batch_size))
+    assert train._steps(cfg, 10**6) == cfg.pretrain_steps
+
+
+@pytest.fixture(scope="module")
+def small_logs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("small")
+    return write(d / "train.jsonl", sessions(30, seed=1)), d
+
+
+def test_a_small_log_says_which_budget_it_can_honour_and_calibrates_conservatively(small_logs, capsys):
+    log, d = small_logs
+    res = train.train(lambda: logs_batches(log), d / "runs", train.TrainConfig(**TINY), show=False)
+    assert res.budget is not None and "cannot support 0.50%" in res.budget and "smallest budget" in res.budget
+    report = json.loads((res.report_dir / "report.json").read_text())["training"]["calibration"]
+    assert not report["supported"] and report["rule"] == "above every real user of the log"
+    assert (res.report_dir / "calibration.png").stat().st_size > 0
+
+
+def test_a_small_zero_label_log_alerts_only_on_event_types_training_never_saw(small_logs):
+    log, d = small_logs
+    res = train.train(lambda: logs_batches(log), d / "zl", train.TrainConfig(**TINY, zero_label=True), show=False)
+    assert res.kind == "mlm" and res.threshold == UNSEEN_SURPRISE
+    assert "(unseen event types only)" in (res.report_dir / "report.md").read_text()
+    assert (res.report_dir / "calibration.png").exists()
+
+
+def test_train_prints_how_it_read_the_log_and_the_budget_line(small_logs, tmp_path, capsys):
+    log, _ = small_logs
+    grouped_log = write(tmp_path / "grouped.jsonl", grouped(sessions(30, seed=1)))
+    args = ["train", str(grouped_log), "--no-registry", "--out", str(tmp_path / "runs"), "-q", "--pretrain-steps", "10",
+            "--epochs", "1", "--layers", "1", "--hidden", "32", "--heads", "2", "--window-events", "16"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sorted by time before windowing" in out and "alert budget:" in out
+
+
+def test_progress_goes_to_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "interactive", lambda: False)
+    with progress.bar(True) as bar:
+        task = bar.add_task("pretrain", total=100, rate="")
+        for _ in range(100):
+            bar.update(task, advance=1, rate="loss 1.0")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert 5 <= len(lines) <= 12 and lines[-1].startswith("pretrain: 100/100 loss 1.0")
+
+
+def logs_batches(path):
+    return dataset.batches_from_log(path, logs.LogSpec())
