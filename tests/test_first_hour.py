@@ -163,3 +163,17 @@ def test_a_settings_error_is_told_before_the_runtime_loads(command):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr  # seconds of torch import before the line
     assert "--max-batch-size: Input should be greater than 0" in proc.stderr
+
+
+def test_topics_count_every_message_just_replayed(broker, topic, tmp_path, capsys):
+    from training import synth
+
+    log = tmp_path / "traffic.jsonl"
+    logs.write_log(log, [synth.generate_list(events=3000, seed=5)])
+    # README: seqsentry replay traffic.jsonl.gz -b localhost:9092 -t events, then topics list / describe
+    assert main(["replay", str(log), "-b", broker.bootstrap, "-t", topic, "-q"]) == 0
+    assert main(["topics", "list", "-b", broker.bootstrap]) == 0
+    assert f"{topic}\t4 partitions\t3,000 messages" in capsys.readouterr().out  # not the broker's lagging marks
+    assert main(["topics", "describe", "-b", broker.bootstrap, topic]) == 0
+    ends = [int(m.replace(",", "")) for m in re.findall(r"offsets 0 \.\. ([\d,]+)", capsys.readouterr().out)]
+    assert len(ends) == 4 and sum(ends) == 3000
