@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import socket
@@ -233,8 +234,67 @@ def http_limits(slow: int = 16, silent: int = 100) -> dict:
             "open_connections_max": most_open}
 
 
+class _Lines(logging.Handler):
+    """Collects the messages of the log records that contain ``needle``."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.lines.append(record.getMessage())
+
+
+def _events(n: int, garbage: int) -> list[tuple[bytes, bytes]]:
+    """``n`` valid events of 30 users dated now, then ``garbage`` messages that must be dead-lettered."""
+    now = int(time.time() * 1000)
+    valid = [(orjson.dumps({"user_id": f"u{i % 30}", "ts": now + i, "type": "view"}), f"u{i % 30}".encode())
+             for i in range(n)]
+    return valid + [(b"not json %d" % i, b"g") for i in range(garbage)]
+
+
+def broker_lost_data(reg: Path, ack_timeout_s: float = 2.0, message_timeout_s: float = 15.0,
+                     watch_s: float = 60.0) -> dict:
+    """A broker restarted empty under a running detector (issue 20, item 3): only the input topic is created
+    again, and what is consumed next leaves outputs unacknowledged (here Tansu never acknowledges the dead
+    letters to the topic it auto-creates). ``/readyz`` must fail within ``ack_timeout_s`` of the oldest
+    unacknowledged output, the lost data be named in one line, and the detector stop once librdkafka gives
+    up (``message.timeout.ms``, shortened from its 300 s to keep the run short)."""
+    lines = _Lines("broker lost data")
+    logging.getLogger("stream.runtime.outputs").addHandler(lines)
+    with EmbeddedBroker() as own:  # its own broker: this one is restarted
+        run = Running(own, reg, ack_timeout_s=ack_timeout_s,
+                      kafka_options={"message.timeout.ms": int(message_timeout_s * 1000)})
+        run.produce(_events(300, 5))
+        settled = run.settle(305)
+        own.stop()
+        restarted_at = time.monotonic()
+        own.start()
+        own.create_topics({run.topics["topic"]: 1})
+        run.produce(_events(300, 10))
+        samples = []  # (seconds since the restart, ready, outputs waiting, oldest wait)
+        while time.monotonic() - restarted_at < watch_s and run.error is None:
+            out = run.svc.outputs.unacked
+            samples.append((time.monotonic() - restarted_at, run.svc.ready, len(out), out.oldest_age()))
+            time.sleep(0.1)
+        run.stop()
+    logging.getLogger("stream.runtime.outputs").removeHandler(lines)
+    waiting = [x for x in samples if x[2]]
+    wait_from = (waiting[0][0] - waiting[0][3]) if waiting else None
+    failed = next((t for t, ready, n, _ in samples if n and not ready), None)
+    return {"settled_before": settled, "outputs_waiting_max": max((x[2] for x in samples), default=0),
+            "ack_timeout_s": ack_timeout_s, "max_wait_while_ready_s": max((x[3] for x in samples if x[1]), default=0.0),
+            "ready_false_after_wait_s": failed - wait_from if failed is not None and wait_from is not None else None,
+            "loss_lines": len(lines.lines), "loss_line": lines.lines[0][:300] if lines.lines else None,
+            "message_timeout_s": message_timeout_s, "watched_s": samples[-1][0] if samples else 0.0,
+            "stopped_with": str(run.error)[:200] if run.error else None}
+
+
 def rows(r: dict) -> list[str]:
     o, f, v, s, h = r["oversized"], r["future_dated"], r["refused_version"], r["secrets"], r["http"]
+    lost = r.get("broker_lost_data")
     return [
         "| fault | result |", "|---|---|",
         f"| a 999,900-byte message (passes a default producer) | dead-lettered as {o['dead_letter_bytes']:,} bytes "
@@ -255,7 +315,17 @@ def rows(r: dict) -> list[str]:
         f"{h['slow_dropped']} of {h['slow_clients']} slow requests cut at the {h['request_deadline_s']:.0f} s total "
         f"deadline (last after {h['slow_dropped_after_s_max'] or 0:.1f} s); at most {h['open_connections_max']} "
         f"connections open (cap {h['max_connections']}, the oldest closed first) |",
+        *([_lost_row(lost)] if lost else []),
     ]
+
+
+def _lost_row(x: dict) -> str:
+    line = f"`{x['loss_line'][:110]}…`" if x["loss_line"] else "none"
+    return (f"| the broker restarted empty under the detector; only the input topic created again (`--ack-timeout-s "
+            f"{x['ack_timeout_s']:g}`, `-X message.timeout.ms={x['message_timeout_s'] * 1000:.0f}`) | up to "
+            f"{x['outputs_waiting_max']} outputs unacknowledged; `/readyz` 200 while an output waited: at most "
+            f"{x['max_wait_while_ready_s']:.1f} s; {x['loss_lines']} line: {line}; stopped once librdkafka gave up: "
+            f"{'yes' if x['stopped_with'] else 'no'} |")
 
 
 def write_doc(r: dict, seconds: float) -> None:
@@ -275,7 +345,8 @@ def main() -> int:
         reg = tiny_registry(tmp)
         print(f"tiny model trained in {time.monotonic() - t0:.0f}s", flush=True)
         results = {"oversized": oversized(broker, reg), "future_dated": future_dated(broker, reg),
-                   "refused_version": refused_version(reg, tmp), "secrets": secrets(tmp), "http": http_limits()}
+                   "refused_version": refused_version(reg, tmp), "secrets": secrets(tmp), "http": http_limits(),
+                   "broker_lost_data": broker_lost_data(reg)}
     seconds = time.monotonic() - t0
     save("faults", {"seconds": seconds, **results})
     write_doc(results, seconds)

@@ -24,11 +24,13 @@ import json
 import math
 import os
 import stat
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
@@ -50,7 +52,8 @@ class ArtifactError(SeqsentryError, ValueError):
 #: What an artifact may ask of the serving process, checked before anything is allocated:
 #: far above any model seqsentry trains (2 x 64 by default), far below what would hurt a host.
 LIMITS = {"hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 64, "intermediate_size": 16_384,
-          "vocab_size": 2_000_000, "max_events": 1024, "parameters": 500_000_000, "file_bytes": 2_000_000_000}
+          "vocab_size": 2_000_000, "max_events": 1024, "parameters": 500_000_000, "file_bytes": 2_000_000_000,
+          "json_bytes": 64 << 20, "header_bytes": 4 << 20}
 
 
 def check_limits(path: Path, config: BertConfig, vocab: Vocabulary, window: dict) -> None:
@@ -72,6 +75,59 @@ def check_limits(path: Path, config: BertConfig, vocab: Vocabulary, window: dict
     size = (path / "model.safetensors").stat().st_size
     if size > LIMITS["file_bytes"]:
         raise ArtifactError(f"{path}: model.safetensors is {size:,} bytes, over the {LIMITS['file_bytes']:,} limit")
+
+
+def check_json_sizes(path: Path) -> None:
+    """Refuse a meta.json, config.json or vocab.json larger than ``LIMITS["json_bytes"]`` before reading it."""
+    for name in ("meta.json", "config.json", "vocab.json"):
+        f = path / name
+        if f.is_file() and f.stat().st_size > LIMITS["json_bytes"]:
+            raise ArtifactError(f"{path}: {name} is {f.stat().st_size:,} bytes, over the "
+                                f"{LIMITS['json_bytes']:,} limit")
+
+
+def _model_class(kind: str) -> type[torch.nn.Module]:
+    return BertForSequenceClassification if kind == "classifier" else BertForMaskedLM
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from the safetensors header alone (the data is mapped, never read)."""
+    weights = path / "model.safetensors"
+    with open(weights, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or struct.unpack("<Q", head)[0] > LIMITS["header_bytes"]:
+        raise ArtifactError(f"{path}: model.safetensors has no safetensors header of at most "
+                            f"{LIMITS['header_bytes']:,} bytes")
+    try:
+        with safe_open(str(weights), framework="pt") as st:
+            return {name: tuple(st.get_slice(name).get_shape()) for name in st.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors' own checks: offsets past the file, bad JSON, unknown dtype
+        raise ArtifactError(f"{path}: model.safetensors is not valid safetensors: {str(exc)[:300]}") from None
+
+
+def check_weights(path: Path, kind: str, config: BertConfig) -> None:
+    """Refuse weights that do not fit the config, and configs past the parameter limit, before any
+    weight is allocated (issue 20: a config inside the dimension limits but huge cost +1 GB of RSS
+    before its weights were refused): the model is built on PyTorch's meta device (shapes, no
+    storage) and compared with the tensor shapes of the safetensors header."""
+    with torch.device("meta"):
+        skeleton = _model_class(kind)(config)
+    params = sum(p.numel() for p in skeleton.parameters())
+    if params > LIMITS["parameters"]:
+        raise ArtifactError(f"{path}: {params:,} parameters, over the {LIMITS['parameters']:,} limit")
+    expected = skeleton.state_dict(keep_vars=True)
+    found = _header_shapes(path)
+    wrong = [f"{n} {list(s)} (expected {list(expected[n].shape) if n in expected else 'none'})"
+             for n, s in found.items() if n not in expected or tuple(expected[n].shape) != s]
+    # save_model writes one of each group of tied tensors (the MLM decoder shares the embeddings)
+    tied: dict[int, set[str]] = {}
+    for name, tensor in expected.items():
+        tied.setdefault(id(tensor), set()).add(name)
+    missing = sorted(n for n in expected if n not in found and not tied[id(expected[n])] & found.keys())
+    if wrong or missing:
+        raise ArtifactError(f"{path}: weights do not fit the config: "
+                            f"{'; '.join([*wrong[:3], *(f'missing {n}' for n in missing[:3])])}"
+                            f"{' …' if len(wrong) + len(missing) > 3 else ''}")
 
 
 
@@ -282,6 +338,7 @@ def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
     unsafe = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")]
     if unsafe:
         raise ArtifactError(f"{path} holds pickle-format files {unsafe}; only safetensors artifacts are loaded")
+    check_json_sizes(path)
     try:
         meta = Meta(**json.loads((path / "meta.json").read_text()))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
@@ -304,9 +361,9 @@ def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
     except Exception as exc:
         raise ArtifactError(f"{path}: vocab.json or config.json is unreadable: {str(exc)[:300]}") from None
     check_limits(path, config, vocab, meta.window)
+    check_weights(path, meta.kind, config)
     try:
-        cls = BertForSequenceClassification if meta.kind == "classifier" else BertForMaskedLM
-        model = cls(config)
+        model = _model_class(meta.kind)(config)
         load_model(model, str(path / "model.safetensors"), strict=True)
     except Exception as exc:
         raise ArtifactError(f"{path}: weights do not fit the config: {str(exc)[:300]}") from None
