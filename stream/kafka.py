@@ -105,9 +105,10 @@ def resolve_secrets(options: Mapping[str, object]) -> dict[str, object]:
 
 
 def _scrub(text: str, config: Mapping[str, object]) -> str:
-    for key, value in config.items():
-        if is_secret(key) and isinstance(value, str) and value:
-            text = text.replace(value, "***")
+    for key, value in config.items():  # a number is a secret too when its setting is (sasl.password: 12345678)
+        shown = str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else ""
+        if is_secret(key) and shown:
+            text = text.replace(shown, "***")
     return text
 
 

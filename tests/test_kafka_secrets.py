@@ -53,3 +53,47 @@ def test_sasl_jaas_config_is_refused_in_one_line_naming_the_librdkafka_settings(
     assert proc.returncode != 0 and len(err) == 1 and "Traceback" not in proc.stderr
     assert "sasl.jaas.config is a Java client setting" in err[0] and "sasl.password=@" in err[0]
     assert "hunter2" not in proc.stdout + proc.stderr
+
+
+# ---- a secret of the wrong type is never echoed either (issue 20, item 6) ---------------------------------
+WRONG_TYPES = [["hunter2-secret"], {"value": "hunter2-secret"}, [{"nested": "hunter2-secret"}]]
+
+
+@pytest.mark.parametrize("value", WRONG_TYPES, ids=["list", "mapping", "nested"])
+def test_a_wrong_type_secret_in_the_config_file_is_refused_without_its_value(tmp_path, value):
+    import json
+
+    from stream.runtime.config import resolve_config
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(f"bootstrap: k:9092\nkafka_options: {{sasl.password: {json.dumps(value)}}}\n")
+    with pytest.raises(ValueError) as exc:
+        resolve_config({}, cfg)
+    line = str(exc.value)
+    assert "kafka_options.sasl.password" in line and "not shown" in line and "hunter2" not in line
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize("value", WRONG_TYPES, ids=["list", "mapping", "nested"])
+def test_a_wrong_type_secret_in_seqsentry_kafka_options_is_refused_without_its_value(monkeypatch, value):
+    import json
+
+    from stream.runtime.config import resolve_config
+
+    monkeypatch.setenv("SEQSENTRY_KAFKA_OPTIONS", json.dumps({"ssl.key.password": value}))
+    with pytest.raises(ValueError) as exc:
+        resolve_config({"bootstrap": "k:9092"}, None)
+    assert "ssl.key.password" in str(exc.value) and "hunter2" not in str(exc.value)
+
+
+def test_a_wrong_type_ordinary_setting_is_still_quoted():
+    from stream.runtime.config import resolve_config
+
+    with pytest.raises(ValueError, match=r"-X acks: .*\(got \[1\]\)"):
+        resolve_config({"bootstrap": "k:9092", "kafka_options": {"acks": [1]}}, None)
+
+
+def test_a_numeric_secret_is_scrubbed_from_librdkafkas_complaints():
+    with pytest.raises(ValueError) as exc:  # a number is a valid setting value, and a password can be one
+        kafka.producer("k:9092", {"sasl.password": 73513217, "security.protocol": "73513217"})
+    assert "invalid Kafka settings" in str(exc.value) and "73513217" not in str(exc.value)

@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream import events
+from stream.kafka import is_secret
 from stream.runtime import defaults
 
 ENV_PREFIX = "SEQSENTRY_"
@@ -196,8 +197,16 @@ def _one_line(exc: ValidationError, sources: _Sources) -> str:
             continue
         # each member of a union (a kafka_options value) refuses the value: one clause for all of them
         msgs = [errs[0]["msg"], *(e["msg"].removeprefix("Input should be ") for e in errs[1:])]
-        parts.append(f"{name}: {' or '.join(msgs)} (got {errs[0]['input']!r})")
+        parts.append(f"{name}: {' or '.join(msgs)} ({_shown_input(errs[0]['loc'], errs[0]['input'])})")
     return "invalid settings: " + "; ".join(parts)
+
+
+def _shown_input(loc: tuple[str | int, ...], value: object) -> str:
+    """How a refused value is quoted: a secret setting's value, whatever its type (a number, a list
+    holding the password), is never echoed - only its type; nor is a whole librdkafka settings map."""
+    if loc and loc[0] == "kafka_options" and (len(loc) < 2 or is_secret(str(loc[1]))):
+        return f"got a {type(value).__name__}; the value is not shown: it may hold a secret"
+    return f"got {value!r}"
 
 
 def resolve_config(flags: dict[str, Any], config_file: Path | None) -> ServiceConfig:
