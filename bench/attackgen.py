@@ -5,7 +5,10 @@ its own kinds, its own parameter ranges, its own timing models, so the benchmark
 whether a detector generalises to abuse it was never shown.
 
 Kinds (each attacker draws a timing variant: ``machine`` - a fixed period with at most a
-few per cent jitter - or ``human`` - log-normal gaps, CV well above 0.3):
+few per cent jitter - or ``human`` - log-normal gaps, sigma 0.55-1.0, so a per-user CV of
+about 0.6-1.3; real clickstream users have a median gap near 55 s and a median per-user CV
+of 0.67, and the human-timed kinds that are not fast by nature - click farms, brushing,
+promo abuse, takeovers, replay bots - draw their median gap from 4-60 s):
 
 * ``scraper``      - walks a slice of the catalogue, one item after another, rarely twice
 * ``click_farm``   - many clicks on a handful of (unpopular) items of one seller
@@ -78,7 +81,7 @@ class _Gen:
 
     # --- timing -----------------------------------------------------------------------------
     def gaps(self, n: int, timing: str, machine_s: tuple[float, float], human_median_s: tuple[float, float],
-             sigma: tuple[float, float] = (0.6, 1.1)) -> np.ndarray:
+             sigma: tuple[float, float] = (0.55, 1.0)) -> np.ndarray:
         """n gaps in ms: a fixed period with <= 3 % jitter, or log-normal around a median."""
         if n <= 0:
             return np.zeros(0, dtype=np.int64)
@@ -111,7 +114,7 @@ class _Gen:
             items += self.pick(self.sorted_items, n - len(items)) if len(items) < n else []
         else:  # uniformly over the catalogue, popularity ignored
             items = self.pick(self.p.items, n)
-        return self._seq(items, self.gaps(n - 1, timing, (0.8, 4.0), (1.5, 6.0)))
+        return self._seq(items, self.gaps(n - 1, timing, (0.8, 4.0), (3.0, 15.0)))
 
     def click_farm(self, timing: str) -> list[tuple[int, str, str]]:
         targets = self.pick(self.tail, int(self.rng.integers(1, 5)))
@@ -120,7 +123,7 @@ class _Gen:
         if timing == "human":  # a little cover browsing
             for i in np.flatnonzero(self.rng.random(n) < 0.1):
                 items[i] = self.popular()
-        return self._seq(items, self.gaps(n - 1, timing, (4.0, 25.0), (6.0, 30.0)))
+        return self._seq(items, self.gaps(n - 1, timing, (4.0, 25.0), (15.0, 60.0)))
 
     def brushing(self, timing: str) -> list[tuple[int, str, str]]:
         target = self.pick(self.tail)
@@ -133,8 +136,8 @@ class _Gen:
             order += [(t, target) for t in (p.cart, p.buy) if t is not None]
             gap_kind += ([1] if c else []) + [0] * (len(order) - 1)
             steps += order
-        within = self.gaps(len(gap_kind), timing, (2.0, 6.0), (4.0, 12.0))
-        between = self.gaps(len(gap_kind), timing, (20.0, 90.0), (30.0, 180.0))
+        within = self.gaps(len(gap_kind), timing, (2.0, 6.0), (8.0, 40.0))
+        between = self.gaps(len(gap_kind), timing, (20.0, 90.0), (60.0, 300.0))
         g = np.where(np.array(gap_kind) == 1, between, within)
         return self._steps(steps, g)
 
@@ -157,7 +160,7 @@ class _Gen:
             if rep:
                 g.append(self.gaps(1, timing, (15.0, 15.0), (20.0, 90.0))[0])
             steps += path
-            g += list(fixed if fixed is not None else self.gaps(len(path) - 1, timing, (0, 0), (2.0, 8.0), (0.8, 1.2)))
+            g += list(fixed if fixed is not None else self.gaps(len(path) - 1, timing, (0, 0), (4.0, 30.0), (0.8, 1.2)))
         return self._steps(steps, np.array(g, dtype=np.int64))
 
     def takeover_actions(self, timing: str) -> list[tuple[int, str, str]]:
@@ -168,12 +171,12 @@ class _Gen:
         if p.buy:  # checkout of what was looked at
             for item in self.pick([s[1] for s in steps], int(self.rng.integers(1, 4))):
                 steps += [(t, item) for t in (p.cart, p.buy) if t is not None]
-        return self._steps(steps, self.gaps(len(steps) - 1, timing, (0.5, 3.0), (2.0, 8.0)))
+        return self._steps(steps, self.gaps(len(steps) - 1, timing, (0.5, 3.0), (5.0, 40.0)))
 
     def replay_bot(self, timing: str, source: list[str]) -> list[tuple[int, str, str]]:
         loops = int(self.rng.integers(2, 7))
         items = source * loops
-        g = self.gaps(len(items) - 1, timing, (3.0, 20.0), (3.0, 30.0))
+        g = self.gaps(len(items) - 1, timing, (3.0, 20.0), (15.0, 60.0))
         return self._seq(items, g)
 
     def fast_replay(self, timing: str, source: list[str], source_gaps: np.ndarray) -> list[tuple[int, str, str]]:
