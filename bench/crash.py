@@ -9,7 +9,8 @@ mid-stream on a fast machine as on a slow one), ``kills`` times; then it is star
 more and left to finish. Every scored event's (partition, offset)
 goes to an audit file, flushed before a commit can cover it. Checked afterwards: every
 offset committed; no committed offset missing from the audit; every user an
-uninterrupted offline run alerts on still alerted; duplicates counted. Writes
+uninterrupted offline run alerts on still alerted; the alert ids published against the offline
+run's (extra, missing); duplicates counted. Writes
 bench/results/crash-MODE.json. ``tests/test_reliability.py`` runs the same harness small.
 """
 
@@ -49,6 +50,8 @@ class CrashResult:
     duplicate_alerts: int
     offline_alerted_users: int
     users_missed: int
+    extra_alert_ids: int  # published, yet never produced by an uninterrupted offline run of the log
+    missing_alert_ids: int  # produced offline, never published
     seconds: float
 
     @property
@@ -157,12 +160,15 @@ def crash_run(bootstrap: str, model: Path, log: Path, workdir: Path, *, kills: i
     alerts = [orjson.loads(v) for v in read_all(bootstrap, alerts_topic)]
     ids = [a["alert_id"] for a in alerts]
     expected_users = {a["user_id"] for a in offline_alerts}
+    expected_ids = {a["alert_id"] for a in offline_alerts}
     return CrashResult(mode=mode, events=events, kills=kills, committed_at_kills=at_kills,
                        committed=sum(offsets.values()),
                        committed_but_unscored=unscored, scored_events=len(scored),
                        rescored_events=len(scored_lines) - len(scored), alerts=len(ids),
                        duplicate_alerts=len(ids) - len(set(ids)), offline_alerted_users=len(expected_users),
-                       users_missed=len(expected_users - {a["user_id"] for a in alerts}), seconds=seconds)
+                       users_missed=len(expected_users - {a["user_id"] for a in alerts}),
+                       extra_alert_ids=len(set(ids) - expected_ids), missing_alert_ids=len(expected_ids - set(ids)),
+                       seconds=seconds)
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -44,24 +46,46 @@ def severity(score: float, steps: list[float]) -> str:
 
 @dataclass
 class Cooldown:
-    """Per-user alert cooldown in event time (deterministic on replay)."""
+    """Per-user alert cooldown in event time (deterministic on replay).
+
+    Its state, each user's last alert time, lives beside the user's window and goes with it:
+    forgotten when the window store evicts the user (so it is bounded by the user cap), and
+    rebuilt from the alerts already published when the window is rebuilt after a restart or
+    rebalance (stream.runtime.rebuild), so that the alerts after a restart are exactly those
+    of an uninterrupted run. The inference thread fires alerts while the consumer thread
+    restores and forgets: every access holds the lock.
+    """
 
     cooldown_ms: int = 600_000
 
     def __post_init__(self) -> None:
         self._last: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def allow(self, user_id: str, ts: int) -> bool:
         """True if an alert for ``user_id`` at event time ``ts`` may fire (and record it)."""
-        last = self._last.get(user_id)
-        if last is not None and ts < last + self.cooldown_ms:
-            return False
-        self._last[user_id] = ts
-        return True
+        with self._lock:
+            last = self._last.get(user_id)
+            if last is not None and ts < last + self.cooldown_ms:
+                return False
+            self._last[user_id] = ts
+            return True
 
-    def forget(self, users: set[str]) -> None:
-        for u in users:
-            self._last.pop(u, None)
+    def restore(self, last_alert: Mapping[str, int]) -> None:
+        """Take back each user's last alert time (event time), as an uninterrupted run has it.
+
+        An alert only ever fires after its user's last one (``allow``), so the newest of the two is
+        the state; restoring what is already known changes nothing.
+        """
+        with self._lock:
+            for user, ts in last_alert.items():
+                self._last[user] = max(ts, self._last.get(user, ts))
+
+    def forget(self, users: Iterable[str]) -> None:
+        """Drop the users' state (their windows were evicted, or their partition went elsewhere)."""
+        with self._lock:
+            for u in users:
+                self._last.pop(u, None)
 
     def __len__(self) -> int:
         return len(self._last)

@@ -51,6 +51,9 @@ class Pending:
     enqueued: float = field(default_factory=time.monotonic)
     ticket: object | None = None  # the service's commit ticket
     closing: bool = False  # windows of ended sessions (encoded with END; the trigger is the closing message)
+    # users the store evicted since the previous pending: their cooldown is forgotten before these windows
+    # are scored, at the same point of the stream as offline scoring (the consumer may be batches ahead)
+    forget: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.event_time)
@@ -74,6 +77,7 @@ class Detector:
 
     def __post_init__(self) -> None:
         self.cooldown = alerts.Cooldown(self.cooldown_ms)
+        self._evicted: list[str] = []  # consumer thread: evicted users not yet handed to a pending
         self._next: Scorer | None = None
         self._swap_lock = threading.RLock()  # re-entrant: request_swap holds it while _maybe_swap takes it
 
@@ -121,8 +125,28 @@ class Detector:
                 index=src, closing=True,
             ))
 
-        res = store.add(batch, on_change=on_change, on_close=on_close)
+        evictions: list[tuple[int, list[str]]] = []
+        store.on_evict = lambda users: evictions.append((len(pending), users))
+        try:
+            res = store.add(batch, on_change=on_change, on_close=on_close)
+        finally:
+            store.on_evict = None
+        self._hand_over_evictions(pending, evictions)
         return pending, res.too_late
+
+    def _hand_over_evictions(self, pending: list[Pending], evictions: list[tuple[int, list[str]]]) -> None:
+        """Give each eviction's users to the first pending created after it (later ones: the next
+        step's first), so that scoring forgets their cooldown where the stream evicted them: after
+        the windows before the eviction, before those after it - the order offline scoring has."""
+        if not pending:
+            self._evicted += [u for _, users in evictions for u in users]
+            return
+        pending[0].forget, self._evicted = self._evicted, []
+        for at, users in evictions:
+            if at < len(pending):
+                pending[at].forget += users
+            else:
+                self._evicted += users
 
     # ---- inference side ----------------------------------------------------------------
     def request_swap(self, scorer: Scorer, on_swapped: Callable[[Scorer], None] | None = None) -> None:
@@ -196,6 +220,8 @@ class Detector:
         fire: list[tuple[int, int, int]] = []  # (pending, row in pending, row in batch) past threshold and cooldown
         offset = 0
         for i, (p, n) in enumerate(zip(pendings, sizes, strict=True)):
+            if p.forget:
+                self.cooldown.forget(p.forget)
             for j in np.flatnonzero(scores[offset : offset + n] >= thr).tolist():
                 if self.cooldown.allow(users[offset + j], int(p.event_time[j])):
                     fire.append((i, j, offset + j))

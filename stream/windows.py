@@ -74,6 +74,8 @@ class WindowStore:
         self.too_late = 0
         self.evicted_lru = 0
         self.evicted_idle = 0
+        #: told the users each eviction drops (their alert cooldown goes with their window)
+        self.on_evict: Callable[[list[str]], None] | None = None
         self._alloc(min(initial_capacity, self.config.max_users))
 
     # ---- storage -------------------------------------------------------------------
@@ -138,12 +140,16 @@ class WindowStore:
         return out
 
     def _evict(self, slots: np.ndarray) -> None:
+        gone: list[str] = []
         for s in slots.tolist():
             user = self.user_of[s]
             if user is not None:
                 del self._slot[user]
                 self.user_of[s] = None
                 self._free.append(s)
+                gone.append(user)
+        if self.on_evict is not None and gone:
+            self.on_evict(gone)
         self.count[slots] = 0
         self.last_ts[slots] = 0
         self.touched[slots] = 0

@@ -67,3 +67,36 @@ def test_windows_scored_are_every_event_plus_every_ended_session(eager_detector)
     assert not len(too_late)
     assert sum(len(p) for p in pending if not p.closing) == 4
     assert sum(len(p) for p in pending if p.closing) == 2  # a's and b's sessions; c's is still open
+
+
+# ---- the cooldown goes with the window (issue 20, items 5 and 6) ---------------------------------------------
+def test_the_cooldown_holds_no_more_users_than_the_window_store(eager_scorer):
+    det = Detector(eager_scorer, max_users=50)
+    store = det.new_store()
+    for i in range(0, 3000, 100):  # a flood of 3,000 users, every window alerting
+        pending, _ = det.ingest(store, _events(*[(f"flood{j}", j, "view") for j in range(i, i + 100)]))
+        det.score(pending)
+    assert store.users <= 50 and len(det.cooldown) <= 50 + 100  # until the next batch, one batch's users more
+    det.score(det.ingest(store, _events(("flood2999", 3000, "view")))[0])
+    assert all(store.slot_of(u) is not None for u in det.cooldown._last)
+
+
+def test_an_evicted_users_cooldown_is_forgotten_only_when_scoring_reaches_the_eviction(eager_scorer):
+    det = Detector(eager_scorer, max_users=1)
+    store = det.new_store()
+    first, _ = det.ingest(store, _events(("a", 0, "view")))
+    det.score(first)
+    queued, _ = det.ingest(store, _events(("a", 1000, "view")))  # within a's cooldown: no alert
+    evicting, _ = det.ingest(store, _events(("b", 2000, "view")))  # a is evicted
+    assert store.slot_of("a") is None and evicting[0].forget == ["a"]
+    assert det.score(queued) == [[]]  # scored after the eviction was ingested, as offline scores it: before
+    det.score(evicting)
+    assert "a" not in det.cooldown._last
+
+
+def test_a_restored_cooldown_holds_back_alerts_as_before_the_restart():
+    cd = alerts.Cooldown(600_000)
+    cd.restore({"a": T0, "b": T0})
+    cd.restore({"a": T0 - 5_000})  # an older alert of a user changes nothing
+    assert not cd.allow("a", T0 + 599_999) and cd.allow("a", T0 + 600_000)
+    assert not cd.allow("b", T0 + 1)

@@ -39,9 +39,9 @@ def test_kill_9_at_random_points_loses_nothing(broker, tiny_model, traffic, offl
     assert res.committed_at_kills[-1] < len(traffic)  # every kill struck mid-stream
     assert res.committed == len(traffic)
     assert res.committed_but_unscored == 0  # no offset committed for an event that was not scored
-    # every user an uninterrupted run alerts on is still alerted (the per-user cooldown restarts empty after a
-    # crash, so individual alert ids may shift within a cooldown period; the users may not)
     assert res.users_missed == 0
+    # exactly the alert ids of an uninterrupted offline run: the cooldown is rebuilt with the windows
+    assert (res.extra_alert_ids, res.missing_alert_ids) == (0, 0)
 
 
 def test_exactly_once_mode_commits_alerts_and_offsets_together(broker, tiny_model, traffic,

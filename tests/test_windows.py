@@ -149,6 +149,16 @@ def test_a_flood_of_users_never_exceeds_the_cap():
     assert len(res.slots) > 0
 
 
+def test_every_eviction_names_the_users_it_dropped():
+    store = WindowStore(WindowConfig(max_users=50), initial_capacity=4)
+    dropped: list[str] = []
+    store.on_evict = dropped.extend
+    for i in range(200):
+        store.add(batch((f"u{i}", i, "a")))
+    assert len(dropped) == store.evicted_lru and store.users + len(dropped) == 200
+    assert all(store.slot_of(u) is None for u in dropped)
+
+
 def test_event_storm_from_one_user_stays_within_the_window_bound():
     store = WindowStore(WindowConfig(max_events=8))
     store.add(batch(*[("storm", i, "click") for i in range(5000)]))
