@@ -314,7 +314,7 @@ def rows(r: dict) -> list[str]:
         f"connections | {h['probes_answered']} of {h['probes']} `/healthz` probes answered within 1 s; "
         f"{h['slow_dropped']} of {h['slow_clients']} slow requests cut at the {h['request_deadline_s']:.0f} s total "
         f"deadline (last after {h['slow_dropped_after_s_max'] or 0:.1f} s); at most {h['open_connections_max']} "
-        f"connections open (cap {h['max_connections']}, the oldest closed first) |",
+        f"connections open (cap {h['max_connections']}; a new one closes the oldest of the busiest address) |",
         *([_lost_row(lost)] if lost else []),
     ]
 

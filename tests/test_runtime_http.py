@@ -1,5 +1,6 @@
 """The metrics/probe server: probes answer under slow and many clients, each request has a
-total deadline, and clients that hang up early print nothing."""
+total deadline, a crowd from one address cannot push out another's probe, and clients that
+hang up early print nothing."""
 
 from __future__ import annotations
 
@@ -84,6 +85,25 @@ def test_probes_answer_when_more_clients_than_the_connection_cap_hold_connection
         for s in idle:
             s.close()
     finally:
+        http.shutdown(server)
+
+
+def test_connections_from_another_address_never_push_out_a_probe(monkeypatch):
+    # the kubelet probes from its own address: a crowd from elsewhere loses its own oldest connections first
+    server = _serve(monkeypatch, MAX_CONNECTIONS=8, REQUEST_DEADLINE_S=30.0)
+    crowd = []
+    try:
+        with socket.create_connection(_address(server)) as probe:
+            time.sleep(0.1)
+            for _ in range(40):  # 5x the cap, all newer than the probe, from 127.0.0.2
+                crowd.append(socket.create_connection(_address(server), source_address=("127.0.0.2", 0)))
+            time.sleep(0.3)
+            probe.settimeout(5)
+            probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert probe.recv(100).startswith(b"HTTP/1.0 200")
+    finally:
+        for s in crowd:
+            s.close()
         http.shutdown(server)
 
 

@@ -7,10 +7,12 @@ handler slot that a probe needs (issue 20: sixteen clients sending one header by
 ``/healthz`` probe failed). Each request has a *total* deadline,
 ``REQUEST_DEADLINE_S``, for reading the request and writing the answer - not a per-``recv``
 timeout, which a client that trickles bytes resets forever. At most ``MAX_CONNECTIONS``
-are open at once; a new connection beyond that closes the oldest one instead of being
-turned away, so a probe (which sends its request at once and is answered in well under a
-millisecond) gets in however many slow connections are held. Requests are answered in
-HTTP/1.0 style (one request per connection, ``Connection: close``).
+are open at once; a new connection beyond that closes the oldest connection of the client
+address holding the most, instead of being turned away. So a probe (the kubelet holds one
+or two connections, sends its request at once and is answered in well under a millisecond)
+gets in however many connections other addresses hold or open, at any rate; only a flood
+from the probe's own address can crowd it out. Requests are answered in HTTP/1.0 style (one
+request per connection, ``Connection: close``).
 
 Handlers only read the metrics registry and call the two probes, which read plain values
 written by the consumer thread. A client that hangs up early (a probe's timeout) is not an
@@ -20,6 +22,7 @@ error: no traceback.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 64  # scrapes and probes are a few a second; more at once is a leak or an attack
 REQUEST_DEADLINE_S = 5.0  # whole request: read the head and write the answer, however the bytes trickle
 MAX_HEAD_BYTES = 8192  # request line and headers; a GET needs a few hundred
+# Connections the kernel queues until the loop accepts them. asyncio's default (100) overflows under a
+# connection flood, and an overflowing queue drops a probe's SYN: its connect then waits the 1 s retransmit.
+LISTEN_BACKLOG = 1024
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 Answer = tuple[int, str, bytes]  # status, content type, body
 
@@ -70,10 +76,11 @@ class ProbeServer:
         self.max_connections = max_connections or MAX_CONNECTIONS
         self.deadline_s = deadline_s or REQUEST_DEADLINE_S
         self.loop = asyncio.new_event_loop()
-        self._open: dict[asyncio.Task, asyncio.StreamWriter] = {}  # insertion order: oldest first
+        # open connections, oldest first (insertion order), with their client's address
+        self._open: dict[asyncio.Task, tuple[asyncio.StreamWriter, str]] = {}
         try:  # bound here, on the caller's thread, so a port in use fails the caller at once
             self._server = self.loop.run_until_complete(
-                asyncio.start_server(self._serve, host, port, limit=MAX_HEAD_BYTES))
+                asyncio.start_server(self._serve, host, port, limit=MAX_HEAD_BYTES, backlog=LISTEN_BACKLOG))
         except OSError:
             self.loop.close()
             raise
@@ -89,11 +96,11 @@ class ProbeServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._open) >= self.max_connections:  # room for this one: the oldest goes (a slow client, likely)
-            oldest = next(iter(self._open))
-            self._open.pop(oldest).transport.abort()
-            oldest.cancel()
-        self._open[task] = writer
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if len(self._open) >= self.max_connections:
+            self._evict()
+        self._open[task] = (writer, address)
         try:
             async with asyncio.timeout(self.deadline_s):
                 await self._exchange(reader, writer)
@@ -105,6 +112,14 @@ class ProbeServer:
         finally:
             self._open.pop(task, None)
             writer.transport.abort()  # no lingering close handshake with a client that stopped reading
+
+    def _evict(self) -> None:
+        """Make room: close the oldest connection of the address that holds the most."""
+        held = collections.Counter(address for _, address in self._open.values())
+        greedy = held.most_common(1)[0][0]
+        task = next(t for t, (_, address) in self._open.items() if address == greedy)
+        self._open.pop(task)[0].transport.abort()
+        task.cancel()
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read one request head, write its answer."""
@@ -123,19 +138,21 @@ class ProbeServer:
         async def stop() -> None:
             self._server.close()
             tasks = list(self._open)
-            for task, writer in list(self._open.items()):
+            for task, (writer, _) in list(self._open.items()):
                 writer.transport.abort()
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # let each end before the loop stops
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # let each end before the loop stops, within reason
+                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2.0)
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
         if self.loop.is_closed():
             return
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5.0)
+        with contextlib.suppress(Exception):  # a loop busy with a flood of connections: stop it regardless
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5.0)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5.0)
-        self.loop.close()
+        if not self._thread.is_alive():  # a loop still running cannot be closed; its daemon thread ends with us
+            self.loop.close()
 
 
 def serve(host: str, port: int, registry: CollectorRegistry, *, healthy: Callable[[], bool],
