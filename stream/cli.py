@@ -211,7 +211,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _extra_commands() -> list:
     """Commands living beside their subsystems (training, service) register themselves here."""
     regs = []
-    for mod_name in ("training.cli", "stream.service_cli"):
+    for mod_name in ("training.cli", "stream.service_cli", "stream.loop_cli"):
         try:
             mod = __import__(mod_name, fromlist=["register"])
         except ModuleNotFoundError as exc:
