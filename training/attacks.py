@@ -12,8 +12,9 @@ placement are drawn per attacker, so the classifier sees the axes abuse varies o
 than a handful of fixed shapes. Kinds:
 
 * ``scrape`` - many distinct items in catalogue or popularity order.
-* ``loop`` - a few target items over and over (click farms, promoted items).
-* ``replay`` - a real session copied, repeated and re-timed (bots replaying traffic).
+* ``loop`` - a few target items over and over (click farms, promoted items), half the time
+  hidden among cover items (20-70 % of the events on the targets).
+* ``replay`` - one to three real sessions copied, repeated and re-timed (bots replaying traffic).
 * ``burst`` - a short run of events far faster than people click.
 * ``script`` - one short scripted path over the platform's event types on one item,
   repeated (fake orders, promo abuse; on a click-only platform, repeated visits).
@@ -21,7 +22,8 @@ than a handful of fixed shapes. Kinds:
 
 Timing is drawn per attacker: ``machine`` (a constant gap with <= 5 % jitter),
 ``jittered`` (a log-normal spread of 5-25 %) or ``human`` (log-normal, sigma 0.5-1.3, so
-gaps look like people's), with typical gaps from 0.2 s to 90 s. Injected events carry
+gaps look like people's), with typical gaps from 0.2 s to 90 s; three runs in ten come in
+spells a few minutes apart. Injected events carry
 ``label=1`` and ``attack="injected:<kind>"``; a takeover victim's own events stay normal.
 
 The benchmark (bench/ecommerce.py) draws its attacks from a separate generator with its
@@ -118,10 +120,15 @@ def run(p: Platform, rng: np.random.Generator, kind: str) -> tuple[list[str], li
         k = int(rng.integers(6, 150))
         targets = _items(p, rng, int(rng.integers(1, 5)))
         order = np.arange(k) % len(targets) if rng.random() < 0.5 else rng.integers(0, len(targets), k)
-        return _types(p, rng, k), [targets[i] for i in order]
+        items = [targets[i] for i in order]
+        if rng.random() < 0.5:  # the targets hidden among cover items (a promoted item, fake orders)
+            cover = _items(p, rng, k)
+            share = rng.uniform(0.2, 0.7)
+            items = [t if rng.random() < share else c for t, c in zip(items, cover, strict=True)]
+        return _types(p, rng, k), items
     if kind == "replay":
         pool = [s for s in p.sessions if len(s) >= 2] or p.sessions
-        s = pool[int(rng.integers(len(pool)))][:60]
+        s = [e for _ in range(int(rng.integers(1, 4))) for e in pool[int(rng.integers(len(pool)))]][:60]
         reps = int(rng.integers(1, 7))
         return [e.type for e in s] * reps, [e.item_id for e in s] * reps
     if kind == "burst":
@@ -148,6 +155,9 @@ def attacker(p: Platform, rng: np.random.Generator, kind: str, uid: str) -> list
     types, items = run(p, rng, inner)
     timing = TIMINGS[int(rng.integers(len(TIMINGS)))]
     g = gaps(rng, len(types), timing, _typical_ms(rng, fast=inner == "burst" or rng.random() < 0.2))
+    if rng.random() < 0.3:  # the run comes in spells, minutes apart (still inside one session)
+        pauses = rng.random(len(g)) < rng.uniform(0.02, 0.15)
+        g[pauses] = rng.integers(60_000, 20 * 60_000, int(pauses.sum()))
     g[0] = 0
     offsets = np.cumsum(g)
     name = PREFIX + kind
