@@ -163,8 +163,8 @@ _SETTINGS: dict[str, dict[str, Any]] = {
     "max_users": {"type": int, "help": "cap on tracked users per partition (LRU eviction beyond)",
                   "unset": "the model's window config"},
     "max_clock_skew_s": {"type": float,
-                         "help": "dead-letter (bad-timestamp) events dated more than this after their message's "
-                                 "broker timestamp"},
+                         "help": "dead-letter (bad-timestamp) events dated more than this after they were received "
+                                 "(LogAppendTime, else the earlier of CreateTime and the consumer's clock)"},
     "audit_log": {"type": Path, "help": "append 'partition offset' of every scored event (testing)", "unset": "none"},
 }
 _FAUST_SETTINGS = ("topic", "alerts_topic", "dlq_topic", "group", "offset_reset", "registry", "model",

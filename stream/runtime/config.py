@@ -64,7 +64,7 @@ class ServiceConfig(BaseSettings):
     cooldown_s: float = Field(defaults.COOLDOWN_S, ge=0)
     coalesce: bool = defaults.COALESCE
     max_message_bytes: int = Field(events.DEFAULT_MAX_BYTES, gt=0)
-    # an event dated further than this after its message's broker timestamp is dead-lettered (bad-timestamp)
+    # an event dated further than this after it was received (pipeline.trusted_clock) is dead-lettered (bad-timestamp)
     max_clock_skew_s: float = Field(defaults.MAX_CLOCK_SKEW_S, gt=0)
     metrics_host: str = defaults.METRICS_HOST
     metrics_port: int = Field(defaults.METRICS_PORT, ge=0, le=65535)

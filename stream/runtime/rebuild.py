@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
 from stream import events, kafka
 from stream.detector import Detector
@@ -176,8 +176,14 @@ class Partitions:
         """
         cooldown = self.detector.cooldown
         start = None if None in since else min(s for s in since if s is not None) - cooldown.cooldown_ms
+        try:
+            published = published_alerts(self.cfg, start, resumed)
+        except KafkaException as exc:  # the windows are rebuilt; an alert too many beats a detector that stops
+            log.warning("alert cooldown not restored (alerts topic %s unreadable: %s): a user alerted just before "
+                        "the restart may be alerted once more", self.cfg.alerts_topic, exc)
+            return
         restored = 0
-        for (_, part), users in published_alerts(self.cfg, start, resumed).items():
+        for (_, part), users in published.items():
             store = self.stores[part]
             kept = {u: t for u, t in users.items() if store.slot_of(u) is not None}
             cooldown.restore(kept)
