@@ -292,6 +292,103 @@ def broker_lost_data(reg: Path, ack_timeout_s: float = 2.0, message_timeout_s: f
             "stopped_with": str(run.error)[:200] if run.error else None}
 
 
+def refused_load_rss_mb(artifact: Path) -> tuple[float, str]:
+    """Load ``artifact`` in a fresh process: how much its peak RSS grew over the load (MB), and the refusal."""
+    code = (
+        "import json, resource, sys\n"
+        "from stream.artifact import ArtifactError, load_artifact\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    load_artifact(sys.argv[1]); error = ''\n"
+        "except ArtifactError as exc:\n    error = str(exc)\n"
+        "print(json.dumps([(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, error]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(artifact)], capture_output=True, text=True, timeout=300,
+                         check=True).stdout
+    growth, error = orjson.loads(out.strip().splitlines()[-1])
+    return growth, error
+
+
+def huge_config(reg: Path, tmp: Path) -> dict:
+    """An artifact whose config is inside every dimension limit but asks for ~300M parameters (1.2 GB), with
+    its checksums recomputed and the small weights kept (issue 20, item 6): refused before allocating."""
+    import json
+    import shutil
+
+    from stream import registry
+    from stream.artifact import _sha256
+    from tests.artifacts import reseal
+
+    art = tmp / "huge-config"
+    shutil.copytree(registry.current(reg).resolve(), art)
+    dims = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
+    (art / "config.json").write_text(json.dumps({**json.loads((art / "config.json").read_text()), **dims}))
+    meta = json.loads((art / "meta.json").read_text())
+    meta["checksums"]["config.json"] = _sha256(art / "config.json")
+    (art / "meta.json").write_text(json.dumps(meta))
+    reseal(art)
+    growth, error = refused_load_rss_mb(art)
+    return {"config": dims, "refused": bool(error), "error": error[-160:], "rss_growth_mb": round(growth, 1)}
+
+
+def wrong_type_secret(tmp: Path) -> dict:
+    """``sasl.password`` given as a list in the YAML file and as a mapping in SEQSENTRY_KAFKA_OPTIONS."""
+    cfg = tmp / "secret.yaml"
+    cfg.write_text('bootstrap: 127.0.0.1:1\nkafka_options: {sasl.password: ["hunter2-secret"]}\n')
+    out = {}
+    for name, args, env in (("yaml", ["--config", str(cfg)], {}),
+                            ("env", ["-b", "127.0.0.1:1"],
+                             {"SEQSENTRY_KAFKA_OPTIONS": '{"sasl.password": {"v": "hunter2-secret"}}'})):
+        p = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--registry", str(tmp), *args],
+                           capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        out[name] = {"exit": p.returncode, "stderr_lines": len(p.stderr.strip().splitlines()),
+                     "secret_shown": "hunter2" in p.stdout + p.stderr}
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def broker_killed() -> dict:
+    """``seqsentry broker`` killed with -9 (issue 20, item 6): its broker child must die and free the port."""
+    from stream.broker import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--port", str(port), "--partitions", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    children: list[int] = []
+    try:
+        import select
+
+        serving = bool(select.select([proc.stdout], [], [], 90)[0]) and "embedded broker on" in proc.stdout.readline()
+        children = _children(proc.pid)
+        held_before = not _port_free(port)
+        proc.kill()
+        proc.wait(10)
+        t0 = time.monotonic()
+        while not _port_free(port) and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        freed_after = time.monotonic() - t0 if _port_free(port) else None
+    finally:
+        proc.kill()
+        for pid in children:  # what the old behaviour left running: never leak it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+    return {"serving": serving, "children": len(children), "port_held_before": held_before,
+            "port_freed_after_s": freed_after}
+
+
 def rows(r: dict) -> list[str]:
     o, f, v, s, h = r["oversized"], r["future_dated"], r["refused_version"], r["secrets"], r["http"]
     lost = r.get("broker_lost_data")
@@ -316,7 +413,27 @@ def rows(r: dict) -> list[str]:
         f"deadline (last after {h['slow_dropped_after_s_max'] or 0:.1f} s); at most {h['open_connections_max']} "
         f"connections open (cap {h['max_connections']}; a new one closes the oldest of the busiest address) |",
         *([_lost_row(lost)] if lost else []),
+        *_item6_rows(r),
     ]
+
+
+def _item6_rows(r: dict) -> list[str]:
+    out = []
+    if "huge_config" in r:
+        h = r["huge_config"]
+        out.append(f"| an artifact whose config is inside every limit but asks for ~300M parameters (hidden 1024, 24 "
+                   f"layers), checksums recomputed | refused: {h['refused']}; peak RSS grew {h['rss_growth_mb']:.0f} MB "
+                   "over the refused load (896 MB before the header check) |")
+    if "wrong_type_secret" in r:
+        w = r["wrong_type_secret"]
+        out.append(f"| `sasl.password` as a list in the YAML file / as a mapping in `SEQSENTRY_KAFKA_OPTIONS` | exit "
+                   f"{w['yaml']['exit']} / {w['env']['exit']}, {w['yaml']['stderr_lines']} / {w['env']['stderr_lines']} "
+                   f"line, secret shown: {w['yaml']['secret_shown']} / {w['env']['secret_shown']} |")
+    if "broker_killed" in r:
+        k = r["broker_killed"]
+        freed = f"freed {k['port_freed_after_s']:.2f} s after" if k["port_freed_after_s"] is not None else "STILL HELD"
+        out.append(f"| `seqsentry broker` killed with -9 | its broker child ({k['children']}) died with it; port {freed} |")
+    return out
 
 
 def _lost_row(x: dict) -> str:
@@ -339,6 +456,8 @@ def write_doc(r: dict, seconds: float) -> None:
 
 
 def main() -> int:
+    from bench import faults_evasion  # it builds on this module's helpers
+
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as d, EmbeddedBroker() as broker:
         tmp = Path(d)
@@ -346,11 +465,15 @@ def main() -> int:
         print(f"tiny model trained in {time.monotonic() - t0:.0f}s", flush=True)
         results = {"oversized": oversized(broker, reg), "future_dated": future_dated(broker, reg),
                    "refused_version": refused_version(reg, tmp), "secrets": secrets(tmp), "http": http_limits(),
-                   "broker_lost_data": broker_lost_data(reg)}
+                   "broker_lost_data": broker_lost_data(reg), "huge_config": huge_config(reg, tmp),
+                   "wrong_type_secret": wrong_type_secret(tmp), "broker_killed": broker_killed()}
+        t1 = time.monotonic()
+        evasion = faults_evasion.run_all(broker, reg, tmp)  # issue 20's attacks: a table of their own
     seconds = time.monotonic() - t0
-    save("faults", {"seconds": seconds, **results})
+    save("faults", {"seconds": seconds, **results, "evasion": evasion})
     write_doc(results, seconds)
-    print("\n".join(rows(results)))
+    faults_evasion.write_doc(evasion, time.monotonic() - t1)
+    print("\n".join(rows(results) + faults_evasion.rows(evasion)))
     print(f"faults: {seconds:.0f}s -> bench/results/faults.json, docs/reliability.md")
     return 0
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 from safetensors.torch import load_file, save_file, save_model
 from transformers import BertConfig, BertForMaskedLM
 
+from bench.faults import refused_load_rss_mb
 from stream.artifact import LIMITS, ArtifactError, _sha256, check_weights, load_artifact
 from tests.artifacts import reseal
 
@@ -39,26 +38,10 @@ def _edit_json(**changes: object) -> Callable[[Path], None]:
     return edit
 
 
-def _peak_rss_growth_mb(artifact: Path) -> tuple[float, str]:
-    """Load ``artifact`` in a fresh process: the growth of its peak RSS over the load (MB) and the refusal."""
-    code = (
-        "import json, resource, sys\n"
-        "from stream.artifact import ArtifactError, load_artifact\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "try:\n    load_artifact(sys.argv[1]); error = ''\n"
-        "except ArtifactError as exc:\n    error = str(exc)\n"
-        "print(json.dumps([(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, error]))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(artifact)], capture_output=True, text=True, timeout=300,
-                         check=True).stdout
-    growth, error = json.loads(out.strip().splitlines()[-1])
-    return growth, error
-
-
 def test_a_huge_config_inside_the_limits_is_refused_before_its_model_is_allocated(tiny_model, tmp_path):
     # issue 20: this cost +1 GB of RSS (the model was built) before the weights were found not to fit
     art = _hostile_copy(tiny_model, tmp_path, "config.json", _edit_json(**HUGE))
-    growth, error = _peak_rss_growth_mb(art)
+    growth, error = refused_load_rss_mb(art)  # in a fresh process: its own peak RSS
     assert "weights do not fit the config" in error
     assert growth < 200, f"the refused load grew the peak RSS by {growth:.0f} MB"
 

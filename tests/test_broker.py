@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
-import signal
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -119,46 +113,12 @@ def test_known_limit_embedded_broker_shows_aborted_records_to_read_committed_rea
     assert got == [b"aborted", b"committed"]
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_broker_command_killed_with_sigkill_takes_its_broker_and_port_with_it():
     # issue 20: `seqsentry broker` killed with -9 left its broker child holding the port
-    from stream.broker import free_port
+    from bench.faults import broker_killed
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--port", str(port), "--partitions", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    children: list[int] = []
-    try:
-        assert select.select([proc.stdout], [], [], 90)[0], "the broker command never said it was serving"
-        assert "embedded broker on" in proc.stdout.readline()
-        children = _children(proc.pid)
-        assert children and not _port_free(port)
-        proc.kill()  # SIGKILL: no handler, no finally runs in the command
-        proc.wait(10)
-        deadline = time.monotonic() + 10
-        while not _port_free(port) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _port_free(port), "the broker outlived the command that started it"
-    finally:
-        proc.kill()
-        for pid in children:  # the old behaviour leaves it running: do not leak it into the session
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    r = broker_killed()
+    assert r["serving"] and r["children"] == 1 and r["port_held_before"]
+    assert r["port_freed_after_s"] is not None, "the broker outlived the command that started it"
