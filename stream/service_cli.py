@@ -57,8 +57,9 @@ def _train_starter_model(registry_dir: Path, device: str) -> None:
     """`run --bootstrap-model`: the one door from the runtime's command to training."""
     from training.train import train_on_generated
 
-    print(f"no model in {registry_dir}: training a starter model on generated traffic (--bootstrap-model)",
-          flush=True)
+    print(f"no model in {registry_dir}: training a starter model on generated traffic (--bootstrap-model). It "
+          "knows generated shoppers, not yours: on real traffic expect it to alert far past its budget. For your "
+          "platform, train on a recording of it: seqsentry train LOG", flush=True)
     train_on_generated(registry_dir, device=device, show=False)
 
 
@@ -198,7 +199,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name in [n for n in _SETTINGS if n != "bootstrap"]:
         _setting(p, name, "; an explicit -X auto.offset.reset wins" if name == "offset_reset" else "")
     p.add_argument("--bootstrap-model", action="store_true",
-                   help="if the registry has no model, first train a starter model on generated traffic")
+                   help="if the registry has no model, first train a starter model on generated traffic (a demo "
+                        "model: train on your own log for real traffic)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("faust", help="run the same detector as a faust-streaming agent (Faust runtime)")
