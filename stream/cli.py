@@ -181,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("topics", help="list, describe (partitions and offsets) or create topics")
     _kafka_args(p, bootstrap_required=False)  # also accepted after the action, where -b usually goes
     actions = p.add_subparsers(dest="action", required=True, metavar="{list,describe,create}")
-    for action, names_help in (("list", "topics (default: all)"), ("describe", "topics (default: all)"),
-                               ("create", "topics to create")):
-        a = actions.add_parser(action, help=f"{action} topics", formatter_class=DefaultsHelpFormatter)
+    for action, what, names_help in (("list", "topics with their partitions and messages", "topics (default: all)"),
+                                     ("describe", "each partition's offsets", "topics (default: all)"),
+                                     ("create", "create topics (one that exists is left as it is)", "topics to create")):
+        a = actions.add_parser(action, help=what, formatter_class=DefaultsHelpFormatter)
         a.add_argument("names", nargs="+" if action == "create" else "*", help=names_help)
         if action == "create":
             a.add_argument("--partitions", type=int, default=4, help="partitions of created topics")
