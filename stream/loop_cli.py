@@ -111,5 +111,92 @@ def _login() -> str | None:
         return None
 
 
+def _run_compare(args: argparse.Namespace, candidate: Path, against: str, out: Path) -> dict:
+    from stream import compare
+    from stream.log_args import log_spec
+
+    current = compare.resolve_model(against, args.registry)
+    return compare.compare(candidate, current, args.log, out, spec=log_spec(args),
+                           labels=str(args.labels) if args.labels else None, device=args.device,
+                           runtime=args.runtime, cooldown_s=args.cooldown_s)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from stream import compare
+
+    candidate = compare.resolve_model(args.candidate, args.registry)
+    d = _run_compare(args, candidate, args.against, args.out)
+    for line in compare.summary_lines(d):
+        print(line)
+    print(f"report: {args.out / 'comparison.md'} (+ comparison.json, comparison.png)")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from stream import compare, promote, registry
+
+    if args.rollback:
+        old, new = promote.rollback(args.registry)
+        print(f"rolled back: current {old} -> {new} in {args.registry}")
+        return 0
+    if args.candidate is None:
+        raise ValueError("give the CANDIDATE artifact (or version) to promote, or --rollback")
+    candidate = compare.resolve_model(args.candidate, args.registry)
+    rules = promote.Rules(max_attackers_lost=args.max_attackers_lost, max_budget_factor=args.max_budget_factor)
+    with tempfile.TemporaryDirectory(prefix=".compare-", dir=args.registry if args.registry.is_dir() else None) as tmp:
+        report, d = None, None
+        if args.log is not None:
+            report = Path(tmp)
+            against = "current" if registry.current_version(args.registry) else "none"
+            d = _run_compare(args, candidate, against, report)
+        elif args.comparison is not None:
+            report = args.comparison
+            d = json.loads((report / "comparison.json").read_text())
+        dec = promote.promote(candidate, args.registry, d, rules=rules, report_dir=report, force=args.force)
+    if not dec.promoted:
+        print(f"seqsentry promote: refused {dec.version}: {'; '.join(dec.failed)}", file=sys.stderr)
+        return 1
+    gate = "without a gate (--force)" if dec.forced else "passed the gate"
+    print(f"promoted {dec.version} (was {dec.previous or 'none'}): {gate}; current -> {dec.version} in {args.registry}"
+          + (f"; report {dec.report}" if dec.report else ""))
+    return 0
+
+
+def _scoring_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", type=Path, default=defaults.REGISTRY)
+    p.add_argument("--device", default=defaults.DEVICE)
+    p.add_argument("--runtime", default=defaults.RUNTIME, choices=["auto", "torch", "onnx"])
+    p.add_argument("--cooldown-s", type=float, default=defaults.COOLDOWN_S)
+
+
 def register_compare(sub: argparse._SubParsersAction) -> None:
-    _ = defaults
+    from stream.log_args import log_args
+
+    p = sub.add_parser("compare", help="score a recorded log with a candidate and the current model: who each alerts, "
+                                       "attackers per kind, normal users vs the budget (md + json + png)")
+    p.add_argument("candidate", help="candidate artifact directory (or a registry version)")
+    p.add_argument("log", type=Path, help="recorded log to score with both")
+    p.add_argument("--against", default="current",
+                   help="the model compared with: current, a registry version, an artifact directory, or none")
+    p.add_argument("--out", type=Path, default=Path("comparison"), help="report directory")
+    _scoring_args(p)
+    log_args(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("promote", help="publish a candidate as the registry's current model if its comparison passes "
+                                       "the gate (exit 1 naming the failed rule), or --rollback")
+    p.add_argument("candidate", nargs="?", help="candidate artifact directory (or a registry version)")
+    p.add_argument("--rollback", action="store_true", help="restore the version that was current before")
+    p.add_argument("--log", type=Path, help="recorded log to compare the candidate with the current model on")
+    p.add_argument("--comparison", type=Path, help="a `seqsentry compare` report directory to gate on instead")
+    p.add_argument("--max-attackers-lost", type=int, default=0,
+                   help="rule attackers-lost: confirmed attackers the current model alerts and the candidate may miss")
+    p.add_argument("--max-budget-factor", type=float, default=1.5,
+                   help="rule normal-budget: normal users the candidate may alert, in multiples of its alert budget")
+    p.add_argument("--force", action="store_true", help="publish without a gate (recorded as forced)")
+    _scoring_args(p)
+    log_args(p)
+    p.set_defaults(func=cmd_promote)

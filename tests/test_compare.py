@@ -1,0 +1,118 @@
+"""`seqsentry compare`: the user-level diff of two models on a recorded log with known differences.
+
+The candidate is the session's tiny model with a much lower threshold (same weights): it must
+alert every user the model alerts, and more - so the diff's every side is known.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stream import compare, logs
+from stream.cli import main
+from tests.loop_helpers import with_threshold
+
+LOW = 0.5
+
+
+@pytest.fixture(scope="module")
+def loop_log(traffic, tmp_path_factory):
+    path = tmp_path_factory.mktemp("loop") / "traffic.jsonl"
+    logs.write_log(path, [traffic])
+    return path
+
+
+@pytest.fixture(scope="module")
+def low_model(tiny_model, tmp_path_factory):
+    return with_threshold(tiny_model[0].artifact, tmp_path_factory.mktemp("low") / "model", LOW, "low")
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model, low_model, loop_log, tmp_path_factory):
+    """Each model scored once over the log (the stock offline pipeline), and the log's truth."""
+    out = tmp_path_factory.mktemp("runs")
+    kw = {"device": "cpu", "runtime": "torch", "cooldown_s": 600.0}
+    base = compare.score_with(tiny_model[0].artifact, "current", loop_log, out, None, **kw)
+    low = compare.score_with(low_model, "candidate", loop_log, out, None, **kw)
+    return compare.read_truth(loop_log), low, base
+
+
+@pytest.fixture(scope="module")
+def diff(runs):
+    truth, low, base = runs
+    return compare.diff(truth, low, base, log="traffic.jsonl")
+
+
+def test_a_lower_threshold_alerts_every_user_the_current_model_alerts(diff, runs):
+    assert diff["groups"]["only_current"]["users"] == 0
+    assert diff["groups"]["both"]["users"] == len(runs[2].users) > 0
+
+
+def test_users_only_the_candidate_alerts_are_counted_and_listed(diff, runs):
+    truth, low, base = runs
+    only = set(low.users) - set(base.users)
+    assert only and diff["groups"]["only_candidate"]["users"] == len(only)
+    assert {e["user_id"] for e in diff["lists"]["only_candidate"]} == only
+
+
+def test_attackers_per_kind_add_up_to_the_attackers_caught(diff):
+    kinds = diff["by_attack"].values()
+    assert sum(k["attackers"] for k in kinds) == diff["users"]["attackers"] > 0
+    for role in ("candidate", "current"):
+        assert sum(k[role] for k in kinds) == diff["attackers_caught"][role]
+
+
+def test_normal_users_alerted_are_measured_against_each_models_budget(diff, tiny_model):
+    b = diff["normal_budget"]["candidate"]
+    assert b["budget"] == json.loads((tiny_model[0].artifact / "meta.json").read_text())["user_alert_rate"]
+    assert b["normal_users_alerted"] == diff["groups"]["only_candidate"]["normal"] + diff["groups"]["both"]["normal"]
+    assert b["rate"] == pytest.approx(b["normal_users_alerted"] / diff["users"]["normal"])
+
+
+def test_a_lower_threshold_alerts_attackers_no_later(diff):
+    assert diff["time_to_first_alert_s"]["both_caught_median_change"] <= 0
+
+
+def test_swapping_the_models_turns_gained_attackers_into_lost_ones(runs, diff):
+    truth, low, base = runs
+    low.role, base.role = "current", "candidate"
+    try:
+        back = compare.diff(truth, base, low)
+    finally:
+        low.role, base.role = "candidate", "current"
+    assert back["attackers_lost"] == diff["attackers_gained"] > 0
+    assert {e["user_id"] for e in back["lists"]["attackers_lost"]} == {
+        e["user_id"] for e in diff["lists"]["only_candidate"] if e["label"] == 1}
+
+
+def test_without_a_current_model_every_alerted_user_is_the_candidates_own(runs):
+    truth, low, _ = runs
+    d = compare.diff(truth, low, None)
+    assert d["groups"]["only_candidate"]["users"] == len(low.users) and d["normal_budget"]["current"] is None
+
+
+def test_the_report_is_markdown_json_and_one_png(diff, tmp_path):
+    compare.write(tmp_path, diff)
+    assert json.loads((tmp_path / "comparison.json").read_text()) == json.loads(json.dumps(diff))
+    assert "only candidate" in (tmp_path / "comparison.md").read_text()
+    assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_labels_from_a_file_decide_who_is_an_attacker(loop_log, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("user_id,label,attack\nu_not_there,1,x\n")
+    spec = logs.LogSpec(labels=logs.read_labels(labels))
+    truth = compare.read_truth(loop_log, spec)
+    assert not any(t.label == 1 for t in truth.values())  # the log's own labels are replaced by the file's
+
+
+def test_compare_command_prints_the_summary_and_writes_the_report(tiny_model, low_model, loop_log, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(low_model), str(loop_log), "--against", str(tiny_model[0].artifact), "--out", str(out),
+                 "--device", "cpu", "--runtime", "torch"]) == 0
+    printed = capsys.readouterr().out
+    assert "only by the candidate" in printed and "normal users alerted, candidate" in printed
+    assert {p.name for p in out.iterdir()} >= {"comparison.md", "comparison.json", "comparison.png",
+                                               "alerts-candidate.jsonl", "alerts-current.jsonl"}
