@@ -477,7 +477,8 @@ def table(main: dict, small: dict) -> str:
                   f"{r['cut_utc']} UTC; test: {r['test_normals']:,} real normal users + {r['attackers']} attackers "
                   f"({r['per_kind']} per kind, {r['attacker_share']:.1%} of test users, {r['attack_events']:,} attack "
                   f"events); budget {r['budget']:.1%}; model `{r['model']['kind']}` trained in {r['train_seconds']:.0f} s "
-                  f"with the stock defaults (`seqsentry train TRAIN {r['flags']}`).", "",
+                  f"with the stock defaults (`seqsentry train TRAIN {r['flags']}`); smallest budget it says it can "
+                  f"honour: {_rate(r['model']['honourable_budget'])}.", "",
                   "| attackers caught | " + " | ".join(DETECTORS) + " |", "|---|" + "---|" * len(DETECTORS)]
         for k in attackgen.KINDS:
             cells = []
@@ -511,13 +512,16 @@ def table(main: dict, small: dict) -> str:
         for name, sizes in small.items():
             for n, r in sizes.items():
                 s, lk = r["seqsentry"], r["unseen_type"]
-                hb = r["model"]["honourable_budget"]
-                hb = hb if isinstance(hb, str) else f"{hb:.2%}"
+                hb = _rate(r["model"]["honourable_budget"])
                 f1 = (f"{s['f1']:.3f}", f"{lk['f1']:.3f}") if "f1" in s else ("-", "-")
                 lines.append(f"| {name} | {n} | {r['model']['kind']} | {hb} | {_pct(s['normal_alerted'])} | "
                              f"{_pct(lk['normal_alerted'])} | {f1[0]} | {f1[1]} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _rate(x: object) -> str:
+    return f"{x:.2%}" if isinstance(x, int | float) else str(x)
 
 
 def _gap(g: dict) -> str:
@@ -607,15 +611,24 @@ def main(argv: list[str] | None = None) -> int:
                       f"{g_['gap_s_median']:8.2f} {g_['gap_s_p90']:9.1f} s  sub-second {g_['sub_second_share']:5.1%}  "
                       f"per-user CV median {g_['cv_median']:.2f}  events/user {g_['events_per_user_median']:.0f}")
     print(f"ecommerce: {out['seconds']:.0f} s")
-    if not args.quick:
+    body = ("## Real e-commerce traffic, attacks from an independent generator\n\n"
+            f"Command: `{command}` ({out['seconds'] / 60:.0f} min on this machine). How the data is split and the "
+            "attacks are made: `bench/ecommerce.py` and `bench/attackgen.py` docstrings. Cells: attackers caught "
+            "(median events of the attacker up to the first alert).\n\n" + text
+            + ("\n![ecommerce](../bench/results/ecommerce.png)\n" if main_res else ""))
+    if args.quick:  # a smoke run is not a result: its files go to a scratch folder, for a look
+        scratch = Path(tempfile.gettempdir()) / "seqsentry-ecommerce-quick"
+        scratch.mkdir(exist_ok=True)
+        (scratch / "ecommerce.json").write_text(json.dumps(out, indent=2, default=float))
+        (scratch / "quality-ecommerce.md").write_text(f"{DOC_START}\n{body}\n{DOC_END}\n")
+        if main_res:
+            plot(main_res, scratch / "ecommerce.png")
+        print(f"--quick: nothing written to bench/results or docs; smoke output in {scratch}")
+    else:
         save("ecommerce", out)
         if main_res:
             plot(main_res, RESULTS / "ecommerce.png")
-        write_doc("## Real e-commerce traffic, attacks from an independent generator\n\n"
-                  f"Command: `{command}` ({out['seconds'] / 60:.0f} min on this machine). How the data is split and the "
-                  "attacks are made: `bench/ecommerce.py` and `bench/attackgen.py` docstrings. Cells: attackers caught "
-                  "(median events of the attacker up to the first alert).\n\n" + text
-                  + ("\n![ecommerce](../bench/results/ecommerce.png)\n" if main_res else ""))
+        write_doc(body)
     return 0
 
 
