@@ -131,7 +131,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqsentry", description=__doc__.splitlines()[0])
+    # no abbreviations of the global options: `promote --log LOG` must not read as --log-level/--log-format
+    parser = argparse.ArgumentParser(prog="seqsentry", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--log-level", default=os.environ.get("SEQSENTRY_LOG_LEVEL", "WARNING"))
     parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("SEQSENTRY_LOG_FORMAT", "text"),
                         help="json: one JSON object per log line (for log shippers)")
