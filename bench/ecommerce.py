@@ -485,7 +485,9 @@ def table(main: dict, small: dict) -> str:
             for d in DETECTORS:
                 b = res[d]["kinds"][k]
                 ttd = b["events_to_detect_median"]
-                cells.append(f"{b['caught']}/{b['attackers']}" + (f" ({ttd:.0f} ev)" if ttd is not None else ""))
+                h = res[d]["kind_timing"][f"{k}/human"]
+                cells.append(f"{b['caught']}/{b['attackers']}" + (f" ({ttd:.0f} ev)" if ttd is not None else "")
+                             + f"; human {h['caught']}/{h['attackers']}")
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
         for tm in ("machine", "human"):
             lines.append(f"| *{tm}-timed* | " + " | ".join(
@@ -614,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     body = ("## Real e-commerce traffic, attacks from an independent generator\n\n"
             f"Command: `{command}` ({out['seconds'] / 60:.0f} min on this machine). How the data is split and the "
             "attacks are made: `bench/ecommerce.py` and `bench/attackgen.py` docstrings. Cells: attackers caught "
-            "(median events of the attacker up to the first alert).\n\n" + text
+            "(median events of the attacker up to the first alert; of them, human-timed).\n\n" + text
             + ("\n![ecommerce](../bench/results/ecommerce.png)\n" if main_res else ""))
     if args.quick:  # a smoke run is not a result: its files go to a scratch folder, for a look
         scratch = Path(tempfile.gettempdir()) / "seqsentry-ecommerce-quick"
