@@ -145,3 +145,48 @@ def test_a_bad_verdict_on_the_topic_goes_to_the_dead_letter_topic_with_its_reaso
     c.close()
     assert len(msgs) == 1 and dict(msgs[0].headers())["seqsentry.reason"] == b"bad-value"
     assert msgs[0].value() == b'{"user_id": "u1", "verdict": "perhaps"}'
+
+
+# ---- the verdicts in training (train --labels) ------------------------------------------------
+def _verdicts_for(traffic, tmp_path):
+    """A labels file from verdicts: one of the log's attackers dismissed, one normal user confirmed."""
+    attackers = sorted({r["user_id"] for r in traffic if r.get("label") == 1})
+    normals = sorted({r["user_id"] for r in traffic} - set(attackers))
+    out = _run(tmp_path, [{"user_id": attackers[0], "verdict": "legitimate"},
+                          {"user_id": normals[0], "verdict": "abuse", "kind": "farm"}])
+    return out, attackers[0], normals[0]
+
+
+def test_training_reads_dismissed_users_as_label_0_and_confirmed_abuse_as_1_with_its_kind(traffic, tmp_path):
+    from stream import logs
+    from training import dataset
+
+    labels, dismissed, confirmed = _verdicts_for(traffic, tmp_path)
+    log = tmp_path / "t.jsonl"
+    logs.write_log(log, [traffic])
+    evs, _ = dataset.read_events(dataset.batches_from_log(log, logs.LogSpec(labels=logs.read_labels(labels))))
+    assert {e.label for e in evs if e.user_id == dismissed} == {0}  # the log said attacker; the analyst did not
+    assert {(e.label, e.attack) for e in evs if e.user_id == confirmed} == {(1, "farm")}
+
+
+def test_train_reports_the_confirmed_and_dismissed_users_it_alerts(tiny_model, traffic):
+    import numpy as np
+
+    from stream.model import Scorer
+    from training import dataset, verdicts
+
+    scorer = Scorer.load(tiny_model[0].artifact, "cpu", "torch")
+    art = scorer.artifact
+    evs, _ = dataset.read_events(dataset.batches_from_records(traffic))
+    for e in evs:
+        e.label = 0 if e.label is None else e.label
+    ws = dataset.build_windows(dataset.batches_from_events(evs, art.window_config), art.vocab, art.window_config)
+    attackers = sorted({r["user_id"] for r in traffic if r.get("label") == 1})
+    normals = sorted({r["user_id"] for r in traffic} - set(attackers))[:30]
+    given = {u: 1 for u in attackers} | {u: 0 for u in normals} | {"not-in-log": 0}
+    info = verdicts.summarise(lambda sub: scorer.score(sub.encoded(), floor=-np.inf), ws, dataset.split(ws),
+                              art.meta.threshold, given)
+    c, d = info["confirmed_attackers"], info["dismissed_users"]
+    assert (c["in_labels"], c["in_log"], d["in_labels"], d["in_log"]) == (len(attackers), len(attackers), 31, 30)
+    assert 0 < c["alerted_anywhere"] <= c["in_log"] and c["alerted_held_out"] <= c["held_out"] <= c["in_log"]
+    assert verdicts.line(info).startswith(f"labels: {len(attackers)} confirmed attackers")

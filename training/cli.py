@@ -43,13 +43,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     with summary_on_refusal(tally):
         res = train.train(batches, args.out, cfg, registry_dir=None if args.no_registry else args.registry,
-                          show=not args.quiet)
+                          show=not args.quiet,
+                          verdicts={u: lab for u, (lab, _) in spec.labels.items()} if spec.labels else None)
     report_log_quality(tally, args.max_reject_share)
     print(res.order)
     if res.budget:
         print(res.budget)
     print(f"trained {res.kind} model {res.version} in {res.seconds:.0f}s; threshold {res.threshold:.4g}")
     print(f"artifact: {res.artifact}")
+    if res.verdicts:
+        from training import verdicts
+
+        print(verdicts.line(res.verdicts))
     if res.report:
         t = res.report["transformer"]
         print(_users_line(t["users"]))

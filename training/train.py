@@ -34,6 +34,7 @@ from stream.events import EventBatch
 from stream.model import UNSEEN_SURPRISE, ModelSize, Scorer, bert_config, pick_device
 from stream.windows import WindowConfig
 from training import attacks, dataset, defaults, metrics
+from training import verdicts as verdict_report
 from training.baselines import IsolationForestBaseline, MarkovBaseline
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ class TrainResult:
     seconds: float
     order: str = ""  # how the log was read (time order, sorted)
     budget: str | None = None  # the alert-budget warning, when the calibration users cannot support it
+    verdicts: dict | None = None  # confirmed attackers / dismissed users of the labels, and how many it alerts
 
 
 def _steps(cfg: TrainConfig, windows: int) -> int:
@@ -215,15 +217,22 @@ def _steps(cfg: TrainConfig, windows: int) -> int:
                                            math.ceil(defaults.PRETRAIN_EPOCHS * windows / cfg.batch_size))))
 
 
+#: Below this share of the users a budget needs, the highest calibration user is itself too
+#: uncertain a line (one of a few dozen people), and the threshold is set conservatively.
+SMALL_CALIBRATION = 0.25
+
+
 def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabulary, device: str, cfg: TrainConfig,
                ws: dataset.WindowSet, sp: dataset.Split, show: bool) -> tuple[float, list[float], dict]:
     """Threshold and severity steps for the alert budget, and what the calibration users can support.
 
     With fewer normal calibration users than the budget needs (1 / budget: 200 at 0.5 %), the
-    quantile is simply the highest user, and one odd user moves it; then the threshold is set
-    conservatively instead: a classifier's above every real user of the log (training users
-    included), a zero-label model's at the surprise of an event type never seen in training
-    (it alerts only on what training never saw).
+    quantile is simply the highest user: a new normal user passes it with probability
+    1 / (users + 1), the smallest budget they support, which ``train`` reports. With fewer than
+    a quarter of what the budget needs (50 at 0.5 %) one odd user moves even that, so the
+    threshold is set conservatively instead: a classifier's above every real user of the log
+    (training users included), a zero-label model's at the surprise of an event type never
+    seen in training (it alerts only on what training never saw).
     """
     cal_ws = ws.subset(sp.calibration(ws))
     n_cal = len(np.unique(cal_ws.user))
@@ -232,15 +241,16 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabular
     threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
     need = math.ceil(1 / cfg.user_alert_rate)
     info = {"calibration_users": n_cal, "users_needed": need, "user_alert_rate": cfg.user_alert_rate,
-            "supported": n_cal >= need, "smallest_supported_rate": 1 / (n_cal + 1), "rule": "quantile"}
-    if n_cal < need:
+            "supported": n_cal >= need, "smallest_supported_rate": 1 / (n_cal + 1),
+            "rule": "quantile" if n_cal >= need else "the highest calibration user"}
+    if n_cal < need * SMALL_CALIBRATION:
         if kind == "mlm":
-            threshold, info["rule"] = UNSEEN_SURPRISE, "unseen event types only"
+            threshold, info["rule"] = UNSEEN_SURPRISE, "set to alert on unseen event types only"
         else:
             real = ws.subset(np.flatnonzero(~np.isin(ws.user, np.unique(ws.user[ws.label == 1]))))
             top = float(_score(model, kind, real, vocab, device, sustain).max())
             threshold = max(threshold, float(np.nextafter(np.float32(top), np.float32(np.inf))))
-            info["rule"] = "above every real user of the log"
+            info["rule"] = "set above every real user of the log"
         severity = [threshold, *(max(threshold, s) for s in severity[1:])]
     info["threshold"] = threshold
     info["calibration_user_maxima"] = metrics.user_maxima(cal_scores, cal_ws.user, cal_ws.ts)[0].tolist()
@@ -253,17 +263,19 @@ def budget_line(info: dict) -> str | None:
         return None
     return (f"alert budget: {info['calibration_users']} calibration users cannot support "
             f"{info['user_alert_rate']:.2%} of normal users alerted (that needs {info['users_needed']:,}); the smallest "
-            f"budget they support is {info['smallest_supported_rate']:.1%}, so the threshold is set conservatively "
-            f"({info['rule']}). Train on a longer log for a tighter budget.")
+            f"budget they support is {info['smallest_supported_rate']:.1%}, and the threshold is "
+            f"{info['rule']}. Train on a longer log for a tighter budget.")
 
 
 def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | None = None,
-          show: bool = True) -> TrainResult:
+          show: bool = True, verdicts: dict[str, int] | None = None) -> TrainResult:
     """Full run. ``batches_factory()`` returns an iterable of EventBatch (read once, then held in time order).
 
     Without ``cfg.zero_label`` the model is a classifier: the log's own users are the normal
     class, attackers made from the same log (training.attacks) and any labelled attackers
     the positive class. With it, the pretrained masked-event model is the detector.
+    ``verdicts`` (user -> label of the labels file, training.verdicts): the report says how many
+    confirmed attackers and dismissed users it held and how many of each the model alerts.
     """
     t0 = time.monotonic()
     device = pick_device(cfg.device)
@@ -314,6 +326,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
         cal_ws = ws.subset(sp.calibration(ws))
         with progress.phase(show, "evaluating on test users, with the baselines ..."):
             scores, report = _evaluate(model, kind, sustain, vocab, device, cfg, rng, train_ws, cal_ws, test_ws, threshold)
+    verdict_info = verdict_report.summarise(lambda sub: _score(model, kind, sub, vocab, device, sustain), ws, sp,
+                                            threshold, verdicts) if verdicts else None
     fingerprint = data_fingerprint(ws.input_ids, ws.label)
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
                 data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
@@ -325,14 +339,15 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
         info = {"log": {"events": order.events, "users": order.users, "sorted_by_time": order.sorted,
                         "injected_attackers": len({e.user_id for e in events}) - order.users},
                 "calibration": {k: v for k, v in calibration.items() if k != "calibration_user_maxima"},
-                "budget_line": line}
+                "calibration_maxima": calibration["calibration_user_maxima"],
+                "budget_line": line, **({"verdicts": verdict_info} if verdict_info else {})}
         metrics.write_report(report_dir, report, scores, test_ws, title=f"seqsentry {version}", info=info,
                              calibration_maxima=np.asarray(calibration["calibration_user_maxima"]))
     if registry_dir is not None:
         art_dir = registry.publish(registry_dir, art_dir, version)
         report_dir = art_dir / "report"
     return TrainResult(art_dir, version, kind, threshold, report, report_dir, time.monotonic() - t0,
-                       order=order.line(), budget=line)
+                       order=order.line(), budget=line, verdicts=verdict_info)
 
 
 def train_on_generated(registry_dir: Path, *, events: int = 60_000, seed: int = 43, attacker_fraction: float = 0.05,
