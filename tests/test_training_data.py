@@ -102,7 +102,7 @@ def test_a_small_log_says_which_budget_it_can_honour_and_calibrates_conservative
     res = train.train(lambda: logs_batches(log), d / "runs", train.TrainConfig(**TINY), show=False)
     assert res.budget is not None and "cannot support 0.50%" in res.budget and "smallest budget" in res.budget
     report = json.loads((res.report_dir / "report.json").read_text())["training"]["calibration"]
-    assert not report["supported"] and report["rule"] == "above every real user of the log"
+    assert not report["supported"] and report["rule"] == "set above every real user of the log"
     assert (res.report_dir / "calibration.png").stat().st_size > 0
 
 
@@ -110,7 +110,7 @@ def test_a_small_zero_label_log_alerts_only_on_event_types_training_never_saw(sm
     log, d = small_logs
     res = train.train(lambda: logs_batches(log), d / "zl", train.TrainConfig(**TINY, zero_label=True), show=False)
     assert res.kind == "mlm" and res.threshold == UNSEEN_SURPRISE
-    assert "(unseen event types only)" in (res.report_dir / "report.md").read_text()
+    assert "set to alert on unseen event types only" in (res.report_dir / "report.md").read_text()
     assert (res.report_dir / "calibration.png").exists()
 
 
@@ -136,3 +136,17 @@ def test_progress_goes_to_plain_lines_when_stderr_is_not_a_terminal(capsys, monk
 
 def logs_batches(path):
     return dataset.batches_from_log(path, logs.LogSpec())
+
+
+def test_a_calibration_set_short_of_the_budget_but_not_tiny_is_cut_at_its_highest_user(tmp_path):
+    log = write(tmp_path / "mid.jsonl", sessions(100, seed=2))  # ~20 calibration users; a 2 % budget needs 50
+    cfg = train.TrainConfig(**{**TINY, "user_alert_rate": 0.02})
+    res = train.train(lambda: logs_batches(log), tmp_path / "runs", cfg, show=False)
+    cal = json.loads((res.report_dir / "report.json").read_text())["training"]["calibration"]
+    assert 50 * train.SMALL_CALIBRATION <= cal["calibration_users"] < 50
+    assert cal["rule"] == "the highest calibration user" and res.budget is not None
+    assert res.threshold > max(cal_maxima(res))
+
+
+def cal_maxima(res) -> list[float]:
+    return json.loads((res.report_dir / "report.json").read_text())["training"]["calibration_maxima"]

@@ -42,7 +42,7 @@ from stream.events import Event
 KINDS: tuple[str, ...] = ("scrape", "loop", "replay", "burst", "script", "takeover")
 TIMINGS: tuple[str, ...] = ("machine", "jittered", "human")
 PREFIX = "injected:"  # attack names of injected events; real labelled attacks keep their own
-MIN_ATTACKERS, MAX_ATTACKERS, ATTACKER_SHARE = 120, 480, 0.1
+MIN_ATTACKERS, MAX_ATTACKERS, ATTACKER_SHARE = 60, 480, 0.1
 
 
 @dataclass(frozen=True)
