@@ -30,8 +30,7 @@ from stream.windows import WindowStore
 
 log = logging.getLogger(__name__)
 IDLE_GIVE_UP_S = 10.0  # a partition that yields nothing for this long has nothing more to give
-ALERTS_IDLE_S = 2.0  # the alerts topic, read back for the cooldown: nothing for this long, nothing left
-ALERTS_SETTLE_S = 0.3  # ... and once past every partition's high watermark, nothing more for this long
+ALERTS_SETTLE_S = 0.3  # the alerts topic, read back for the cooldown: past its high watermarks, nothing more
 
 
 def rebuild(cfg: ServiceConfig, tp: TopicPartition, store: WindowStore, metrics: Metrics) -> int | None:
@@ -122,7 +121,7 @@ def _read_to_end(reader: Consumer, topic: str, since_ms: int | None) -> Iterator
     left = {tp.partition for tp in todo}
     idle_since = time.monotonic()
     # the end is where the high watermark was, once nothing more comes (Tansu's may be reported off either way)
-    while time.monotonic() - idle_since < (ALERTS_SETTLE_S if not left else ALERTS_IDLE_S):
+    while time.monotonic() - idle_since < (ALERTS_SETTLE_S if not left else IDLE_GIVE_UP_S):
         for msg in reader.consume(5000, timeout=0.1):
             if msg.error():
                 continue
@@ -130,6 +129,9 @@ def _read_to_end(reader: Consumer, topic: str, since_ms: int | None) -> Iterator
             if msg.offset() >= ends[msg.partition()][1] - 1:
                 left.discard(msg.partition())
             yield msg
+    if left:  # the cooldown of users alerted there is not restored: say so
+        log.warning("%s: partitions %s yielded nothing for %.0f s before their high watermark; read no further",
+                    topic, sorted(left), IDLE_GIVE_UP_S)
 
 
 class Partitions:
