@@ -46,9 +46,10 @@ def rebuild(cfg: ServiceConfig, tp: TopicPartition, store: WindowStore, metrics:
         start, since = OFFSET_BEGINNING, None
         if last and last[0].timestamp()[1] > 0:
             # a session still open at the committed offset ends after it, and its window reaches a span back
-            # from its user's last event: that far back, so the windows scored after a restart are complete
-            since = last[0].timestamp()[1] - win.span_ms - win.allowed_lateness_ms - min(win.session_gap_ms,
-                                                                                          win.idle_ttl_ms)
+            # from its user's last event: that far back, so the windows scored after a restart are complete.
+            # (From the trusted clock: a forged CreateTime on the last message must not shorten the rebuild.)
+            stamp = int(pipeline.trusted_clock([last[0].timestamp()], int(time.time() * 1000))[0])
+            since = stamp - win.span_ms - win.allowed_lateness_ms - min(win.session_gap_ms, win.idle_ttl_ms)
             found = reader.offsets_for_times([TopicPartition(tp.topic, tp.partition, since)], timeout=10)
             start = found[0].offset if found and found[0].offset >= 0 else OFFSET_BEGINNING
             since = since if start != OFFSET_BEGINNING else None
