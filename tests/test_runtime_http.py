@@ -10,7 +10,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from stream.runtime import http
 
@@ -155,6 +155,27 @@ def test_probes_metrics_and_unknown_paths_answer_as_before(monkeypatch):
         with socket.create_connection(_address(server)) as s:
             s.sendall(b"GET /nope HTTP/1.0\r\n\r\n")
             assert s.recv(100).startswith(b"HTTP/1.0 404")
+    finally:
+        http.shutdown(server)
+
+
+def test_a_large_metrics_answer_reaches_a_slow_reader_whole():
+    registry = CollectorRegistry()
+    series = Gauge("series", "many labelled series", ["i"], registry=registry)
+    for i in range(20_000):  # ~400 KB of text: far more than a socket buffer
+        series.labels(str(i)).set(i)
+    server = http.serve("127.0.0.1", 0, registry, healthy=lambda: True, ready=lambda: True)
+    try:
+        with socket.create_connection(_address(server)) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            got = b""
+            while chunk := s.recv(4096):
+                got += chunk
+                time.sleep(0.0005)
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert int(dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])[b"Content-Length"]) == len(body)
+        assert body.count(b"series{") == 20_000
     finally:
         http.shutdown(server)
 

@@ -111,7 +111,7 @@ class ProbeServer:
             log.warning("http: request from %s failed: %r", writer.get_extra_info("peername"), exc)
         finally:
             self._open.pop(task, None)
-            writer.transport.abort()  # no lingering close handshake with a client that stopped reading
+            writer.transport.abort()  # answered: a no-op; dropped or past the deadline: discard what it never read
 
     def _evict(self) -> None:
         """Make room: close the oldest connection of the address that holds the most."""
@@ -131,7 +131,8 @@ class ProbeServer:
             writer.write(_response(405, "text/plain", b"only GET\n"))
         else:
             writer.write(_response(*self.answer(request[1]), head_only=request[0] == "HEAD"))
-        await writer.drain()
+        writer.close()  # sends what is buffered first (a large /metrics answer), then closes
+        await writer.wait_closed()
 
     def shutdown(self) -> None:
         """Stop serving, drop open connections and release the port."""
