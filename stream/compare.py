@@ -239,6 +239,50 @@ def compare(candidate: Path, current: Path | None, log: Path | str, out: Path | 
     return d
 
 
+def crossings_path(model_dir: Path | str) -> Path:
+    """Where `run --shadow DIR` records each model's first threshold crossing per user (stream.shadow)."""
+    return Path(model_dir) / "shadow" / "crossings.jsonl"
+
+
+def shadow_runs(candidate: Path) -> tuple[ModelRun, ModelRun]:
+    """The candidate (the shadow) and the serving model as `run --shadow` saw them on live traffic."""
+    path = crossings_path(candidate)
+    if not path.exists():
+        raise FileNotFoundError(f"no shadow record at {path}: run `seqsentry run --shadow {candidate} ...` first")
+    meta = json.loads((Path(candidate) / "meta.json").read_text())
+    runs = {role: ModelRun(role, "", "", 0.0, 0.0, str(path)) for role in ("candidate", "current")}
+    versions: dict[str, set[str]] = {"candidate": set(), "current": set()}
+    with open(path, "rb") as f:
+        for line in f:
+            c = orjson.loads(line)
+            role = "candidate" if c["model"] == "shadow" else "current"
+            versions[role].add(c["version"])
+            runs[role].users.setdefault(c["user_id"], UserAlerts(first=c["event_time"], alerts=1, max_score=c["score"],
+                                                                 severity=c["severity"]))
+            runs[role].alerts += 1
+    cand, cur = runs["candidate"], runs["current"]
+    cand.path, cand.version = str(candidate), meta["version"]
+    cand.threshold, cand.user_alert_rate = float(meta["threshold"]), float(meta.get("user_alert_rate", 0.0))
+    cur.path, cur.version = "serving (run --shadow)", ", ".join(sorted(versions["current"])) or "serving"
+    return cand, cur
+
+
+def compare_shadow(candidate: Path, out: Path | str, labels: Mapping[str, tuple[int, str | None]] | None = None,
+                   labels_name: str | None = None) -> dict:
+    """The diff of what `run --shadow` recorded (no log: users neither model crossed for are unknown,
+    so there is no normal-user budget line)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cand, cur = shadow_runs(candidate)
+    truth = {u: Truth(label=lab, attack=att if lab == 1 else None) for u, (lab, att) in (labels or {}).items()}
+    for u in set(cand.users) | set(cur.users):
+        truth.setdefault(u, Truth())
+    d = diff(truth, cand, cur, log="live traffic (run --shadow)", labels=labels_name)
+    d["normal_budget"] = {"candidate": None, "current": None}
+    write(out, d)
+    return d
+
+
 def write(out: Path, d: dict) -> None:
     (out / "comparison.json").write_text(json.dumps(d, indent=2))
     (out / "comparison.md").write_text(markdown(d))

@@ -125,7 +125,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from stream import compare
 
     candidate = compare.resolve_model(args.candidate, args.registry)
-    d = _run_compare(args, candidate, args.against, args.out)
+    if args.shadow:
+        from stream import logs
+
+        labels = logs.read_labels(args.labels) if args.labels else None
+        d = compare.compare_shadow(candidate, args.out, labels, str(args.labels) if args.labels else None)
+    elif args.log is None:
+        raise ValueError("give the LOG to score with both models, or --shadow to read what `run --shadow` recorded")
+    else:
+        d = _run_compare(args, candidate, args.against, args.out)
     for line in compare.summary_lines(d):
         print(line)
     print(f"report: {args.out / 'comparison.md'} (+ comparison.json, comparison.png)")
@@ -178,7 +186,9 @@ def register_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="score a recorded log with a candidate and the current model: who each alerts, "
                                        "attackers per kind, normal users vs the budget (md + json + png)")
     p.add_argument("candidate", help="candidate artifact directory (or a registry version)")
-    p.add_argument("log", type=Path, help="recorded log to score with both")
+    p.add_argument("log", type=Path, nargs="?", help="recorded log to score with both")
+    p.add_argument("--shadow", action="store_true",
+                   help="instead of a log: the users `run --shadow CANDIDATE` saw each model cross its threshold for")
     p.add_argument("--against", default="current",
                    help="the model compared with: current, a registry version, an artifact directory, or none")
     p.add_argument("--out", type=Path, default=Path("comparison"), help="report directory")

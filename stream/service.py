@@ -43,6 +43,7 @@ from stream.runtime.consumer import ConsumerLoop
 from stream.runtime.outputs import DEFAULT_MESSAGE_MAX_BYTES, BrokerErrors, Outputs
 from stream.runtime.rebuild import Partitions
 from stream.runtime.reload import RegistryWatcher
+from stream.shadow import ShadowRecorder
 
 __all__ = ["DetectorFailed", "Progress", "Service", "ServiceConfig"]
 log = logging.getLogger(__name__)
@@ -110,8 +111,10 @@ class Service:
         shadow = self._load(cfg.shadow) if cfg.shadow else None
         self.serving_version = scorer.artifact.version
         m.model_info.info({"version": scorer.artifact.version, "kind": scorer.artifact.meta.kind})
-        self.detector = Detector(scorer, cooldown_ms=int(cfg.cooldown_s * 1000), explain_top=cfg.explain_top,
-                                 coalesce=cfg.coalesce, shadow=shadow, metrics=m, max_users=cfg.max_users)
+        # with a shadow model, the users each model crosses its threshold for are recorded (stream.shadow)
+        self.detector = (ShadowRecorder if shadow is not None else Detector)(
+            scorer, cooldown_ms=int(cfg.cooldown_s * 1000), explain_top=cfg.explain_top, coalesce=cfg.coalesce,
+            shadow=shadow, metrics=m, max_users=cfg.max_users)
         # alerts are few and each is waited for: no linger (a user's -X linger.ms still wins)
         txn = {"transactional.id": self.transactional_id} if cfg.exactly_once else {}
         producer = kafka.producer(cfg.bootstrap, cfg.kafka_options, error_cb=self.errors.on_error,

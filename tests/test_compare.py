@@ -116,3 +116,31 @@ def test_compare_command_prints_the_summary_and_writes_the_report(tiny_model, lo
     assert "only by the candidate" in printed and "normal users alerted, candidate" in printed
     assert {p.name for p in out.iterdir()} >= {"comparison.md", "comparison.json", "comparison.png",
                                                "alerts-candidate.jsonl", "alerts-current.jsonl"}
+
+
+# ---- run --shadow: the same diff from live traffic ---------------------------------------------
+@pytest.fixture(scope="module")
+def shadow_record(tiny_model, low_model, loop_log, tmp_path_factory):
+    """The tiny model serving and the low-threshold copy in shadow over the log, as `run --shadow` does."""
+    from stream.model import Scorer
+    from stream.offline import score_log
+    from stream.shadow import ShadowRecorder
+
+    det = ShadowRecorder(Scorer.load(tiny_model[0].artifact, "cpu", "torch"),
+                         shadow=Scorer.load(low_model, "cpu", "torch"))
+    score_log(loop_log, det, tmp_path_factory.mktemp("shadow") / "alerts.jsonl")
+    return compare.crossings_path(low_model)
+
+
+def test_shadow_mode_records_the_users_each_model_crosses_its_threshold_for(shadow_record, runs):
+    _, low, base = runs
+    lines = [json.loads(x) for x in shadow_record.read_text().splitlines()]
+    assert {c["user_id"] for c in lines if c["model"] == "serving"} == set(base.users)
+    assert {c["user_id"] for c in lines if c["model"] == "shadow"} == set(low.users)
+
+
+def test_compare_shadow_gives_the_diff_of_the_recorded_log(shadow_record, low_model, diff, tmp_path):
+    live = compare.compare_shadow(low_model, tmp_path)
+    assert live["groups"] == {k: {**v, "normal": v["normal"] + v["attackers"], "attackers": 0}
+                              for k, v in diff["groups"].items()}  # no labels given: every user counts as normal
+    assert (tmp_path / "comparison.png").is_file()
