@@ -131,16 +131,30 @@ def read_alerts(paths: Iterable[Path | str]) -> dict[str, AlertRef]:
     for path in paths:
         with _open(Path(path)) as f:
             for line in f:
-                try:
-                    a = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(a, dict) and isinstance(a.get("value"), dict) and "alert_id" not in a:
-                    a = a["value"]
-                if isinstance(a, dict) and isinstance(a.get("alert_id"), str) and isinstance(a.get("user_id"), str):
-                    t = a.get("event_time")
-                    out[a["alert_id"]] = AlertRef(a["user_id"], t if isinstance(t, int) else None)
+                _add_alert(out, line)
     return out
+
+
+def alerts_from_topic(bootstrap: str, topic: str, options: Mapping[str, str] | None = None, *,
+                      idle_timeout: float = 5.0) -> dict[str, AlertRef]:
+    """alert_id -> (user, event time) from every alert on the alerts topic."""
+    out: dict[str, AlertRef] = {}
+    for item in from_topic(bootstrap, topic, options, idle_timeout=idle_timeout):
+        if isinstance(item.payload, bytes):
+            _add_alert(out, item.payload)
+    return out
+
+
+def _add_alert(out: dict[str, AlertRef], raw: bytes) -> None:
+    try:
+        a = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(a, dict) and isinstance(a.get("value"), dict) and "alert_id" not in a:
+        a = a["value"]
+    if isinstance(a, dict) and isinstance(a.get("alert_id"), str) and isinstance(a.get("user_id"), str):
+        t = a.get("event_time")
+        out[a["alert_id"]] = AlertRef(a["user_id"], t if isinstance(t, int) else None)
 
 
 def _open(path: Path) -> io.BufferedReader:

@@ -30,6 +30,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         raise ValueError("give verdict files (CSV or JSONL) or a cluster to read the feedback topic from (-b HOST:PORT)")
     options = kafka.parse_options(args.kafka_options)
     alerts = feedback.read_alerts(args.alerts) if args.alerts else None
+    if args.alerts_topic:
+        if not args.bootstrap:
+            raise ValueError("--alerts-topic needs the cluster: give -b HOST:PORT")
+        alerts = (alerts or {}) | feedback.alerts_from_topic(args.bootstrap, args.alerts_topic, options,
+                                                             idle_timeout=args.idle_timeout)
     existing = feedback.read_labels_file(args.out) if args.out.exists() and not args.replace else []
     dead_path = args.dead_letters or args.out.with_name(args.out.name + ".rejected.jsonl")
     dead = feedback.DeadLetters(dead_path, args.dlq_topic, args.bootstrap, options, source_topic=args.topic)
@@ -83,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alerts", type=Path, action="append", default=[],
                    help="alerts JSONL (score --out, alerts --json, record --headers) resolving alert_id to user "
                         "(repeatable)")
+    p.add_argument("--alerts-topic", help="resolve alert_id through every alert on this topic (e.g. alerts)")
     p.add_argument("--topic", "-t", default="feedback", help="feedback topic")
     p.add_argument("--dead-letters", type=Path, help="refused verdicts with reasons (default: OUT.rejected.jsonl)")
     p.add_argument("--dlq-topic", help="also produce refused verdicts here, with seqsentry.* reason headers")

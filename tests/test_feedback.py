@@ -190,3 +190,17 @@ def test_train_reports_the_confirmed_and_dismissed_users_it_alerts(tiny_model, t
     assert (c["in_labels"], c["in_log"], d["in_labels"], d["in_log"]) == (len(attackers), len(attackers), 31, 30)
     assert 0 < c["alerted_anywhere"] <= c["in_log"] and c["alerted_held_out"] <= c["held_out"] <= c["in_log"]
     assert verdicts.line(info).startswith(f"labels: {len(attackers)} confirmed attackers")
+
+
+def test_alert_ids_resolve_through_the_alerts_topic(broker, topic, tmp_path):
+    alerts = f"{topic}-alerts"
+    broker.create_topics({alerts: 1})
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    p.produce(alerts, orjson.dumps({"alert_id": "a1", "user_id": "u5", "event_time": 1793491000000}), b"u5")
+    p.produce(topic, orjson.dumps({"alert_id": "a1", "verdict": "abuse"}), b"a1")
+    p.flush()
+    out = tmp_path / "labels.csv"
+    assert main(["feedback", "-b", broker.bootstrap, "-t", topic, "--alerts-topic", alerts, "-o", str(out),
+                 "--idle-timeout", "4"]) == 0
+    (row,) = feedback.read_labels_file(out)
+    assert (row.user_id, row.since) == ("u5", 1793491000000)
