@@ -170,6 +170,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
             report = args.comparison
             d = json.loads((report / "comparison.json").read_text())
         dec = promote.promote(candidate, args.registry, d, rules=rules, report_dir=report, force=args.force)
+    if d is not None and not d["users"]["attackers"]:
+        print("note: no confirmed attackers in the comparison (no --labels, none in the log): rule attackers-lost "
+              "had nothing to check", file=sys.stderr)
     if not dec.promoted:
         print(f"seqsentry promote: refused {dec.version}: {'; '.join(dec.failed)}", file=sys.stderr)
         return 1
