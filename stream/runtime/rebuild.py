@@ -188,7 +188,10 @@ class Partitions:
         restored = 0
         for (_, part), users in published.items():
             store = self.stores[part]
-            kept = {u: t for u, t in users.items() if store.slot_of(u) is not None}
+            # an alert is never later than its user's newest event: one forged into the alerts topic with a
+            # time ahead holds the user's alerts back for one cooldown at most, not until its forged time
+            kept = {u: min(t, int(store.last_ts[slot])) for u, t in users.items()
+                    if (slot := store.slot_of(u)) is not None}
             cooldown.restore(kept)
             restored += len(kept)
         log.info("restored the alert cooldown of %d users from the alerts topic", restored)
