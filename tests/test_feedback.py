@@ -204,3 +204,17 @@ def test_alert_ids_resolve_through_the_alerts_topic(broker, topic, tmp_path):
                  "--idle-timeout", "4"]) == 0
     (row,) = feedback.read_labels_file(out)
     assert (row.user_id, row.since) == ("u5", 1793491000000)
+
+
+def test_dismissed_users_train_on_every_window_of_theirs_beside_the_sample():
+    import numpy as np
+
+    from training import dataset, verdicts
+
+    n = 5
+    ws = dataset.WindowSet(input_ids=np.zeros((n, 4), np.int32), label=np.zeros(n, np.int8),
+                           attack=np.zeros(n, np.int16), user=np.array([0, 0, 1, 1, 2], np.int32),
+                           ts=np.arange(n, dtype=np.int64), seq_no=np.ones(n, np.int32), users=["a", "b", "c"],
+                           attack_names=["none"])
+    out = verdicts.with_hard_negatives(ws.subset(np.array([0, 4])), ws, {"b": 0, "a": 1})
+    assert out.user.tolist() == [0, 2, 1, 1] and out.ts.tolist() == [0, 4, 2, 3]

@@ -303,6 +303,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     train_ws, val_ws, test_ws = ws.subset(sp.train), ws.subset(sp.val), ws.subset(sp.test)
     log.info("windows: %d train, %d val, %d test (kind=%s)", len(train_ws), len(val_ws), len(test_ws), kind)
     train_capped = _cap(train_ws, cfg.max_train_windows, rng)
+    if verdicts:  # dismissed users (hard negatives) train on every window of theirs, beside the sample
+        train_capped = verdict_report.with_hard_negatives(train_capped, train_ws, verdicts)
     # the zero-label model learns normal traffic only; a classifier's pretraining may see everything
     pre_ws = train_capped if kind == "classifier" else train_ws.subset(train_ws.label != 1)
     mlm = pretrain(pre_ws, vocab, dataclasses.replace(cfg, pretrain_steps=_steps(cfg, len(pre_ws))), device, show)

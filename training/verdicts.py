@@ -2,7 +2,8 @@
 
 The labels file's label-1 users are confirmed attackers (positives, with their kind as the
 attack), its label-0 users dismissed alerts: normal users an earlier model alerted, kept as
-hard negatives (label 0, like every unlabelled user of the log, but named). After training,
+hard negatives: label 0 like every unlabelled user of the log, but trained on with all their
+windows where other normal users' are sampled (:func:`with_hard_negatives`). After training,
 both groups are scored: how many of each the new model alerts among the held-out
 (calibration and test) users, where it did not train on them, and anywhere in the log.
 """
@@ -10,6 +11,7 @@ both groups are scored: how many of each the new model alerts among the held-out
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 
 import numpy as np
 
@@ -39,6 +41,19 @@ def summarise(score: Callable[[WindowSet], np.ndarray], ws: WindowSet, sp: Split
                      "alerted_held_out": len(np.unique(users[in_held & hit])),
                      "alerted_anywhere": len(np.unique(users[hit]))}
     return out
+
+
+def with_hard_negatives(sample: WindowSet, train: WindowSet, verdicts: Mapping[str, int]) -> WindowSet:
+    """``sample`` (training's capped sample of ``train``) plus every training window of the dismissed
+    users (label 0 in the labels): the normal users an earlier model alerted weigh more than a
+    random normal user, whose windows are only sampled (a window already sampled counts twice)."""
+    dismissed = [i for i, u in enumerate(train.users) if verdicts.get(u) == 0]
+    hard = train.subset(np.flatnonzero(np.isin(train.user, dismissed)))
+    if not len(hard):
+        return sample
+    kw = {f.name: np.concatenate([getattr(sample, f.name), getattr(hard, f.name)])
+          for f in fields(WindowSet) if f.name not in ("users", "attack_names")}
+    return WindowSet(**kw, users=sample.users, attack_names=sample.attack_names)
 
 
 def line(info: dict) -> str:
