@@ -13,7 +13,7 @@ from tests.artifacts import reseal
 def with_threshold(src: Path, dest: Path, threshold: float, tag: str) -> Path:
     """``src`` copied to ``dest`` with ``threshold`` (severity steps kept at or above it) and
     version ``<src version>-<tag>``."""
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("report", "evaluation"))
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("report", "evaluation", "shadow"))
     meta = json.loads((dest / "meta.json").read_text())
     meta["threshold"] = threshold
     meta["severity"] = [threshold, *(max(threshold, s) for s in meta["severity"][1:])]

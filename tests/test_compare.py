@@ -126,6 +126,7 @@ def shadow_record(tiny_model, low_model, loop_log, tmp_path_factory):
     from stream.offline import score_log
     from stream.shadow import ShadowRecorder
 
+    compare.crossings_path(low_model).unlink(missing_ok=True)  # this run's record only
     det = ShadowRecorder(Scorer.load(tiny_model[0].artifact, "cpu", "torch"),
                          shadow=Scorer.load(low_model, "cpu", "torch"))
     score_log(loop_log, det, tmp_path_factory.mktemp("shadow") / "alerts.jsonl")
