@@ -62,6 +62,8 @@ def pick_device(requested: str = "auto") -> str:
 #: Surprise of a token the model cannot have predicted (an event type never seen in training):
 #: a probability of about 1e-13, finite so that scores stay valid JSON.
 UNSEEN_SURPRISE = 30.0
+#: A classifier's score for a window completed by an event of a type never seen in training.
+UNSEEN_CLASSIFIER_SCORE = 1.0
 
 
 @torch.inference_mode()
@@ -153,13 +155,33 @@ class Scorer:
         score is its own, and a window whose lowest so far falls below ``floor`` is not scored
         further (alerts only ask whether it stays above); ``floor=-inf`` gives exact scores for
         every window (training, reports). The prefixes are the window's own events, so live
-        and offline scoring of the same events agree.
+        and offline scoring of the same events agree. A classifier's window whose newest event
+        has a type training never saw scores :data:`UNSEEN_CLASSIFIER_SCORE` (one such event is
+        the evidence, as for zero-label models).
         """
         s = self.score_windows(enc, batch_size)
+        unseen = self._newest_is_unseen(enc) if self.artifact.meta.kind == "classifier" else None
         k = self.artifact.meta.sustain
-        if k <= 1:
-            return s
-        floor = self.artifact.meta.threshold if floor is None else floor
+        if k > 1:
+            s = self._sustain(enc, s, k, self.artifact.meta.threshold if floor is None else floor, batch_size)
+        if unseen is not None and unseen.any():
+            s[unseen] = UNSEEN_CLASSIFIER_SCORE
+        return s
+
+    def _newest_is_unseen(self, enc: Encoded) -> np.ndarray:
+        """Windows whose newest event (the one before END for an ended session) has a type the
+        vocabulary never saw: a classifier's output on a token it never trained on means
+        nothing, and an event type training never saw is evidence on its own (the lookup a
+        fraud team tries first; zero-label models score it as impossible)."""
+        ids = enc.input_ids
+        last = enc.attention_mask.sum(1) - 1
+        rows = np.arange(len(ids))
+        last = np.where(ids[rows, last] == END, last - 1, last)
+        tok = ids[rows, last]
+        return (tok >= N_SPECIAL) & (tok < self.artifact.vocab.first_known_token)
+
+    def _sustain(self, enc: Encoded, s: np.ndarray, k: int, floor: float, batch_size: int) -> np.ndarray:
+        """The sustained scores of :meth:`score` (k > 1)."""
         rows = np.flatnonzero(s >= floor)
         rows = rows[~(enc.input_ids[rows] == END).any(1)]
         tokens = enc.attention_mask[rows].sum(1) - 1  # tokens after CLS: shape tokens, then events (no END here)

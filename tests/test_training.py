@@ -414,3 +414,14 @@ def test_a_window_length_past_the_limit_is_refused(trained, tmp_path):
     bad = tampered(trained, tmp_path, "vocab.json", lambda v: v.update(max_events=100_000), checksummed=True)
     with pytest.raises(ArtifactError, match="window length"):
         load_artifact(bad)
+
+
+def test_a_classifier_alerts_on_an_event_type_never_seen_in_training(trained, records):
+    scorer = Scorer.load(trained[0].artifact, "cpu")
+    user = records[0]["user_id"]
+    mine = [r for r in records if r["user_id"] == user][:10]
+    odd = [*mine, {**mine[-1], "ts": mine[-1]["ts"] + 1000, "type": "never-seen-before"}]
+    ws = dataset.build_windows(dataset.batches_from_records(odd), scorer.artifact.vocab, scorer.artifact.window_config)
+    s = scorer.score(encoded(ws))
+    assert s[len(mine)] == 1.0 >= scorer.artifact.meta.threshold
+    assert (s[: len(mine)] < 1.0).all()

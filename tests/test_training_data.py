@@ -150,3 +150,12 @@ def test_a_calibration_set_short_of_the_budget_but_not_tiny_is_cut_at_its_highes
 
 def cal_maxima(res) -> list[float]:
     return json.loads((res.report_dir / "report.json").read_text())["training"]["calibration_maxima"]
+
+
+def test_a_recorded_stream_with_a_few_late_events_is_read_as_it_is(tmp_path):
+    evs = sessions(30)
+    late = Event("p0", evs[-1].ts - 86_400_000, "click")  # a day behind: the live detector dead-letters it
+    log = write(tmp_path / "stream.jsonl", [*evs, late])
+    chunks, order = log_order.chunks_in_time_order(log)
+    assert [r["ts"] for c in chunks for r in c.records][-1] == late.ts and not order.sorted
+    assert "arrived late" in order.line()

@@ -94,10 +94,10 @@ def read_events(batches: Iterable[EventBatch]) -> tuple[list[Event], log_order.T
     for b in batches:
         evs += b.events
     ts = np.fromiter((e.ts for e in evs), dtype=np.int64, count=len(evs))
-    late = log_order.out_of_order(ts)
-    if late:
+    order = log_order.TimeOrder(len(evs), log_order.out_of_order(ts), len({e.user_id for e in evs}))
+    if order.sorted:
         evs = [evs[i] for i in log_order.stable_time_order(ts).tolist()]
-    return evs, log_order.TimeOrder(len(evs), late, len({e.user_id for e in evs}))
+    return evs, order
 
 
 END_OF_LOG_USER = "<end of log>"
