@@ -42,6 +42,16 @@ def traffic():
 
 
 @pytest.fixture(scope="session")
+def traffic_log(traffic, tmp_path_factory):
+    """``traffic`` written once as a JSONL log (for offline scoring and replays)."""
+    from stream import logs
+
+    path = tmp_path_factory.mktemp("traffic-log") / "traffic.jsonl"
+    logs.write_log(path, [traffic])
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_model(traffic, tmp_path_factory):
     """A tiny classifier trained for a few steps on ``traffic``, published in a registry."""
     from stream.model import ModelSize

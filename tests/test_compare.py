@@ -18,25 +18,18 @@ LOW = 0.5
 
 
 @pytest.fixture(scope="module")
-def loop_log(traffic, tmp_path_factory):
-    path = tmp_path_factory.mktemp("loop") / "traffic.jsonl"
-    logs.write_log(path, [traffic])
-    return path
-
-
-@pytest.fixture(scope="module")
 def low_model(tiny_model, tmp_path_factory):
     return with_threshold(tiny_model[0].artifact, tmp_path_factory.mktemp("low") / "model", LOW, "low")
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_model, low_model, loop_log, tmp_path_factory):
+def runs(tiny_model, low_model, traffic_log, tmp_path_factory):
     """Each model scored once over the log (the stock offline pipeline), and the log's truth."""
     out = tmp_path_factory.mktemp("runs")
     kw = {"device": "cpu", "runtime": "torch", "cooldown_s": 600.0}
-    base = compare.score_with(tiny_model[0].artifact, "current", loop_log, out, None, **kw)
-    low = compare.score_with(low_model, "candidate", loop_log, out, None, **kw)
-    return compare.read_truth(loop_log), low, base
+    base = compare.score_with(tiny_model[0].artifact, "current", traffic_log, out, None, **kw)
+    low = compare.score_with(low_model, "candidate", traffic_log, out, None, **kw)
+    return compare.read_truth(traffic_log), low, base
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +93,17 @@ def test_the_report_is_markdown_json_and_one_png(diff, tmp_path):
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_labels_from_a_file_decide_who_is_an_attacker(loop_log, tmp_path):
+def test_labels_from_a_file_decide_who_is_an_attacker(traffic_log, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("user_id,label,attack\nu_not_there,1,x\n")
     spec = logs.LogSpec(labels=logs.read_labels(labels))
-    truth = compare.read_truth(loop_log, spec)
+    truth = compare.read_truth(traffic_log, spec)
     assert not any(t.label == 1 for t in truth.values())  # the log's own labels are replaced by the file's
 
 
-def test_compare_command_prints_the_summary_and_writes_the_report(tiny_model, low_model, loop_log, tmp_path, capsys):
+def test_compare_command_prints_the_summary_and_writes_the_report(tiny_model, low_model, traffic_log, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", str(low_model), str(loop_log), "--against", str(tiny_model[0].artifact), "--out", str(out),
+    assert main(["compare", str(low_model), str(traffic_log), "--against", str(tiny_model[0].artifact), "--out", str(out),
                  "--device", "cpu", "--runtime", "torch"]) == 0
     printed = capsys.readouterr().out
     assert "only by the candidate" in printed and "normal users alerted, candidate" in printed
@@ -120,7 +113,7 @@ def test_compare_command_prints_the_summary_and_writes_the_report(tiny_model, lo
 
 # ---- run --shadow: the same diff from live traffic ---------------------------------------------
 @pytest.fixture(scope="module")
-def shadow_record(tiny_model, low_model, loop_log, tmp_path_factory):
+def shadow_record(tiny_model, low_model, traffic_log, tmp_path_factory):
     """The tiny model serving and the low-threshold copy in shadow over the log, as `run --shadow` does."""
     from stream.model import Scorer
     from stream.offline import score_log
@@ -129,7 +122,7 @@ def shadow_record(tiny_model, low_model, loop_log, tmp_path_factory):
     compare.crossings_path(low_model).unlink(missing_ok=True)  # this run's record only
     det = ShadowRecorder(Scorer.load(tiny_model[0].artifact, "cpu", "torch"),
                          shadow=Scorer.load(low_model, "cpu", "torch"))
-    score_log(loop_log, det, tmp_path_factory.mktemp("shadow") / "alerts.jsonl")
+    score_log(traffic_log, det, tmp_path_factory.mktemp("shadow") / "alerts.jsonl")
     return compare.crossings_path(low_model)
 
 

@@ -95,26 +95,19 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def log_file(traffic, tmp_path_factory):
-    path = tmp_path_factory.mktemp("log") / "traffic.jsonl"
-    logs.write_log(path, [traffic])
-    return path
-
-
-@pytest.fixture(scope="module")
-def offline_alerts(tiny_model, log_file, tmp_path_factory):
+def offline_alerts(tiny_model, traffic_log, tmp_path_factory):
     res, reg = tiny_model
     out = tmp_path_factory.mktemp("offline") / "alerts.jsonl"
-    score_log(log_file, Detector(Scorer.load(res.artifact, "cpu")), out)
+    score_log(traffic_log, Detector(Scorer.load(res.artifact, "cpu")), out)
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
-def streamed(broker, tiny_model, log_file, traffic):
+def streamed(broker, tiny_model, traffic_log, traffic):
     """One uninterrupted run over the whole log."""
     stack = Stack(broker, tiny_model[1])
     stack.start()
-    replay.replay(log_file, broker.bootstrap, stack.topics["topic"])
+    replay.replay(traffic_log, broker.bootstrap, stack.topics["topic"])
     wait_for(lambda: stack.settled(len(traffic)), 120, "all events processed")
     metrics = stack.scrape()
     health = urllib.request.urlopen(stack.svc.metrics_url + "/healthz").status

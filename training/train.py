@@ -223,7 +223,7 @@ SMALL_CALIBRATION = 0.25
 
 
 def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabulary, device: str, cfg: TrainConfig,
-               ws: dataset.WindowSet, sp: dataset.Split, show: bool) -> tuple[float, list[float], dict]:
+               ws: dataset.WindowSet, cal_ws: dataset.WindowSet, show: bool) -> tuple[float, list[float], dict]:
     """Threshold and severity steps for the alert budget, and what the calibration users can support.
 
     With fewer normal calibration users than the budget needs (1 / budget: 200 at 0.5 %), the
@@ -232,9 +232,9 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabular
     a quarter of what the budget needs (50 at 0.5 %) one odd user moves even that, so the
     threshold is set conservatively instead: a classifier's above every real user of the log
     (training users included), a zero-label model's at the surprise of an event type never
-    seen in training (it alerts only on what training never saw).
+    seen in training (it alerts only on what training never saw). ``cal_ws``: the calibration
+    users' windows, out of ``ws`` (the whole log).
     """
-    cal_ws = ws.subset(sp.calibration(ws))
     n_cal = len(np.unique(cal_ws.user))
     with progress.phase(show, f"calibrating the alert budget on {n_cal:,} held-out users ..."):
         cal_scores = _score(model, kind, cal_ws, vocab, device, sustain)
@@ -313,7 +313,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     else:
         model = mlm
     sustain = cfg.sustain if kind == "classifier" else 1
-    threshold, severity, calibration = _calibrate(model, kind, sustain, vocab, device, cfg, ws, sp, show)
+    cal_ws = ws.subset(sp.calibration(ws))
+    threshold, severity, calibration = _calibrate(model, kind, sustain, vocab, device, cfg, ws, cal_ws, show)
     line = budget_line(calibration)
     if line:
         log.warning("%s", line)
@@ -325,7 +326,6 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     scores: dict[str, np.ndarray] = {}
     evaluable = (test_ws.label >= 0).all() and (test_ws.label == 1).any() and (test_ws.label == 0).any()
     if evaluable:
-        cal_ws = ws.subset(sp.calibration(ws))
         with progress.phase(show, "evaluating on test users, with the baselines ..."):
             scores, report = _evaluate(model, kind, sustain, vocab, device, cfg, rng, train_ws, cal_ws, test_ws, threshold)
     verdict_info = verdict_report.summarise(lambda sub: _score(model, kind, sub, vocab, device, sustain), ws, sp,
