@@ -168,7 +168,8 @@ class Partitions:
         if resumed:
             self.restore_cooldown(resumed, since)
         self.assigned += partitions
-        log.info("assigned partitions %s", [tp.partition for tp in partitions])
+        log.info("assigned partitions %s, resuming at offsets %s", [tp.partition for tp in partitions],
+                 [tp.offset for tp in committed])
 
     def restore_cooldown(self, resumed: dict[tuple[str, int], int], since: list[int | None]) -> None:
         """Rebuild the alert cooldown of the resumed partitions' users with their windows.
