@@ -2,7 +2,7 @@
 
     python -m bench ecommerce [--data ../shared/data] [--datasets yoochoose,diginetica,taobao]
                               [--per-kind 30] [--share 0.05] [--budget 0.005] [--seed 0]
-                              [--small | --no-small] [--quick]
+                              [--small | --no-small] [--quick | --scratch]
 
 Normal users are the real clickstreams in ``--data`` (never copied into the repository):
 YOOCHOOSE (SessionId/ItemId/Time, clicks), DIGINETICA (session_id = the user, time =
@@ -573,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--small", action="store_true", help="only the small-data regime")
     g.add_argument("--no-small", action="store_true", help="skip the small-data regime")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, writes nothing to bench/results (smoke run)")
+    ap.add_argument("--scratch", action="store_true",
+                    help="full sizes, but results go to the scratch folder, not bench/results (a partial re-run, "
+                         "e.g. one dataset, that must not replace the committed full run)")
     args = ap.parse_args(argv)
     if args.quick:
         args.per_kind = min(args.per_kind, 3)
@@ -618,14 +621,14 @@ def main(argv: list[str] | None = None) -> int:
             "attacks are made: `bench/ecommerce.py` and `bench/attackgen.py` docstrings. Cells: attackers caught "
             "(median events of the attacker up to the first alert; of them, human-timed).\n\n" + text
             + ("\n![ecommerce](../bench/results/ecommerce.png)\n" if main_res else ""))
-    if args.quick:  # a smoke run is not a result: its files go to a scratch folder, for a look
-        scratch = Path(tempfile.gettempdir()) / "seqsentry-ecommerce-quick"
+    if args.quick or args.scratch:  # a smoke run or a partial re-run: its files go to a scratch folder
+        scratch = Path(tempfile.gettempdir()) / ("seqsentry-ecommerce-quick" if args.quick else "seqsentry-ecommerce")
         scratch.mkdir(exist_ok=True)
         (scratch / "ecommerce.json").write_text(json.dumps(out, indent=2, default=float))
         (scratch / "quality-ecommerce.md").write_text(f"{DOC_START}\n{body}\n{DOC_END}\n")
         if main_res:
             plot(main_res, scratch / "ecommerce.png")
-        print(f"--quick: nothing written to bench/results or docs; smoke output in {scratch}")
+        print(f"{'--quick' if args.quick else '--scratch'}: nothing written to bench/results or docs; output in {scratch}")
     else:
         save("ecommerce", out)
         if main_res:

@@ -159,3 +159,41 @@ def test_a_recorded_stream_with_a_few_late_events_is_read_as_it_is(tmp_path):
     chunks, order = log_order.chunks_in_time_order(log)
     assert [r["ts"] for c in chunks for r in c.records][-1] == late.ts and not order.sorted
     assert "arrived late" in order.line()
+
+
+def window_set(first_ts: list[int], attackers: set[int]) -> dataset.WindowSet:
+    """Three windows per user, starting at ``first_ts[u]``; ``attackers``' windows positive."""
+    u = np.repeat(np.arange(len(first_ts)), 3)
+    ts = np.asarray(first_ts, dtype=np.int64)[u] + np.tile([0, 1000, 2000], len(first_ts))
+    label = np.isin(u, sorted(attackers)).astype(np.int8)
+    return dataset.WindowSet(input_ids=np.zeros((len(u), 4), dtype=np.int32), label=label,
+                             attack=label.astype(np.int16), user=u.astype(np.int32), ts=ts,
+                             seq_no=np.tile([1, 2, 3], len(first_ts)).astype(np.int32),
+                             users=[f"u{i}" for i in range(len(first_ts))], attack_names=["", "injected:loop"])
+
+
+def test_calibration_users_of_a_platform_log_are_its_latest_real_users():
+    rng = np.random.default_rng(4)
+    first = rng.permutation(1000) * 60_000 + T0
+    attackers = set(range(900, 1000))
+    ws = window_set(first.tolist(), attackers)
+    held = set(np.unique(ws.user[dataset.split_platform(ws).val]).tolist())
+    real = [u for u in range(1000) if u not in attackers]
+    latest = sorted(real, key=lambda u: first[u])[-180:]  # 20 % of the 900 real users
+    assert held - attackers == set(latest)
+    assert 0 < len(held & attackers) < len(attackers)  # attackers are still split, by hash
+    assert not set(np.unique(ws.user[dataset.split_platform(ws).train]).tolist()) & held
+
+
+def test_the_threshold_lets_a_new_normal_user_through_at_most_at_the_budget():
+    from training import metrics
+
+    scores = np.arange(1, 336, dtype=np.float32)  # 335 calibration users: j = floor(0.005 * 336) = 1
+    assert metrics.calibrate_threshold(scores, 0.005) > scores.max()
+    scores = np.arange(1, 2101, dtype=np.float32)  # 2,100: j = 10, so 9 of them reach it
+    assert (scores >= metrics.calibrate_threshold(scores, 0.005)).sum() == 9
+    # over many draws a new score passes at most at the budget: 350 users at 1 % give 3 / 351 (a plain
+    # quantile lets 4 / 351 = 1.14 % through)
+    rng = np.random.default_rng(0)
+    passed = [rng.normal() >= metrics.calibrate_threshold(rng.normal(size=350), 0.01) for _ in range(20_000)]
+    assert np.mean(passed) <= 0.01

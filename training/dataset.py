@@ -218,12 +218,27 @@ def user_bucket(users: list[str]) -> np.ndarray:
 def split_platform(ws: WindowSet, cal_users: float = 0.2) -> Split:
     """Split for a platform's own traffic with injected attackers and no labels of its own.
 
-    Real users hash 80 / 20 into training and calibration, injected attackers likewise into
-    training and validation, over the whole time range (users never straddle the split).
+    Real users are held out *by time*: the latest ``cal_users`` of them by first event
+    calibrate the threshold, the earlier ones train. A deployed model scores users who come
+    after everyone it learned from, and drift (another week, another season, another mix of
+    visitors) moves normal users' scores up more often than down: a threshold set on users
+    of the training period itself broke the budget on later traffic (DIGINETICA: 1.9 % of
+    new normal users alerted at 0.5 %). Ties in time keep a stable hash order. Injected
+    attackers (users with a positive window) hash 80 / 20 into training and validation.
     Validation and test are the held-out real users plus the held-out injected attackers:
     early stopping and the report see users the model never trained on.
     """
-    held = user_bucket(ws.users)[ws.user] < cal_users * 100
+    n = len(ws.users)
+    attacker = np.zeros(n, dtype=bool)
+    attacker[np.unique(ws.user[ws.label == 1])] = True
+    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, ws.user, ws.ts)
+    bucket = user_bucket(ws.users)
+    real = np.flatnonzero(~attacker & (first < np.iinfo(np.int64).max))
+    latest = real[np.lexsort((bucket[real], first[real]))][len(real) - int(round(cal_users * len(real))):]
+    held_user = attacker & (bucket < cal_users * 100)
+    held_user[latest] = True
+    held = held_user[ws.user]
     return Split(train=np.flatnonzero(~held), val=np.flatnonzero(held), test=np.flatnonzero(held))
 
 

@@ -226,7 +226,7 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabular
                ws: dataset.WindowSet, cal_ws: dataset.WindowSet, show: bool) -> tuple[float, list[float], dict]:
     """Threshold and severity steps for the alert budget, and what the calibration users can support.
 
-    With fewer normal calibration users than the budget needs (1 / budget: 200 at 0.5 %), the
+    With fewer normal calibration users than the budget needs (1 / budget - 1: 199 at 0.5 %), the
     quantile is simply the highest user: a new normal user passes it with probability
     1 / (users + 1), the smallest budget they support, which ``train`` reports. With fewer than
     a quarter of what the budget needs (50 at 0.5 %) one odd user moves even that, so the
@@ -239,7 +239,7 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabular
     with progress.phase(show, f"calibrating the alert budget on {n_cal:,} held-out users ..."):
         cal_scores = _score(model, kind, cal_ws, vocab, device, sustain)
     threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
-    need = math.ceil(1 / cfg.user_alert_rate)
+    need = math.ceil(1 / cfg.user_alert_rate) - 1  # the conformal rule's j >= 1 (metrics.calibrate_threshold)
     info = {"calibration_users": n_cal, "users_needed": need, "user_alert_rate": cfg.user_alert_rate,
             "supported": n_cal >= need, "smallest_supported_rate": 1 / (n_cal + 1),
             "rule": "quantile" if n_cal >= need else "the highest calibration user"}
