@@ -127,7 +127,7 @@ class Service:
         self.worker = InferenceWorker(self.detector, self.outputs.publish, max_batch_size=cfg.max_batch_size,
                                       max_wait_ms=cfg.max_wait_ms, max_queue_windows=cfg.max_queue_windows, metrics=m)
         self.commits = CommitTracker(m, commit_interval_ms=cfg.commit_interval_ms,
-                                     fatal_reason=self.outputs.fatal_reason)
+                                     fatal_reason=self.outputs.fatal_reason, fatal=lambda: self.errors.fatal)
         consumer = group_consumer(cfg, error_cb=self.errors.on_error)
         self.partitions = Partitions(cfg, self.detector, m, finish=lambda: self.loop.finish_in_flight())
         self.loop = ConsumerLoop(cfg, consumer, self.detector, self.worker, self.outputs, self.commits,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from stream.metrics import Metrics
@@ -157,8 +159,26 @@ def test_exactly_once_refuses_to_commit_unacknowledged_outputs():
     c, producer = tracker(), FakeTransactionalProducer(unacked=3)
     c.open({("ev", 0): 4}).done()
     with pytest.raises(DetectorFailed, match="not acknowledged"):
-        c.commit_transaction(producer, GroupConsumer(), drain=lambda timeout: True, worker_error=lambda: None)
+        c.commit_transaction(producer, GroupConsumer(), drain=lambda timeout: True, worker_error=lambda: None,
+                             timeout=0.2)
     assert producer.calls == []
+
+
+def test_exactly_once_stops_at_once_when_the_producer_is_fenced_while_flushing():
+    fenced: list[str] = []
+
+    class FencedWhileFlushing(FakeTransactionalProducer):
+        def flush(self, timeout):  # the error callback runs inside flush; the message never goes
+            fenced.append("PRODUCER_FENCED: fenced by a newer instance")
+            return 1
+
+    c = tracker(fatal=lambda: fenced[0] if fenced else None)
+    c.open({("ev", 0): 4}).done()
+    t0 = time.monotonic()
+    with pytest.raises(DetectorFailed, match="fenced"):
+        c.commit_transaction(FencedWhileFlushing(), GroupConsumer(), drain=lambda timeout: True,
+                             worker_error=lambda: None, timeout=60)
+    assert time.monotonic() - t0 < 5  # not the whole commit timeout
 
 
 def test_exactly_once_refuses_to_commit_incomplete_work():

@@ -29,6 +29,7 @@ from stream.errors import SeqsentryError
 from stream.metrics import Metrics
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> last offset consumed
+FLUSH_SLICE_S = 0.5  # exactly-once: how often a transaction's flush looks for a fatal producer error
 
 
 class DetectorFailed(SeqsentryError):
@@ -77,10 +78,12 @@ class CommitTracker:
     """The open tickets, oldest first, and the rule for committing them."""
 
     def __init__(self, metrics: Metrics, *, commit_interval_ms: float = 200.0,
-                 fatal_reason: Callable[[str | BaseException | None], str] = str) -> None:
+                 fatal_reason: Callable[[str | BaseException | None], str] = str,
+                 fatal: Callable[[], str | None] = lambda: None) -> None:
         self.metrics = metrics
         self.commit_interval_s = commit_interval_ms / 1000
         self.fatal_reason = fatal_reason  # names the root cause of a failed ticket (e.g. fencing)
+        self.fatal = fatal  # a fatal producer error seen so far (set by its error callback), or None
         self._tickets: deque[Ticket] = deque()
         self._last_commit = 0.0
         # last time a ticket completed or none was open: liveness fails when work waits and none completes
@@ -149,8 +152,14 @@ class CommitTracker:
             return
         if not drain(timeout):
             raise DetectorFailed(f"transaction not committed: {self.fatal_reason(worker_error())}")
-        if producer.flush(timeout):  # type: ignore[attr-defined]
-            raise DetectorFailed("transaction not committed: alerts not acknowledged within the commit timeout")
+        # flushed in slices: a fenced producer's error callback runs inside flush, but flush itself
+        # may wait out the whole timeout for messages that can never be delivered
+        deadline = time.monotonic() + timeout
+        while producer.flush(min(FLUSH_SLICE_S, max(deadline - time.monotonic(), 0.0))):  # type: ignore[attr-defined]
+            if (fatal := self.fatal()) is not None:
+                raise DetectorFailed(f"transaction not committed: {fatal}")
+            if time.monotonic() >= deadline:
+                raise DetectorFailed("transaction not committed: alerts not acknowledged within the commit timeout")
         done = self.take_all()
         try:
             producer.send_offsets_to_transaction(to_commit(done), consumer.consumer_group_metadata(),  # type: ignore[attr-defined]
