@@ -235,7 +235,9 @@ def split_platform(ws: WindowSet, cal_users: float = 0.2) -> Split:
     np.minimum.at(first, ws.user, ws.ts)
     bucket = user_bucket(ws.users)
     real = np.flatnonzero(~attacker & (first < np.iinfo(np.int64).max))
-    latest = real[np.lexsort((bucket[real], first[real]))][len(real) - int(round(cal_users * len(real))):]
+    k = int(round(cal_users * len(real)))
+    k = max(k, 1) if len(real) > 1 else k  # a tiny log still calibrates on someone (and trains on the rest)
+    latest = real[np.lexsort((bucket[real], first[real]))][len(real) - k:]
     held_user = attacker & (bucket < cal_users * 100)
     held_user[latest] = True
     held = held_user[ws.user]
