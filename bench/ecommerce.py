@@ -321,8 +321,26 @@ def first_after(times: list[int] | None, start: int | None) -> int | None:
 
 # --- one dataset ---------------------------------------------------------------------------------
 
-def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace, bar, task) -> dict:
-    t_start = time.monotonic()
+@dataclass
+class Prepared:
+    """One dataset's benchmark logs: the training period, the test period with attacks, the truth."""
+
+    train_u: dict[str, list[tuple[int, str, str]]]
+    normals: dict[str, list[tuple[int, str, str]]]
+    truth: list[attackgen.Attacker]
+    train_log: Path
+    test_log: Path
+    test_seqs: dict[str, list[tuple[int, str, str]]]
+    attack_evs: list[dict]
+    per_kind: int
+    n_norm_all: int
+    cut: int
+    hi: int
+
+
+def prepare(ds: Dataset, work: Path, args: argparse.Namespace) -> Prepared:
+    """Split ``ds`` by time, inject ``attackgen``'s attackers into the test period, write both logs
+    in the platform's own layout (and the truth apart). Used by run_dataset and bench.feedback_loop."""
     rng = np.random.default_rng(args.seed)
     lo, cut, hi = time_cut(ds.events)
     train_u = by_user([e for e in ds.events if e[1] < cut])
@@ -347,7 +365,6 @@ def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace, bar, task) ->
     end = max(cut + 3_600_000, hi - 3_600_000)  # attacks end an hour before the log does, so sessions can end
     attack_evs, truth = attackgen.generate(normals, platform, cut, end, per_kind=per_kind, seed=args.seed,
                                            sources=train_u)
-    bar.update(task, advance=1, rate=f"{ds.name}: {len(truth)} attackers, {n_norm} normals")
 
     # the logs, as the platform would record them; the truth apart
     train_log, test_log = work / f"{ds.name}-train{ds.suffix}", work / f"{ds.name}-test{ds.suffix}"
@@ -355,9 +372,20 @@ def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace, bar, task) ->
     merged = [(u, t, ty, i) for u, s in normals.items() for t, ty, i in s]
     merged += [(a["user_id"], a["ts"], a["type"], a["item_id"]) for a in attack_evs]
     ds.write(test_log, merged)
-    truth_path = work / f"{ds.name}-truth.json"
-    truth_path.write_text(json.dumps([a.to_json() for a in truth]))
-    test_seqs = by_user(merged)
+    (work / f"{ds.name}-truth.json").write_text(json.dumps([a.to_json() for a in truth]))
+    return Prepared(train_u, normals, truth, train_log, test_log, by_user(merged), attack_evs, per_kind, n_norm_all,
+                    cut, hi)
+
+
+def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace, bar, task) -> dict:
+    t_start = time.monotonic()
+    kinds = attackgen.KINDS
+    p = prepare(ds, work, args)
+    train_u, normals, truth, train_log, test_log = p.train_u, p.normals, p.truth, p.train_log, p.test_log
+    test_seqs, attack_evs, per_kind, n_norm_all, cut, hi = p.test_seqs, p.attack_evs, p.per_kind, p.n_norm_all, p.cut, p.hi
+    n_norm = len(normals)
+    merged_events = sum(map(len, test_seqs.values()))
+    bar.update(task, advance=1, rate=f"{ds.name}: {len(truth)} attackers, {n_norm} normals")
 
     model, train_s, budget = train_stock(train_log, ds.flags, work)
     bar.update(task, advance=1)
@@ -384,7 +412,7 @@ def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace, bar, task) ->
             "train_users": len(train_u), "train_events": sum(map(len, train_u.values())),
             "test_normals_available": n_norm_all, "test_normals": n_norm, "per_kind": per_kind,
             "attackers": len(truth), "attacker_share": len(truth) / (len(truth) + n_norm - sum(a.victim for a in truth)),
-            "attack_events": len(attack_evs), "test_events": len(merged), "budget": args.budget,
+            "attack_events": len(attack_evs), "test_events": merged_events, "budget": args.budget,
             "flags": " ".join(ds.flags), "model": budget, "train_seconds": round(train_s, 1),
             "score_seconds": round(score_s, 1), "seconds": round(time.monotonic() - t_start, 1),
             "results": results, "realism": realism}
