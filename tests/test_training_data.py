@@ -197,3 +197,15 @@ def test_the_threshold_lets_a_new_normal_user_through_at_most_at_the_budget():
     rng = np.random.default_rng(0)
     passed = [rng.normal() >= metrics.calibrate_threshold(rng.normal(size=350), 0.01) for _ in range(20_000)]
     assert np.mean(passed) <= 0.01
+
+
+def test_a_few_verdicts_keep_the_platform_split(tmp_path, monkeypatch):
+    evs = sessions(100, seed=5)
+    for e in evs:  # one confirmed abuser and one dismissed user among 100, as `feedback` labels them
+        e.label = 1 if e.user_id == "p0" else 0
+    calls = []
+    monkeypatch.setattr(dataset, "split", lambda *a, **k: calls.append("labelled") or dataset.Split(
+        *(np.empty(0, dtype=np.int64),) * 3))
+    train.train(lambda: [dataset.EventBatch.from_events(evs)], tmp_path / "runs", train.TrainConfig(**TINY),
+                show=False, verdicts={"p0": 1, "p1": 0})
+    assert calls == []  # the labelled split would train only on traffic before the median timestamp
