@@ -92,11 +92,7 @@ def real(name: str, ns: list[int], seed: int, work: Path) -> dict:
             {"user_id": u, "verdict": "abuse", "kind": truth[u].kind} if u in truth
             else {"user_id": u, "verdict": "legitimate"}) + b"\n" for u in alerted[:n]))
         _, t_fb = _run("feedback", str(verdicts), "-o", str(work / f"labels-{n}.csv"), "--replace")
-        t0 = time.monotonic()
-        ecommerce.cli(["train", retrain_log, *ds.flags, "--labels", work / f"labels-{n}.csv", "--no-registry",
-                       "--out", work / f"runs-{n}"])
-        t_tr = time.monotonic() - t0
-        cand = sorted((work / f"runs-{n}").glob("*/meta.json"))[-1].parent
+        cand, t_tr, _ = ecommerce.train_stock(retrain_log, [*ds.flags, "--labels", work / f"labels-{n}.csv"], work)
         t0 = time.monotonic()
         ecommerce.cli(["compare", cand, logs_["b"], "--against", base, "--labels", b_labels, *ds.flags,
                        "--out", work / f"compare-{n}"])
