@@ -2,7 +2,7 @@
 
 For teams that already operate Faust apps. Parsing, windows, encoding, model, alert
 building and cooldown are the very same objects as in `seqsentry run`
-(stream.runtime.pipeline / stream.detector); Faust supplies consumption, batching
+(stream.pipeline / stream.detector); Faust supplies consumption, batching
 (``stream.take_events``), offset commits and rebalancing. Differences from the main
 runtime, by design of Faust rather than of seqsentry:
 
@@ -29,12 +29,12 @@ import orjson
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
 from prometheus_client import start_http_server
 
+from stream import pipeline
+from stream.dead_letter import dead_letter_headers, fit_dead_letter
 from stream.detector import Detector
 from stream.metrics import Metrics
-from stream.runtime import pipeline
+from stream.progress_line import ProgressLine
 from stream.runtime.config import ServiceConfig
-from stream.runtime.outputs import dead_letter_headers, fit_dead_letter
-from stream.runtime.progress_line import ProgressLine
 from stream.windows import WindowStore
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ import orjson
 from msgspec import Meta
 
 from stream import events as ev
+from stream.dead_letter import dead_letter_headers, fit_dead_letter
 from stream.events import TS_MAX_MS, TS_MIN_MS, Reject
 
 VERDICTS = ("abuse", "legitimate")
@@ -330,13 +331,10 @@ class DeadLetters:
             self._file.write(orjson.dumps({"reason": reject.reason, "detail": reject.detail, "where": item.where,
                                            "value": None if raw is None else raw.decode("utf-8", "replace")}) + b"\n")
         if self._producer is not None:
-            # the events' dead-letter headers (stream.runtime.outputs, not imported: it loads torch)
-            headers = [(f"seqsentry.{k}", str(v).encode()) for k, v in (
-                ("reason", reject.reason), ("detail", reject.detail[:500]), ("topic", self.source_topic or item.where),
-                ("partition", item.partition), ("offset", item.offset))]
-            if raw is not None and len(raw) > DLQ_MAX_VALUE_BYTES:  # far past the verdict limit: keep its head
-                headers += [("seqsentry.truncated", b"true"), ("seqsentry.original-size", str(len(raw)).encode())]
-                raw = raw[:DLQ_MAX_VALUE_BYTES]
+            headers = dead_letter_headers(reject.reason, reject.detail, self.source_topic or item.where,
+                                          item.partition, item.offset)
+            # far past the verdict limit: keep its head (the events' contract, with a smaller ceiling)
+            raw, headers = fit_dead_letter(raw, item.key, headers, DLQ_MAX_VALUE_BYTES)
             self._producer.produce(self.topic, raw, item.key, headers=headers)
             self._producer.poll(0)
 

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from stream.errors import SeqsentryError
-from stream.runtime.ratelimit import RateLimitFilter
+from stream.ratelimit import RateLimitFilter
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ Same parsing, windows, encoding, model, threshold, cooldown and alert code as th
 detector (stream.detector), so the alerts it writes are the ones `seqsentry run`
 publishes when the same log is replayed through Kafka (same ids, same scores within
 float tolerance): the step from raw records to windows is the same function too
-(stream.runtime.pipeline). Rejected records go to a dead-letter file with their reasons.
+(stream.pipeline). Rejected records go to a dead-letter file with their reasons.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from stream import events, log_order, logs, progress
+from stream import events, log_order, logs, pipeline, progress
 from stream.detector import Detector
-from stream.runtime import pipeline
 
 
 @dataclass

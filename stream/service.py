@@ -33,6 +33,7 @@ from confluent_kafka import Consumer
 from stream import kafka, registry
 from stream.artifact import check_model_dir
 from stream.batcher import InferenceWorker
+from stream.dead_letter import DEFAULT_MESSAGE_MAX_BYTES
 from stream.detector import Detector
 from stream.metrics import Metrics
 from stream.model import Scorer, serving_threads
@@ -40,7 +41,7 @@ from stream.runtime import http
 from stream.runtime.commits import CommitTracker, DetectorFailed
 from stream.runtime.config import ServiceConfig
 from stream.runtime.consumer import ConsumerLoop
-from stream.runtime.outputs import DEFAULT_MESSAGE_MAX_BYTES, BrokerErrors, Outputs
+from stream.runtime.outputs import BrokerErrors, Outputs
 from stream.runtime.rebuild import Partitions
 from stream.runtime.reload import RegistryWatcher
 from stream.shadow import ShadowRecorder

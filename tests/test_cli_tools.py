@@ -179,7 +179,7 @@ def test_a_directory_without_meta_json_is_not_a_model_artifact(tmp_path, capsys)
 
 def test_log_options_reach_the_reader(tmp_path):
     args = build_parser().parse_args(["score", "x.csv", "--set", "type=click", "--map-values", "type:pv=view"])
-    from stream.log_args import log_spec
+    from stream.commands.log_options import log_spec
 
     spec = log_spec(args)
     assert spec.constants == {"type": "click"} and spec.value_maps == {"type": {"pv": "view"}}

@@ -109,7 +109,7 @@ def test_cli_unreachable_broker_is_one_line(tmp_path, capsys):
 
 
 def test_cli_record_with_headers_keeps_each_dead_letters_reason(broker, topic, tmp_path):
-    from stream.runtime.outputs import dead_letter_headers
+    from stream.dead_letter import dead_letter_headers
 
     prod = kafka.producer(broker.bootstrap)
     prod.produce(topic, b'{"user_id": "u1", "ts": ', b"u1", partition=2,

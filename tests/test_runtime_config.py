@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from stream.commands.service import resolve_config
 from stream.runtime.config import ServiceConfig, field_names
-from stream.service_cli import resolve_config
 
 EXAMPLE = Path(__file__).parent.parent / "seqsentry.example.yaml"
 

@@ -8,10 +8,11 @@ import numpy as np
 import orjson
 from confluent_kafka import KafkaError, KafkaException
 
+from stream.dead_letter import DEFAULT_MESSAGE_MAX_BYTES, dead_letter_headers
 from stream.detector import Pending
 from stream.metrics import Metrics
 from stream.runtime.commits import Ticket
-from stream.runtime.outputs import DEFAULT_MESSAGE_MAX_BYTES, BrokerErrors, Outputs, dead_letter_headers
+from stream.runtime.outputs import BrokerErrors, Outputs
 from stream.windows import Windows
 
 CONTRACT = ["seqsentry.reason", "seqsentry.detail", "seqsentry.topic", "seqsentry.partition", "seqsentry.offset"]

@@ -35,7 +35,7 @@ def test_a_batch_without_a_swap_request_keeps_the_serving_model():
 def test_runs_logging_shows_model_swaps_at_info(caplog):
     import logging
 
-    from stream.service_cli import show_info_logs
+    from stream.commands.service import show_info_logs
 
     saved = {name: logging.getLogger(name).level for name in ("stream", "training")}
     caplog.set_level(logging.WARNING)  # the default --log-level, on the root logger

@@ -19,15 +19,15 @@ from collections.abc import Callable
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from stream import pipeline
 from stream.batcher import InferenceWorker
 from stream.detector import Detector
 from stream.metrics import Metrics
-from stream.runtime import pipeline
+from stream.progress_line import ProgressLine
 from stream.runtime.commits import CommitTracker, DetectorFailed
 from stream.runtime.config import ServiceConfig
 from stream.runtime.logloss import LogLossWatch, loss_line
 from stream.runtime.outputs import Outputs
-from stream.runtime.progress_line import ProgressLine
 from stream.runtime.rebuild import Partitions
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,9 @@ from collections.abc import Callable, Iterator
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
-from stream import events, kafka
+from stream import events, kafka, pipeline
 from stream.detector import Detector
 from stream.metrics import Metrics
-from stream.runtime import pipeline
 from stream.runtime.config import ServiceConfig
 from stream.windows import WindowStore
 

@@ -6,8 +6,8 @@ import logging
 
 from confluent_kafka import KafkaError
 
+from stream.ratelimit import RateLimit, RateLimitFilter
 from stream.runtime.outputs import BrokerErrors
-from stream.runtime.ratelimit import RateLimit, RateLimitFilter
 
 
 class Clock:

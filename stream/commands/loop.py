@@ -119,7 +119,7 @@ def _login() -> str | None:
 
 def _run_compare(args: argparse.Namespace, candidate: Path, against: str, out: Path) -> dict:
     from stream import compare
-    from stream.log_args import log_spec
+    from stream.commands.log_options import log_spec
 
     current = compare.resolve_model(against, args.registry)
     return compare.compare(candidate, current, args.log, out, spec=log_spec(args),
@@ -190,7 +190,7 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
 
 
 def register_compare(sub: argparse._SubParsersAction) -> None:
-    from stream.log_args import log_args
+    from stream.commands.log_options import log_args
 
     p = sub.add_parser("compare", help="score a recorded log with a candidate and the current model: who each alerts, "
                                        "attackers per kind, normal users vs the budget (md + json + png)")

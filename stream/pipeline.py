@@ -23,7 +23,7 @@ from stream import events
 from stream.detector import Detector, Pending
 from stream.encoding import UNKNOWN_TYPES_WARN, Vocabulary
 from stream.metrics import Metrics
-from stream.runtime.ratelimit import RateLimit
+from stream.ratelimit import RateLimit
 from stream.windows import WindowStore
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream.metrics import Metrics
-from stream.runtime.progress_line import ProgressLine
+from stream.progress_line import ProgressLine
 
 
 def test_a_progress_line_says_what_was_done_since_the_last_one():

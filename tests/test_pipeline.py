@@ -9,10 +9,10 @@ import orjson
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE
 
+from stream import pipeline
 from stream.detector import Detector
 from stream.encoding import Vocabulary
 from stream.metrics import Metrics
-from stream.runtime import pipeline
 from stream.windows import WindowConfig
 
 T0 = 1_793_491_200_000
@@ -153,7 +153,7 @@ def test_a_bad_timestamp_dead_letter_is_counted_as_rejected_with_its_reason(dete
 def test_a_batch_mostly_breaking_the_contract_is_logged_once_per_topic_and_interval(detector, caplog, monkeypatch):
     monkeypatch.setattr(pipeline, "_spikes", pipeline.RateLimit(interval_s=30.0))
     bad = [orjson.dumps({"user_id": "a", "ts": "yesterday", "type": "view"})] * 30 + [event("a", T0)]
-    with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
+    with caplog.at_level("WARNING", logger="stream.pipeline"):
         run(detector, bad, topic="clicks")
         run(detector, bad, topic="clicks")
     [line] = [r.getMessage() for r in caplog.records]
@@ -162,7 +162,7 @@ def test_a_batch_mostly_breaking_the_contract_is_logged_once_per_topic_and_inter
 
 def test_a_few_rejects_in_a_healthy_batch_are_not_logged(detector, caplog, monkeypatch):
     monkeypatch.setattr(pipeline, "_spikes", pipeline.RateLimit(interval_s=30.0))
-    with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
+    with caplog.at_level("WARNING", logger="stream.pipeline"):
         run(detector, [b"garbage"] * 5 + [event("a", T0 + i) for i in range(30)], topic="clicks")
     assert not caplog.records
 
@@ -171,7 +171,7 @@ def test_a_batch_mostly_of_event_types_the_model_never_saw_is_logged_once_per_to
         detector, caplog, monkeypatch):
     monkeypatch.setattr(pipeline, "_unknown", pipeline.RateLimit(interval_s=30.0))
     renamed = [event("a", T0 + i, "pv") for i in range(25)] + [event("a", T0 + 30, "view")]
-    with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
+    with caplog.at_level("WARNING", logger="stream.pipeline"):
         run(detector, renamed, topic="clicks")
         run(detector, renamed, topic="clicks")
     [line] = [r.getMessage() for r in caplog.records]
@@ -181,7 +181,7 @@ def test_a_batch_mostly_of_event_types_the_model_never_saw_is_logged_once_per_to
 
 def test_event_types_the_model_knows_are_not_logged(detector, caplog, monkeypatch):
     monkeypatch.setattr(pipeline, "_unknown", pipeline.RateLimit(interval_s=30.0))
-    with caplog.at_level("WARNING", logger="stream.runtime.pipeline"):
+    with caplog.at_level("WARNING", logger="stream.pipeline"):
         run(detector, [event("a", T0 + i, "view" if i % 5 else "pv") for i in range(30)], topic="clicks")
     assert not caplog.records
 

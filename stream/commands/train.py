@@ -16,8 +16,8 @@ def _window_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from stream import logs
-    from stream.log_args import log_spec as _log_spec
-    from stream.log_args import report_log_quality, summary_on_refusal
+    from stream.commands.log_options import log_spec as _log_spec
+    from stream.commands.log_options import report_log_quality, summary_on_refusal
     from stream.model import ModelSize
     from stream.windows import WindowConfig
     from training import dataset, train
@@ -77,8 +77,8 @@ def _users_line(u: dict) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream import logs, registry
-    from stream.log_args import log_spec as _log_spec
-    from stream.log_args import report_log_quality, summary_on_refusal
+    from stream.commands.log_options import log_spec as _log_spec
+    from stream.commands.log_options import report_log_quality, summary_on_refusal
     from stream.model import Scorer
     from training import dataset, metrics
 
@@ -110,7 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stream.log_args import log_args as _log_args
+    from stream.commands.log_options import log_args as _log_args
 
     p = sub.add_parser("train", help="train a classifier from a recorded log: its own users as normal, attacks "
                                      "injected into its own traffic (plus --labels) as positive; or --zero-label")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.log_args import log_args, log_spec, report_log_quality
+from stream.commands.log_options import log_args, log_spec, report_log_quality
 from stream.runtime import defaults
 
 if TYPE_CHECKING:  # pydantic costs most of a second: `--help` must not pay for it
@@ -229,7 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream import kafka
-    from stream.demo import DemoConfig, run_demo
+    from stream.commands.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(events=args.events, rate=None if args.rate == 0 else args.rate, seed=args.seed,
                      train_events=args.train_events, registry=args.registry, out=args.out, bootstrap=args.bootstrap,
@@ -249,7 +249,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     from stream import kafka
     from stream.alerts import SEVERITIES
-    from stream.demo import SEVERITY_STYLE
+    from stream.commands.demo import SEVERITY_STYLE
 
     options = kafka.parse_options(args.kafka_options)
     parts = kafka.require_topic(args.bootstrap, args.topic, options)
