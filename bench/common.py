@@ -25,6 +25,14 @@ RESULTS = ROOT / "bench" / "results"
 _ids = itertools.count()
 
 
+def sample(metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    """One exported sample of a Metrics registry; a name it does not export is an error, not 0."""
+    v = metrics.registry.get_sample_value(name, labels or {})
+    if v is None:
+        raise KeyError(f"no sample {name} {labels or ''} (renamed?)")
+    return v
+
+
 def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -112,7 +120,7 @@ def run_seqsentry(broker: EmbeddedBroker, topics: dict[str, str], n: int, model:
             break
         time.sleep(0.005)
     t_last = time.monotonic()
-    windows = m.value("seqsentry_windows_scored_total")
+    windows = sample(m, "seqsentry_windows_scored_total")
     lat = np.array(svc.latencies) if svc.latencies else np.array([])
     svc.stop()
     th.join(60)

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.common import ROOT, save
+from bench.common import ROOT, sample, save
 from bench.crash import committed_offsets
 from stream.broker import EmbeddedBroker
 from stream.service import Service, ServiceConfig
@@ -140,10 +140,10 @@ def future_dated(broker: EmbeddedBroker, reg: Path) -> dict:
     time.sleep(1.2)  # one observation: tracked users
     m = run.svc.metrics
     out = {"settled": settled, "events": len(values),
-           "bad_timestamp": int(m.value("seqsentry_events_rejected_total", {"reason": "bad-timestamp"})),
-           "too_late": int(m.value("seqsentry_events_late_total")),
-           "windows_scored": int(m.value("seqsentry_windows_scored_total")),
-           "tracked_users": int(m.value("seqsentry_tracked_users"))}
+           "bad_timestamp": int(sample(m, "seqsentry_events_rejected_total", {"reason": "bad-timestamp"})),
+           "too_late": int(sample(m, "seqsentry_events_late_total")),
+           "windows_scored": int(sample(m, "seqsentry_windows_scored_total")),
+           "tracked_users": int(sample(m, "seqsentry_tracked_users"))}
     run.stop()
     return out
 
@@ -263,7 +263,7 @@ def broker_lost_data(reg: Path, ack_timeout_s: float = 2.0, message_timeout_s: f
     unacknowledged output, the lost data be named in one line, and the detector stop once librdkafka gives
     up (``message.timeout.ms``, shortened from its 300 s to keep the run short)."""
     lines = _Lines("broker lost data")
-    logging.getLogger("stream.runtime.outputs").addHandler(lines)
+    logging.getLogger("stream.runtime.broker_health").addHandler(lines)
     with EmbeddedBroker() as own:  # its own broker: this one is restarted
         run = Running(own, reg, ack_timeout_s=ack_timeout_s,
                       kafka_options={"message.timeout.ms": int(message_timeout_s * 1000)})
@@ -280,7 +280,7 @@ def broker_lost_data(reg: Path, ack_timeout_s: float = 2.0, message_timeout_s: f
             samples.append((time.monotonic() - restarted_at, run.svc.ready, len(out), out.oldest_age()))
             time.sleep(0.1)
         run.stop()
-    logging.getLogger("stream.runtime.outputs").removeHandler(lines)
+    logging.getLogger("stream.runtime.broker_health").removeHandler(lines)
     waiting = [x for x in samples if x[2]]
     wait_from = (waiting[0][0] - waiting[0][3]) if waiting else None
     failed = next((t for t, ready, n, _ in samples if n and not ready), None)

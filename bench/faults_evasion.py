@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 
-from bench.common import save
+from bench.common import sample, save
 from bench.crash import crash_run, read_all
 from bench.faults import DOC, END, Running, tiny_registry
 from stream import logs, registry
@@ -48,7 +48,7 @@ def _send(run: Running, rows: list[tuple[dict, int]]) -> None:
 
 
 def _count(run: Running, name: str, labels: dict | None = None) -> int:
-    return int(run.svc.metrics.value(name, labels or {}))
+    return int(sample(run.svc.metrics, name, labels))
 
 
 def dated_ahead(broker: EmbeddedBroker, reg: Path, later: int = 30) -> dict:

@@ -18,7 +18,16 @@ import time
 
 import numpy as np
 
-from bench.common import RESULTS, ensure_log, ensure_model, filled_topic, run_seqsentry, save, start_replayer
+from bench.common import (
+    RESULTS,
+    ensure_log,
+    ensure_model,
+    filled_topic,
+    run_seqsentry,
+    sample,
+    save,
+    start_replayer,
+)
 from bench.memory import rss_bytes
 from stream.broker import EmbeddedBroker
 from stream.service import Service, ServiceConfig
@@ -58,7 +67,7 @@ def main() -> None:
             lag = sum(s.value for s in svc.metrics.lag.collect()[0].samples)
             samples.append({"t_s": time.monotonic() - t0, "rss_bytes": rss_bytes(), "lag_messages": lag,
                             "consumed": svc.progress().consumed,
-                            "tracked_users": svc.metrics.value("seqsentry_tracked_users"),
+                            "tracked_users": sample(svc.metrics, "seqsentry_tracked_users"),
                             "p99_latency_s": float(np.percentile(lat, 99)) if lat else None})
             print(samples[-1], flush=True)
         svc.stop()

@@ -209,7 +209,7 @@ class Detector:
         m = self.metrics
         if m:
             m.inference.observe(time.perf_counter() - t0)
-            m.windows_scored.inc(int(keep.sum()))
+            m.count_scored(int(keep.sum()))
             m.batch_size.observe(int(keep.sum()))
         if self.shadow is not None:
             self._shadow(pendings, keep, scores)

@@ -64,7 +64,7 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
     scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqsentry-score")  # Detector.score: one thread
 
     # printed, not logged: the Faust worker owns logging and runs at --loglevel warn
-    progress_line = ProgressLine(metrics, lambda line: print(line, flush=True))
+    progress_line = ProgressLine(metrics.tally, lambda line: print(line, flush=True))
 
     @app.agent(source)
     async def detect(stream: faust.StreamT) -> None:
@@ -99,7 +99,7 @@ def build_app(cfg: ServiceConfig, detector: Detector, metrics: Metrics) -> faust
             # at-least-once: this batch is acked (and so committable) only after the broker has every output
             await asyncio.gather(*sends)
             for sev in severities:  # counted once the broker has them, as in `seqsentry run`
-                metrics.alerts.labels(sev).inc()
+                metrics.count_alert(sev)
             progress_line.tick()
 
     return app

@@ -10,15 +10,22 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from stream.tally import Tally
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
 @dataclass
 class Metrics:
-    """The detector's series, registered on their own registry (several can coexist in tests)."""
+    """The detector's series, registered on their own registry (several can coexist in tests).
+
+    The counts that code decides on are also kept in :attr:`tally` (stream.tally): count them
+    with the ``count_*`` methods, which add to both; read them from ``tally.counts()``.
+    """
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    tally: Tally = field(default_factory=Tally)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -47,12 +54,8 @@ class Metrics:
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("seqsentry_queue_depth_windows", "Windows waiting for inference.", registry=r)
         self.paused = Gauge("seqsentry_paused_partitions", "Partitions paused by backpressure.", registry=r)
-        self.lag = Gauge("seqsentry_consumer_lag_messages", "High watermark minus position, per partition.",
-                         ["topic", "partition"], registry=r)
-        self.lag_seconds = Gauge("seqsentry_consumer_lag_seconds",
-                                 "Now minus the Kafka timestamp of the last message consumed, per partition.",
-                                 ["topic", "partition"], registry=r)
-        self.tracked_users = Gauge("seqsentry_tracked_users", "Users with a window in memory.", registry=r)
+        # consumer lag, tracked users, readiness and the GPU are computed at scrape time
+        # (stream.runtime.gauges, registered by `seqsentry run`)
         self.evicted = Counter("seqsentry_users_evicted", "Users evicted from the window store, by cause.", ["cause"],
                                registry=r)
         self.rebalances = Counter("seqsentry_rebalances", "Partition assignments and revocations.", ["kind"], registry=r)
@@ -66,12 +69,6 @@ class Metrics:
         self.shadow_windows = Counter("seqsentry_shadow_windows", "Windows scored by the shadow model.", registry=r)
         self.shadow_agree = Counter("seqsentry_shadow_agreements", "Windows where shadow and serving model agree.",
                                     registry=r)
-        self.gpu_memory = Gauge("seqsentry_gpu_memory_allocated_bytes", "GPU memory held by torch (CUDA only).",
-                                registry=r)
-        self.gpu_utilization = Gauge("seqsentry_gpu_utilization_ratio", "GPU busy fraction, 0..1 (CUDA + NVML only).",
-                                     registry=r)
-        self.ready = Gauge("seqsentry_ready", "1 when the detector is consuming and the broker is reachable.",
-                           registry=r)
         for reason in ("too-large", "bad-encoding", "not-json", "not-object", "missing-field", "bad-type",
                        "bad-timestamp", "bad-value"):
             self.events_rejected.labels(reason)  # export zeros so rates work from the start
@@ -84,7 +81,28 @@ class Metrics:
         for sev in ("low", "medium", "high", "critical"):
             self.alerts.labels(sev)
 
-    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """The current value of one exported sample, by its exposition name (e.g.
-        ``seqsentry_events_consumed_total``); 0 when it has not been exported yet."""
-        return self.registry.get_sample_value(name, labels) or 0.0
+    def count_consumed(self, n: int) -> None:
+        """``n`` messages read from the input topic."""
+        self.events_consumed.inc(n)
+        self.tally.add(consumed=n)
+
+    def count_rejected(self, reasons: list[str]) -> None:
+        """Messages refused by the event contract, one reason each."""
+        for reason in reasons:
+            self.events_rejected.labels(reason).inc()
+        self.tally.add(rejected=len(reasons))
+
+    def count_late(self, n: int) -> None:
+        """``n`` valid events outside the allowed lateness."""
+        self.events_late.inc(n)
+        self.tally.add(late=n)
+
+    def count_scored(self, n: int) -> None:
+        """``n`` windows scored by the serving model."""
+        self.windows_scored.inc(n)
+        self.tally.add(scored=n)
+
+    def count_alert(self, severity: str) -> None:
+        """One alert the broker acknowledged."""
+        self.alerts.labels(severity).inc()
+        self.tally.add(alerts=1)

@@ -142,14 +142,13 @@ def step(detector: Detector, store: WindowStore, parsed: events.ParseResult, *, 
         dead += [events.Rejected(int(batch.index[row]), TOO_LATE, detail) for row in late_rows]
     ended = sum(len(p) for p in pending if p.closing)
     if metrics is not None:
-        metrics.events_consumed.inc(n_in)
+        metrics.count_consumed(n_in)
         if ended:
             metrics.sessions_ended.inc(ended)
         metrics.events_valid.inc(len(batch))
-        for r in rejects:
-            metrics.events_rejected.labels(r.reason).inc()
+        metrics.count_rejected([r.reason for r in rejects])
         if late_rows:
-            metrics.events_late.inc(len(late_rows))
+            metrics.count_late(len(late_rows))
         if keys is not None:  # a producer keying by something else breaks per-user partitioning
             mismatched = sum(keys[i] != u.encode() for i, u in zip(batch.index.tolist(), batch.user_id, strict=True))
             if mismatched:

@@ -10,7 +10,7 @@ starts and stops their threads, and offers the public view of a running detector
 * ``seqsentry-reload``: watching the registry and loading models; the swap is atomic in
   :meth:`Detector.request_swap`;
 * ``seqsentry-http``: /metrics, /healthz, /readyz (read-only);
-* librdkafka's threads: error callbacks (:class:`~stream.runtime.outputs.BrokerErrors`).
+* librdkafka's threads: error callbacks (:class:`~stream.runtime.broker_health.BrokerErrors`).
 
 Delivery guarantee: at-least-once, nothing lost (see stream.runtime.commits); with
 ``exactly_once``, Kafka transactions.
@@ -38,10 +38,12 @@ from stream.detector import Detector
 from stream.metrics import Metrics
 from stream.model import Scorer, serving_threads
 from stream.runtime import http
+from stream.runtime.broker_health import BrokerErrors
 from stream.runtime.commits import CommitTracker, DetectorFailed
 from stream.runtime.config import ServiceConfig
 from stream.runtime.consumer import ConsumerLoop
-from stream.runtime.outputs import BrokerErrors, Outputs
+from stream.runtime.gauges import RuntimeGauges
+from stream.runtime.outputs import Outputs
 from stream.runtime.rebuild import Partitions
 from stream.runtime.reload import RegistryWatcher
 from stream.shadow import ShadowRecorder
@@ -133,6 +135,8 @@ class Service:
         self.partitions = Partitions(cfg, self.detector, m, finish=lambda: self.loop.finish_in_flight())
         self.loop = ConsumerLoop(cfg, consumer, self.detector, self.worker, self.outputs, self.commits,
                                  self.partitions, m)
+        m.registry.register(RuntimeGauges(cfg.topic, self.partitions, ready=lambda: self.ready,
+                                          lag=lambda: self.loop.lag_messages, device=lambda: self.detector.scorer.device))
         self.http = http.serve(cfg.metrics_host, cfg.metrics_port, m.registry, healthy=lambda: self.healthy,
                                ready=lambda: self.ready)
         log.info("serving model %s on %s (%s), consuming %s as group %s", self.serving_version,
@@ -184,8 +188,8 @@ class Service:
 
     def progress(self) -> Progress:
         """Consumed, scored and still-in-flight work, read without touching the loop's state."""
-        return Progress(consumed=int(self.metrics.value("seqsentry_events_consumed_total")),
-                        scored=int(self.metrics.value("seqsentry_windows_scored_total")),
+        counts = self.metrics.tally.counts()
+        return Progress(consumed=counts.consumed, scored=counts.scored,
                         uncommitted_batches=self.commits.outstanding, queued_windows=self.worker.queued_windows)
 
     @property
@@ -219,7 +223,7 @@ class Service:
             RegistryWatcher(self.cfg, self.detector, self.metrics, serving_version=lambda: self.serving_version,
                             on_swapped=self._set_serving_version).start(self._stopping)
         try:
-            self.loop.run(self._stopping, ready=lambda: self.ready)
+            self.loop.run(self._stopping)
         finally:  # each step runs even if an earlier one fails: a consumer left open would hold its partitions
             with contextlib.suppress(Exception):
                 self.worker.stop()
@@ -227,6 +231,5 @@ class Service:
             self.loop.consumer.close()
             self.outputs.flush(10)
             http.shutdown(self.http)
-            self.metrics.ready.set(0)
             self.outputs.close()
             log.info("stopped")

@@ -80,16 +80,16 @@ def test_the_store_keeps_state_between_steps(detector):
 def test_the_step_counts_consumed_valid_rejected_and_late_inputs(detector):
     m = Metrics()
     run(detector, [event("a", T0), b"nope", event("a", T0 - LATENESS_MS - 1)], metrics=m)
-    assert m.value("seqsentry_events_consumed_total") == 3
-    assert m.value("seqsentry_events_valid_total") == 2
-    assert m.value("seqsentry_events_rejected_total", {"reason": "not-json"}) == 1
-    assert m.value("seqsentry_events_late_total") == 1
+    assert m.registry.get_sample_value("seqsentry_events_consumed_total") == 3
+    assert m.registry.get_sample_value("seqsentry_events_valid_total") == 2
+    assert m.registry.get_sample_value("seqsentry_events_rejected_total", {"reason": "not-json"}) == 1
+    assert m.registry.get_sample_value("seqsentry_events_late_total") == 1
 
 
 def test_messages_keyed_by_another_user_are_counted(detector):
     m = Metrics()
     run(detector, [event("alice", T0), event("carol", T0), b"bad"], keys=[b"bob", b"carol", b"x"], metrics=m)
-    assert m.value("seqsentry_key_mismatch_total") == 1
+    assert m.registry.get_sample_value("seqsentry_key_mismatch_total") == 1
 
 
 def test_oversized_messages_are_rejected_at_the_given_limit():
@@ -103,7 +103,7 @@ def test_an_ended_session_adds_a_window_to_score_and_is_counted(detector):
     res = run(detector, [event("a", T0), event("a", T0 + gap + 1)], metrics=m)
     assert res.sessions_ended == 1
     assert sum(len(p) for p in res.pending) == 3  # two events' windows and the first session's end
-    assert m.value("seqsentry_sessions_ended_total") == 1
+    assert m.registry.get_sample_value("seqsentry_sessions_ended_total") == 1
 
 
 SKEW_MS = pipeline.DEFAULT_MAX_CLOCK_SKEW_MS
@@ -146,8 +146,8 @@ def test_a_bad_timestamp_dead_letter_is_counted_as_rejected_with_its_reason(dete
     m = Metrics()
     run(detector, [event("a", YEAR_2099)], trusted_ts=np.array([T0], dtype=np.int64), metrics=m,
         max_clock_skew_ms=SKEW_MS)
-    assert m.value("seqsentry_events_rejected_total", {"reason": "bad-timestamp"}) == 1
-    assert m.value("seqsentry_events_valid_total") == 0
+    assert m.registry.get_sample_value("seqsentry_events_rejected_total", {"reason": "bad-timestamp"}) == 1
+    assert m.registry.get_sample_value("seqsentry_events_valid_total") == 0
 
 
 def test_a_batch_mostly_breaking_the_contract_is_logged_once_per_topic_and_interval(detector, caplog, monkeypatch):

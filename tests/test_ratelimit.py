@@ -7,7 +7,7 @@ import logging
 from confluent_kafka import KafkaError
 
 from stream.ratelimit import RateLimit, RateLimitFilter
-from stream.runtime.outputs import BrokerErrors
+from stream.runtime.broker_health import BrokerErrors
 
 
 class Clock:
@@ -29,7 +29,7 @@ def test_one_line_per_kind_per_interval_and_the_next_says_how_many_were_held_bac
 
 def test_a_broker_that_is_down_logs_one_line_per_error_kind_per_ten_seconds(caplog):
     errors = BrokerErrors()
-    with caplog.at_level(logging.WARNING, logger="stream.runtime.outputs"):
+    with caplog.at_level(logging.WARNING, logger="stream.runtime.broker_health"):
         for _ in range(50):
             errors.on_error(KafkaError(KafkaError._TRANSPORT))
             errors.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))

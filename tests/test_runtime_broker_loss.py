@@ -12,11 +12,12 @@ import pytest
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 
 from stream.metrics import Metrics
+from stream.runtime.broker_health import BrokerErrors, Unacked
 from stream.runtime.commits import CommitTracker, Ticket
 from stream.runtime.config import ServiceConfig
 from stream.runtime.consumer import ConsumerLoop
 from stream.runtime.logloss import LogLossWatch
-from stream.runtime.outputs import BrokerErrors, Outputs, Unacked
+from stream.runtime.outputs import Outputs
 from stream.service import Service
 from tests.test_runtime_outputs import FakeProducer, _pending
 
@@ -55,16 +56,16 @@ def test_an_alert_is_counted_only_once_the_broker_acknowledges_it():
     producer = HeldProducer()
     out = Outputs(producer, alerts_topic="alerts", dlq_topic="dlq", metrics=Metrics(), errors=BrokerErrors())
     out.publish(*_alert(Ticket({})))
-    assert out.metrics.value("seqsentry_alerts_total", {"severity": "high"}) == 0
+    assert out.metrics.registry.get_sample_value("seqsentry_alerts_total", {"severity": "high"}) == 0
     producer.answer()
-    assert out.metrics.value("seqsentry_alerts_total", {"severity": "high"}) == 1
+    assert out.metrics.registry.get_sample_value("seqsentry_alerts_total", {"severity": "high"}) == 1
 
 
 def test_an_alert_the_broker_never_took_is_not_counted():
     producer = FakeProducer(fail="Local: Message timed out")
     out = Outputs(producer, alerts_topic="alerts", dlq_topic="dlq", metrics=Metrics(), errors=BrokerErrors())
     out.publish(*_alert(Ticket({})))
-    assert out.metrics.value("seqsentry_alerts_total", {"severity": "high"}) == 0
+    assert out.metrics.registry.get_sample_value("seqsentry_alerts_total", {"severity": "high"}) == 0
 
 
 def test_readiness_fails_at_once_when_a_delivery_fails():
@@ -146,7 +147,7 @@ def test_liveness_holds_while_idle_with_nothing_waiting():
 def test_a_burst_of_failed_deliveries_logs_one_line(caplog):
     out = Outputs(FakeProducer(fail="Local: Message timed out"), alerts_topic="alerts", dlq_topic="dlq",
                   metrics=Metrics(), errors=BrokerErrors())
-    with caplog.at_level(logging.WARNING, logger="stream.runtime.outputs"):
+    with caplog.at_level(logging.WARNING, logger="stream.runtime.broker_health"):
         for _ in range(100):
             out.publish(*_alert(Ticket({})))
     [line] = [r for r in caplog.records if "not delivered" in r.getMessage()]
@@ -221,11 +222,11 @@ def test_a_lost_log_is_reported_in_one_line_counted_and_fails_readiness(caplog):
                         None, partitions, metrics)
     for p in range(4):
         loop.loss.consumed("events", p, 0, 999)  # consumed before the broker restarted
-    with caplog.at_level(logging.ERROR, logger="stream.runtime.outputs"):
+    with caplog.at_level(logging.ERROR, logger="stream.runtime.broker_health"):
         loop.on_assign(CommittedConsumer([_tp(p, OFFSET_INVALID) for p in range(4)]), [_tp(p, 0) for p in range(4)])
     [line] = [r.getMessage() for r in caplog.records]
     assert line.startswith("broker lost data: ") and all(f"events[{p}]" in line for p in range(4))
-    assert metrics.value("seqsentry_broker_data_loss_total") == 1
+    assert metrics.registry.get_sample_value("seqsentry_broker_data_loss_total") == 1
     assert not svc.ready
 
 

@@ -87,7 +87,7 @@ def test_a_stop_with_a_backlog_says_what_it_waits_for(caplog):
     stopping = threading.Event()
     stopping.set()  # Ctrl-C before the first turn
     with caplog.at_level(logging.INFO, logger="stream.runtime.consumer"):
-        loop.run(stopping, ready=lambda: True)
+        loop.run(stopping)
     assert [r.getMessage() for r in caplog.records] == [
         "stopping: waiting for 1,200 windows queued for scoring and their alerts (35 outputs unacknowledged), "
         "then committing 3 consumed batches"]

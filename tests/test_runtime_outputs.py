@@ -11,8 +11,9 @@ from confluent_kafka import KafkaError, KafkaException
 from stream.dead_letter import DEFAULT_MESSAGE_MAX_BYTES, dead_letter_headers
 from stream.detector import Pending
 from stream.metrics import Metrics
+from stream.runtime.broker_health import BrokerErrors
 from stream.runtime.commits import Ticket
-from stream.runtime.outputs import BrokerErrors, Outputs
+from stream.runtime.outputs import Outputs
 from stream.windows import Windows
 
 CONTRACT = ["seqsentry.reason", "seqsentry.detail", "seqsentry.topic", "seqsentry.partition", "seqsentry.offset"]
@@ -107,7 +108,7 @@ def test_alerts_are_published_keyed_by_user_and_release_the_windows_hold_on_the_
     [msg] = producer.sent
     assert (msg["topic"], msg["key"], orjson.loads(msg["value"])) == ("alerts", b"u1", alert)
     assert ticket.complete
-    assert out.metrics.value("seqsentry_alerts_total", {"severity": "high"}) == 1
+    assert out.metrics.registry.get_sample_value("seqsentry_alerts_total", {"severity": "high"}) == 1
     assert len(out.latencies) == 1 and out.latencies[0][0] == 1_700_000_000_000
 
 

@@ -22,7 +22,7 @@ def test_a_requested_swap_serves_the_new_model_and_reports_its_version_together(
     det.request_swap(new, on_swapped=lambda s: seen.append((det.scorer is s, s.artifact.version)))
     assert det.scorer is new
     assert seen == [(True, "v2")]  # the caller's record is written inside the swap, after the model changed
-    assert m.value("seqsentry_model_info", {"version": "v2", "kind": "classifier"}) == 1
+    assert m.registry.get_sample_value("seqsentry_model_info", {"version": "v2", "kind": "classifier"}) == 1
 
 
 def test_a_batch_without_a_swap_request_keeps_the_serving_model():

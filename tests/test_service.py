@@ -202,7 +202,7 @@ def test_a_restart_mid_stream_misses_no_attacker_and_skips_no_event(broker, tiny
     stack.start()  # same group: resumes from committed offsets, rebuilding windows first
     wait_for(lambda: stack.consumed() >= 1 and stack.settled(stack.consumed()) and
              first + stack.consumed() >= len(traffic), 120, "the rest consumed")
-    rebuilt = stack.svc.metrics.value("seqsentry_rebuilt_events_total")
+    rebuilt = stack.svc.metrics.registry.get_sample_value("seqsentry_rebuilt_events_total")
     stack.stop()
     alerts = [orjson.loads(m.value()) for m in read_topic(broker.bootstrap, stack.topics["alerts_topic"])]
     assert first + stack.consumed() == len(traffic)  # nothing skipped, nothing consumed twice after a clean stop
@@ -226,7 +226,7 @@ def test_hot_reload_switches_model_version_mid_stream(broker, tiny_model, traffi
     shutil.copytree(res.artifact, corrupt)
     (corrupt / "model.safetensors").write_bytes(b"garbage")
     registry.publish(reg, corrupt, "v-corrupt")
-    wait_for(lambda: stack.svc.metrics.value("seqsentry_model_loads_total", {"result": "error"}) >= 1, 10, "corrupt model refused")
+    wait_for(lambda: stack.svc.metrics.registry.get_sample_value("seqsentry_model_loads_total", {"result": "error"}) >= 1, 10, "corrupt model refused")
     assert stack.svc.serving_version == "v1"
     v2 = tmp_path / "v2"
     shutil.copytree(res.artifact, v2)
@@ -252,14 +252,14 @@ def test_a_full_queue_pauses_consumption_and_loses_nothing(broker, tiny_model, t
     stack = Stack(broker, tiny_model[1], max_queue_windows=64, max_batch_size=32)
     svc = stack.start()
     peak = []
-    watcher = threading.Thread(target=lambda: [peak.append(svc.metrics.value("seqsentry_paused_partitions")) or time.sleep(0.01)
+    watcher = threading.Thread(target=lambda: [peak.append(svc.metrics.registry.get_sample_value("seqsentry_paused_partitions")) or time.sleep(0.01)
                                                for _ in range(3000) if not stack.settled(5000)], daemon=True)
     watcher.start()
     replay.replay(path, broker.bootstrap, stack.topics["topic"])
     wait_for(lambda: stack.settled(5000), 120, "burst processed")
     stack.stop()
     assert max(peak) > 0  # partitions were paused at some point
-    assert svc.metrics.value("seqsentry_windows_scored_total") == 5000 + svc.metrics.value("seqsentry_sessions_ended_total")
+    assert svc.metrics.registry.get_sample_value("seqsentry_windows_scored_total") == 5000 + svc.metrics.registry.get_sample_value("seqsentry_sessions_ended_total")
 
 
 def test_shadow_model_is_scored_alongside_without_alerting(broker, tiny_model, traffic, tmp_path):
@@ -271,9 +271,9 @@ def test_shadow_model_is_scored_alongside_without_alerting(broker, tiny_model, t
     replay.replay(path, broker.bootstrap, stack.topics["topic"])
     wait_for(lambda: stack.settled(1500), 60, "processed")
     stack.stop()
-    scored = 1500 + svc.metrics.value("seqsentry_sessions_ended_total")  # ended sessions are scored too
-    assert svc.metrics.value("seqsentry_shadow_windows_total") == scored
-    assert svc.metrics.value("seqsentry_shadow_agreements_total") == scored  # same model: always agrees
+    scored = 1500 + svc.metrics.registry.get_sample_value("seqsentry_sessions_ended_total")  # ended sessions are scored too
+    assert svc.metrics.registry.get_sample_value("seqsentry_shadow_windows_total") == scored
+    assert svc.metrics.registry.get_sample_value("seqsentry_shadow_agreements_total") == scored  # same model: always agrees
 
 
 def test_messages_keyed_by_someone_else_are_counted(broker, tiny_model):
@@ -287,7 +287,7 @@ def test_messages_keyed_by_someone_else_are_counted(broker, tiny_model):
     p.flush()
     wait_for(lambda: stack.settled(2), 30, "processed")
     stack.stop()
-    assert svc.metrics.value("seqsentry_key_mismatch_total") == 1
+    assert svc.metrics.registry.get_sample_value("seqsentry_key_mismatch_total") == 1
 
 
 @pytest.mark.slow

@@ -173,12 +173,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
         runner.join(30)
         alerted = {a["user_id"] for a in alerts}
         lat = np.array([x for _, x in svc.latencies]) if svc.latencies else None
-        m = svc.metrics
+        counts = svc.metrics.tally.counts()
         summary = DemoSummary(
-            events_replayed=sent["n"], events_consumed=int(m.value("seqsentry_events_consumed_total")),
-            events_rejected=int(sum(s.value for s in m.events_rejected.collect()[0].samples
-                                    if s.name == "seqsentry_events_rejected_total")),
-            windows_scored=int(m.value("seqsentry_windows_scored_total")), alerts=len(alerts),
+            events_replayed=sent["n"], events_consumed=counts.consumed, events_rejected=counts.rejected,
+            windows_scored=counts.scored, alerts=len(alerts),
             alerts_by_severity=dict(Counter(a["severity"] for a in alerts)), attackers=len(attackers),
             attackers_alerted=len(alerted & attackers), normal_users=len(normals),
             normal_users_alerted=len(alerted & normals),

@@ -6,6 +6,8 @@
     commits.py    commit tickets, the completed-prefix commit and exactly-once transactions
     rebuild.py    partition state: window stores, rebuilt from the input topic on assignment
     outputs.py    alerts and dead letters to Kafka, each tied to its input's commit ticket
+    broker_health.py  what the Kafka clients reported, and outputs still awaiting their acks
+    gauges.py     lag, tracked users, readiness, GPU: computed when Prometheus scrapes
     reload.py     hot reload: watch the registry, load, hand the new model to the detector
     logloss.py    broker data loss: offsets that jump past what was committed
     http.py       /metrics, /healthz, /readyz

@@ -4,17 +4,15 @@ Threads: everything here runs on the consumer thread (the one that calls
 :meth:`ConsumerLoop.run`), including the rebalance callbacks librdkafka invokes inside
 ``consume()``. It is the only thread that touches the consumer, the window stores and the
 commit tracker. Other threads see it through plain values it writes: ``heartbeat``,
-``progress_at`` (health) and the metrics. A broker that lost what was already consumed is
-reported in one line (:mod:`stream.runtime.logloss`).
+``progress_at`` (health), ``lag_messages`` (scrapes) and the metrics. A broker that lost
+what was already consumed is reported in one line (:mod:`stream.runtime.logloss`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -31,7 +29,7 @@ from stream.runtime.outputs import Outputs
 from stream.runtime.rebuild import Partitions
 
 log = logging.getLogger(__name__)
-OBSERVE_EVERY_S = 1.0  # lag, tracked users, evictions, GPU: one scrape's resolution is enough
+OBSERVE_EVERY_S = 1.0  # lag and evictions: one scrape's resolution is enough
 
 
 class ConsumerLoop:
@@ -50,7 +48,8 @@ class ConsumerLoop:
         self.paused = False
         self.heartbeat = time.monotonic()  # last turn of the loop
         self.progress_at = time.monotonic()  # last time consumption advanced, or there was nothing to consume
-        self._consumed_seen = 0.0
+        self._consumed_seen = 0
+        self.lag_messages: dict[int, int] = {}  # partition -> messages behind, for scrapes (stream.runtime.gauges)
         self._evicted_seen = {"idle": 0, "lru": 0}
         self.loss = LogLossWatch()
 
@@ -151,13 +150,12 @@ class ConsumerLoop:
             self.paused = False
         self.metrics.paused.set(len(self.partitions.assigned) if self.paused else 0)
 
-    def observe(self, ready: bool) -> None:
-        """Refresh the gauges only the consumer thread can compute; note consumption progress."""
+    def observe(self) -> None:
+        """Measure consumer lag (published for scrapes), note consumption progress and feed the
+        eviction counter: what needs the consumer or the stores' running counts."""
         m = self.metrics
         stores = self.partitions.stores.values()
-        m.tracked_users.set(sum(s.users for s in stores))
-        m.ready.set(1 if ready else 0)
-        now_ms = time.time() * 1000
+        lag: dict[int, int] = {}
         behind = 0
         for tp in self.consumer.assignment():
             try:
@@ -166,22 +164,14 @@ class ConsumerLoop:
             except Exception:
                 continue
             if hi >= 0 and pos >= 0:
-                m.lag.labels(tp.topic, str(tp.partition)).set(max(0, hi - pos))
+                lag[tp.partition] = max(0, hi - pos)
                 behind += max(0, hi - pos)
             elif 0 <= lo < hi:  # no position yet (e.g. a recreated topic) yet messages waiting: behind, not idle
                 behind += hi - lo
-            last_ts = self.partitions.last_ts.get(tp.partition)
-            if last_ts is not None:
-                m.lag_seconds.labels(tp.topic, str(tp.partition)).set(max(0.0, (now_ms - last_ts) / 1000))
-        consumed = m.value("seqsentry_events_consumed_total")
+        self.lag_messages = lag  # one assignment: a scrape sees the old dict or the new one
+        consumed = m.tally.counts().consumed
         if consumed != self._consumed_seen or behind == 0:  # a stall is being behind *and* consuming nothing
             self._consumed_seen, self.progress_at = consumed, time.monotonic()
-        if self.detector.scorer.device.startswith("cuda"):
-            import torch
-
-            m.gpu_memory.set(torch.cuda.memory_allocated())
-            with contextlib.suppress(Exception):  # NVML missing: leave the series at 0, never fail the loop
-                m.gpu_utilization.set(torch.cuda.utilization() / 100.0)
         # The stores count evictions since they were created; the counter takes only what is new.
         # (Counts of revoked partitions' stores are gone with them, so a total can drop: never negative.)
         evicted = {"idle": sum(s.evicted_idle for s in stores), "lru": sum(s.evicted_lru for s in stores)}
@@ -192,12 +182,12 @@ class ConsumerLoop:
                 self._evicted_seen[cause] = n
 
     # ---- the loop -------------------------------------------------------------------------
-    def run(self, stopping: threading.Event, ready: Callable[[], bool]) -> None:
+    def run(self, stopping: threading.Event) -> None:
         """Consume until ``stopping`` is set; then finish in-flight work. Raises DetectorFailed."""
         self.consumer.subscribe([self.cfg.topic], on_assign=self.on_assign, on_revoke=self.on_revoke)
         errors = self.outputs.errors
         last_observe = 0.0
-        progress_line = ProgressLine(self.metrics, log.info)
+        progress_line = ProgressLine(self.metrics.tally, log.info)
         while not stopping.is_set():
             self.heartbeat = time.monotonic()
             if errors.fatal is not None:
@@ -216,7 +206,7 @@ class ConsumerLoop:
             self.backpressure()
             self.commit(force=False)
             if time.monotonic() - last_observe > OBSERVE_EVERY_S:
-                self.observe(ready())
+                self.observe()
                 progress_line.tick()
                 last_observe = time.monotonic()
         log.info(self.stopping_message())
