@@ -315,7 +315,7 @@ def huge_config(reg: Path, tmp: Path) -> dict:
     import shutil
 
     from stream import registry
-    from stream.artifact import _sha256
+    from stream.artifact import file_sha256
     from tests.artifacts import reseal
 
     art = tmp / "huge-config"
@@ -323,7 +323,7 @@ def huge_config(reg: Path, tmp: Path) -> dict:
     dims = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
     (art / "config.json").write_text(json.dumps({**json.loads((art / "config.json").read_text()), **dims}))
     meta = json.loads((art / "meta.json").read_text())
-    meta["checksums"]["config.json"] = _sha256(art / "config.json")
+    meta["checksums"]["config.json"] = file_sha256(art / "config.json")
     (art / "meta.json").write_text(json.dumps(meta))
     reseal(art)
     growth, error = refused_load_rss_mb(art)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 from stream.explain import Summary
+from stream.severities import SEVERITIES
 
 SCHEMA_VERSION = 1
-SEVERITIES = ("low", "medium", "high", "critical")
 MAX_WINDOW_EVENTS_IN_ALERT = 16
 
 
@@ -89,6 +89,11 @@ class Cooldown:
 
     def __len__(self) -> int:
         return len(self._last)
+
+    def users(self) -> list[str]:
+        """The users whose last alert time is held (a snapshot)."""
+        with self._lock:
+            return list(self._last)
 
 
 def build(*, user_id: str, score: float, threshold: float, severity_steps: list[float], model_version: str,

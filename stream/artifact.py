@@ -203,7 +203,8 @@ def _finite(x: object) -> bool:
         return False
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (what SHA256SUMS and meta checksums hold)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -233,7 +234,7 @@ def _sums(digests: dict[str, str]) -> bytes:
 
 
 def _digests(path: Path) -> dict[str, str]:
-    return {n: _sha256(path / n) for n in (*ARTIFACT_FILES, "meta.json")}
+    return {n: file_sha256(path / n) for n in (*ARTIFACT_FILES, "meta.json")}
 
 
 def manifest(path: Path) -> bytes:
@@ -249,10 +250,10 @@ def save_artifact(path: Path, model: torch.nn.Module, vocab: Vocabulary, meta: M
     save_model(model, str(path / "model.safetensors"))  # de-duplicates tied weights (MLM decoder)
     model.config.to_json_file(str(path / "config.json"))
     vocab.save(path / "vocab.json")
-    digests = {name: _sha256(path / name) for name in ARTIFACT_FILES}  # each file hashed once
+    digests = {name: file_sha256(path / name) for name in ARTIFACT_FILES}  # each file hashed once
     meta.checksums = dict(digests)
     (path / "meta.json").write_text(json.dumps(asdict(meta), indent=2, default=float))
-    sums = _sums({**digests, "meta.json": _sha256(path / "meta.json")})
+    sums = _sums({**digests, "meta.json": file_sha256(path / "meta.json")})
     (path / MANIFEST).write_bytes(sums)
     key = signing_key()
     if key is not None:

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from stream.window_defaults import DEFAULT_MAX_EVENTS
 from stream.windows import Windows
 
 ENCODING_VERSION = 4  # 2: the [END] token of a closed session; 3: the regular-gap bit; 4: window-shape tokens
@@ -69,7 +70,7 @@ class Vocabulary:
     types: tuple[str, ...] = (UNK_TYPE,)
     dt_edges_ms: tuple[int, ...] = DEFAULT_DT_EDGES_MS
     price_edges: tuple[float, ...] = DEFAULT_PRICE_EDGES
-    max_events: int = 64
+    max_events: int = DEFAULT_MAX_EVENTS
     shape: bool = True  # window-shape tokens after CLS (classifiers); zero-label models leave them out
     version: int = ENCODING_VERSION
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -119,7 +120,7 @@ class Vocabulary:
         *,
         min_count: int = 1,
         max_types: int = 512,
-        max_events: int = 64,
+        max_events: int = DEFAULT_MAX_EVENTS,
         shape: bool = True,
     ) -> Vocabulary:
         """Learn a vocabulary: the ``max_types`` most frequent types seen ``min_count``+ times,
@@ -319,7 +320,7 @@ def shape_tokens(features: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit_vocabulary(events: Iterable, *, max_events: int = 64, min_count: int = 1, shape: bool = True) -> Vocabulary:
+def fit_vocabulary(events: Iterable, *, max_events: int = DEFAULT_MAX_EVENTS, min_count: int = 1, shape: bool = True) -> Vocabulary:
     """Learn a vocabulary from an iterable of :class:`~stream.events.EventBatch` (training logs)."""
     counts: Counter[str] = Counter()
     prices: list[np.ndarray] = []

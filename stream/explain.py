@@ -86,6 +86,44 @@ def _trailing_run(ok: np.ndarray) -> int:
     return len(ok) if not len(bad) else len(ok) - 1 - int(bad[-1])
 
 
+def _regular_run(gaps: np.ndarray) -> tuple[int, float | None]:
+    """How many of the newest gaps are on one clock (within REGULAR_TOLERANCE of the median of the
+    newest MIN_REGULAR_GAPS), and their largest relative deviation; (0, None) under MIN_REGULAR_GAPS."""
+    if len(gaps) < MIN_REGULAR_GAPS:
+        return 0, None
+    ref = float(np.median(gaps[-MIN_REGULAR_GAPS:]))
+    if ref > 0:
+        dev = np.abs(gaps - ref) / ref
+        run = _trailing_run(dev <= REGULAR_TOLERANCE)
+        within = float(dev[len(dev) - run :].max()) if run else None
+    else:
+        run, within = _trailing_run(gaps == 0), 0.0
+    return (0, None) if run < MIN_REGULAR_GAPS else (run, within)
+
+
+def _gaps_sentence(gaps: np.ndarray, stats: dict[str, Any], run: int, within: float | None) -> str:
+    g = f"gaps min {duration(stats['min_gap_ms'])}, median {duration(stats['median_gap_ms'])}"
+    if run and within is not None:
+        pct = f"{max(1, math.ceil(within * 100 - 1e-9))} %"
+        if run == len(gaps):
+            g += f", regular within {pct}"
+        else:
+            g += f", the last {run} regular within {pct} around {duration(float(np.median(gaps[-run:])))}"
+    return g
+
+
+def _items_sentence(stats: dict[str, Any], with_item: int) -> str | None:
+    top = stats["top_items"][0]
+    share = top["events"] / with_item
+    if share > TOP_ITEM_SHARE and stats["distinct_items"] > 1:
+        return f"item {top['item_hash']} in {top['events']} of {with_item} events ({share * 100:.0f} %)"
+    if stats["distinct_items"] == 1:
+        return f"every event on item {top['item_hash']}"
+    if stats["distinct_items"] == with_item and with_item >= MIN_ALL_DISTINCT:
+        return f"every event on a different item ({with_item} items)"
+    return None
+
+
 def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: Sequence[str],
               known: Callable[[str], bool], *, closing: bool = False) -> Summary:
     """Stats and findings of one window (oldest event first).
@@ -145,41 +183,19 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
     # --- gaps and their regularity ---
     stats["min_gap_ms"] = int(gaps.min()) if len(gaps) else None
     stats["median_gap_ms"] = round(float(np.median(gaps)), 1) if len(gaps) else None
-    run, within = 0, None
-    if len(gaps) >= MIN_REGULAR_GAPS:
-        ref = float(np.median(gaps[-MIN_REGULAR_GAPS:]))
-        if ref > 0:
-            dev = np.abs(gaps - ref) / ref
-            run = _trailing_run(dev <= REGULAR_TOLERANCE)
-            within = float(dev[len(dev) - run :].max()) if run else None
-        else:
-            run, within = _trailing_run(gaps == 0), 0.0
-        if run < MIN_REGULAR_GAPS:
-            run, within = 0, None
+    run, within = _regular_run(gaps)
     stats["regular_gaps"] = run
     stats["regular_within"] = None if within is None else round(within, 4)
     if len(gaps) >= 2:
-        g = f"gaps min {duration(stats['min_gap_ms'])}, median {duration(stats['median_gap_ms'])}"
-        if run:
-            pct = f"{max(1, math.ceil(within * 100 - 1e-9))} %"
-            if run == len(gaps):
-                g += f", regular within {pct}"
-            else:
-                g += f", the last {run} regular within {pct} around {duration(float(np.median(gaps[-run:])))}"
-        findings.append(g)
+        findings.append(_gaps_sentence(gaps, stats, run, within))
     elif len(gaps) == 1:
         findings.append(f"gap {duration(int(gaps[0]))}")
 
     # --- item concentration ---
     if with_item >= MIN_ITEM_EVENTS:
-        top = stats["top_items"][0]
-        share = top["events"] / with_item
-        if share > TOP_ITEM_SHARE and stats["distinct_items"] > 1:
-            findings.append(f"item {top['item_hash']} in {top['events']} of {with_item} events ({share * 100:.0f} %)")
-        elif stats["distinct_items"] == 1:
-            findings.append(f"every event on item {top['item_hash']}")
-        elif stats["distinct_items"] == with_item and with_item >= MIN_ALL_DISTINCT:
-            findings.append(f"every event on a different item ({with_item} items)")
+        concentration = _items_sentence(stats, with_item)
+        if concentration:
+            findings.append(concentration)
 
     # --- the newest event, when it is the window's first of its type ---
     if n >= 2 and not closing:

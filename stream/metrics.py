@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from stream.events import REJECT_REASONS
+from stream.severities import SEVERITIES
 from stream.tally import Tally
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -69,8 +71,7 @@ class Metrics:
         self.shadow_windows = Counter("seqsentry_shadow_windows", "Windows scored by the shadow model.", registry=r)
         self.shadow_agree = Counter("seqsentry_shadow_agreements", "Windows where shadow and serving model agree.",
                                     registry=r)
-        for reason in ("too-large", "bad-encoding", "not-json", "not-object", "missing-field", "bad-type",
-                       "bad-timestamp", "bad-value"):
+        for reason in REJECT_REASONS:
             self.events_rejected.labels(reason)  # export zeros so rates work from the start
         for cause in ("idle", "lru"):
             self.evicted.labels(cause)
@@ -78,7 +79,7 @@ class Metrics:
             self.rebalances.labels(kind)
         for result in ("ok", "error"):
             self.model_loads.labels(result)
-        for sev in ("low", "medium", "high", "critical"):
+        for sev in SEVERITIES:
             self.alerts.labels(sev)
 
     def count_consumed(self, n: int) -> None:

@@ -194,7 +194,7 @@ def _value_line(value: bytes) -> bytes:
         return orjson.dumps(value.decode("utf-8", "replace"))
 
 
-def _message_line(m: Message) -> bytes:
+def message_line(m: Message) -> bytes:
     """A message as one JSON object: its value (parsed when it is JSON, else a string), key,
     headers (values as strings; a repeated key keeps its last value) and place in the topic."""
     raw = m.value()
@@ -252,7 +252,7 @@ def record(
                         if m.error().code() == KafkaError._PARTITION_EOF:
                             continue
                         raise kafka.KafkaUnavailable(f"record failed: {m.error()}")
-                    lines.append(_message_line(m) if headers else _value_line(m.value() or b""))
+                    lines.append(message_line(m) if headers else _value_line(m.value() or b""))
                 out.write(b"\n".join(lines) + b"\n")
                 n += len(lines)
                 bar.update(task, completed=n, rate=f"{n / max(last - t0, 1e-9):,.0f} msg/s")

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream.window_defaults import DEFAULT_MAX_EVENTS, DEFAULT_SPAN_MS
+
 
 @dataclass(frozen=True, slots=True)
 class WindowConfig:
     """Bounds of a window and of the store. Times in milliseconds."""
 
-    max_events: int = 64
-    span_ms: int = 3_600_000
+    max_events: int = DEFAULT_MAX_EVENTS
+    span_ms: int = DEFAULT_SPAN_MS
     allowed_lateness_ms: int = 60_000
     idle_ttl_ms: int = 6 * 3_600_000
     max_users: int = 1_000_000

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file, save_model
 from transformers import BertConfig, BertForMaskedLM
 
 from bench.faults import refused_load_rss_mb
-from stream.artifact import LIMITS, ArtifactError, _sha256, check_weights, load_artifact
+from stream.artifact import LIMITS, ArtifactError, check_weights, file_sha256, load_artifact
 from tests.artifacts import reseal
 
 # What a 1.2 GB model asks for while staying inside every dimension limit (about 300M parameters).
@@ -27,7 +27,7 @@ def _hostile_copy(tiny_model, tmp_path: Path, name: str, edit: Callable[[Path], 
     shutil.copytree(tiny_model[0].artifact, art)
     edit(art / name)
     meta = json.loads((art / "meta.json").read_text())
-    meta["checksums"][name] = _sha256(art / name)
+    meta["checksums"][name] = file_sha256(art / name)
     (art / "meta.json").write_text(json.dumps(meta))
     return reseal(art)
 

@@ -20,6 +20,7 @@ import yaml
 
 from stream.broker import free_port
 from stream.metrics import Metrics
+from stream.runtime.gauges import RuntimeGauges
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -72,7 +73,7 @@ def exported_names() -> set[str]:
     for fam in Metrics().registry.collect():
         names.add(fam.name)
         names.update(s.name for s in fam.samples)
-    return names
+    return names | {fam.name for fam in RuntimeGauges.describe()}  # `seqsentry run` adds these at scrape time
 
 
 def queried_names() -> dict[str, set[str]]:

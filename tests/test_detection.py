@@ -78,7 +78,7 @@ def test_the_cooldown_holds_no_more_users_than_the_window_store(eager_scorer):
         det.score(pending)
     assert store.users <= 50 and len(det.cooldown) <= 50 + 100  # until the next batch, one batch's users more
     det.score(det.ingest(store, _events(("flood2999", 3000, "view")))[0])
-    assert all(store.slot_of(u) is not None for u in det.cooldown._last)
+    assert all(store.slot_of(u) is not None for u in det.cooldown.users())
 
 
 def test_an_evicted_users_cooldown_is_forgotten_only_when_scoring_reaches_the_eviction(eager_scorer):
@@ -91,7 +91,7 @@ def test_an_evicted_users_cooldown_is_forgotten_only_when_scoring_reaches_the_ev
     assert store.slot_of("a") is None and evicting[0].forget == ["a"]
     assert det.score(queued) == [[]]  # scored after the eviction was ingested, as offline scores it: before
     det.score(evicting)
-    assert "a" not in det.cooldown._last
+    assert "a" not in det.cooldown.users()
 
 
 def test_a_restored_cooldown_holds_back_alerts_as_before_the_restart():

@@ -146,11 +146,11 @@ class Message:
 
 
 def test_a_recorded_json_value_is_written_as_json_beside_its_headers():
-    line = replay._message_line(Message(b'{"user_id": "u1", "ts": "yesterday"}', [("seqsentry.reason", b"bad-ts")]))
+    line = replay.message_line(Message(b'{"user_id": "u1", "ts": "yesterday"}', [("seqsentry.reason", b"bad-ts")]))
     assert orjson.loads(line) == {"value": {"user_id": "u1", "ts": "yesterday"}, "key": None,
                                   "headers": {"seqsentry.reason": "bad-ts"}, "partition": 0, "offset": 7}
 
 
 def test_a_recorded_message_without_headers_or_value_is_still_one_object():
-    assert orjson.loads(replay._message_line(Message(None))) == {"value": None, "key": None, "headers": {},
+    assert orjson.loads(replay.message_line(Message(None))) == {"value": None, "key": None, "headers": {},
                                                                   "partition": 0, "offset": 7}

@@ -19,7 +19,7 @@ from stream.runtime.consumer import ConsumerLoop
 from stream.runtime.logloss import LogLossWatch
 from stream.runtime.outputs import Outputs
 from stream.service import Service
-from tests.test_runtime_outputs import FakeProducer, _pending
+from tests.doubles import FakeProducer, pending
 
 
 class HeldProducer(FakeProducer):
@@ -49,7 +49,7 @@ def _service(errors: BrokerErrors, commits: CommitTracker | None = None, stall_t
 def _alert(ticket: Ticket) -> tuple:
     ticket.add()
     ticket.done()
-    return _pending(ticket), [{"user_id": "u1", "severity": "high", "trigger": {"offset": 42}}]
+    return pending(ticket), [{"user_id": "u1", "severity": "high", "trigger": {"offset": 42}}]
 
 
 def test_an_alert_is_counted_only_once_the_broker_acknowledges_it():

@@ -58,3 +58,15 @@ def test_lag_in_messages_is_the_loops_latest_measurement_and_lag_in_seconds_grow
 def test_no_gpu_series_on_a_cpu():
     m, _, _ = scraped()
     assert m.registry.get_sample_value("seqsentry_gpu_memory_allocated_bytes") is None
+
+
+def test_every_series_a_scrape_exports_is_described():
+    m, parts, state = scraped()
+    parts.assigned = [TopicPartition("events", 0)]
+    parts.last_ts = {0: 1}
+    state["lag"] = {0: 1}
+    scraped_names = {fam.name for fam in m.registry.collect()}
+    described = {fam.name for fam in RuntimeGauges.describe()}
+    assert described - {"seqsentry_gpu_memory_allocated_bytes", "seqsentry_gpu_utilization_ratio"} <= scraped_names
+    assert {"seqsentry_tracked_users", "seqsentry_ready", "seqsentry_consumer_lag_messages",
+            "seqsentry_consumer_lag_seconds"} <= described

@@ -4,45 +4,17 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
 import orjson
 from confluent_kafka import KafkaError, KafkaException
 
 from stream.dead_letter import DEFAULT_MESSAGE_MAX_BYTES, dead_letter_headers
-from stream.detector import Pending
 from stream.metrics import Metrics
 from stream.runtime.broker_health import BrokerErrors
 from stream.runtime.commits import Ticket
 from stream.runtime.outputs import Outputs
-from stream.windows import Windows
+from tests.doubles import FakeProducer, pending
 
 CONTRACT = ["seqsentry.reason", "seqsentry.detail", "seqsentry.topic", "seqsentry.partition", "seqsentry.offset"]
-
-
-class FakeProducer:
-    """Records messages; acknowledges them (or fails them) when polled, as librdkafka does."""
-
-    def __init__(self, fail: str | None = None, raises: list[BaseException] | None = None) -> None:
-        self.sent: list[dict] = []
-        self._callbacks: list = []
-        self.fail = fail
-        self.raises = list(raises or [])  # raised by the next produce() calls, one each
-
-    def produce(self, topic, value, key, headers=None, on_delivery=None):
-        if self.raises:
-            raise self.raises.pop(0)
-        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
-        self._callbacks.append(on_delivery)
-
-    def poll(self, timeout=0.0):
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            cb(self.fail, None)
-        return len(callbacks)
-
-    def flush(self, timeout):
-        self.poll()
-        return 0
 
 
 def outputs(producer: FakeProducer) -> Outputs:
@@ -89,22 +61,13 @@ def test_a_failed_delivery_fails_the_ticket():
     assert ticket.complete and ticket.error == "delivery to dlq failed: broker said no"
 
 
-def _pending(ticket: Ticket) -> Pending:
-    windows = Windows(user_id=["u1"], ts=np.zeros((1, 1), np.int64), type=np.zeros((1, 1), np.uint16),
-                      item=np.zeros((1, 1), np.uint32), price=np.zeros((1, 1), np.float32),
-                      label=np.zeros((1, 1), np.int8), length=np.array([1]))
-    return Pending(windows=windows, type_names=["view"], event_time=np.array([1_000]), trigger_event=["e"],
-                   event_ids=[None], topic="events", partition=0, offsets=np.array([42]),
-                   kafka_ts=np.array([1_700_000_000_000]), ticket=ticket)
-
-
 def test_alerts_are_published_keyed_by_user_and_release_the_windows_hold_on_the_ticket():
     producer = FakeProducer()
     out, ticket = outputs(producer), Ticket({})
     ticket.add()  # the window's hold, taken when it was handed to the worker
     ticket.done()  # the consumer's hold
     alert = {"user_id": "u1", "severity": "high", "trigger": {"offset": 42}}
-    out.publish(_pending(ticket), [alert])  # polls the producer: the alert is acknowledged
+    out.publish(pending(ticket), [alert])  # polls the producer: the alert is acknowledged
     [msg] = producer.sent
     assert (msg["topic"], msg["key"], orjson.loads(msg["value"])) == ("alerts", b"u1", alert)
     assert ticket.complete
@@ -163,5 +126,5 @@ def test_a_refused_alert_fails_its_ticket_without_raising_on_the_worker():
     out, ticket = outputs(producer), Ticket({})
     ticket.add()
     ticket.done()
-    out.publish(_pending(ticket), [{"user_id": "u1", "severity": "high", "trigger": {"offset": 42}}])
+    out.publish(pending(ticket), [{"user_id": "u1", "severity": "high", "trigger": {"offset": 42}}])
     assert ticket.complete and "cannot produce to alerts" in ticket.error

@@ -36,7 +36,7 @@ def tampered(trained, tmp_path, name: str, edit, *, checksummed: bool = False):
     ``checksummed`` its checksums are recomputed too (a consistent, hostile artifact)."""
     import shutil
 
-    from stream.artifact import _sha256
+    from stream.artifact import file_sha256
 
     bad = tmp_path / "tampered"
     shutil.copytree(trained[0].artifact, bad)
@@ -45,7 +45,7 @@ def tampered(trained, tmp_path, name: str, edit, *, checksummed: bool = False):
     (bad / name).write_text(json.dumps(doc))
     if checksummed:
         meta = json.loads((bad / "meta.json").read_text())
-        meta["checksums"][name] = _sha256(bad / name)
+        meta["checksums"][name] = file_sha256(bad / name)
         (bad / "meta.json").write_text(json.dumps(meta))
         reseal(bad)
     return bad
@@ -228,6 +228,13 @@ def test_metrics_agree_with_scikit_learn():
     assert metrics.average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-9)
 
 
+def test_metrics_of_a_single_class_are_undefined_not_an_error():
+    s = np.array([0.2, 0.9, 0.4])
+    assert np.isnan(metrics.roc_auc(np.zeros(3, dtype=int), s))
+    assert np.isnan(metrics.average_precision(np.zeros(3, dtype=int), s))
+    assert np.isnan(metrics.roc_auc(np.ones(3, dtype=int), s)) and metrics.average_precision(np.ones(3, dtype=int), s) == 1.0
+
+
 def test_precision_recall_at_threshold_on_a_known_case():
     y = np.array([1, 1, 0, 0, 1])
     s = np.array([0.9, 0.4, 0.8, 0.1, 0.7])
@@ -334,14 +341,14 @@ def test_with_a_signing_key_an_unsigned_artifact_is_refused(trained, monkeypatch
 
 
 def test_with_a_signing_key_tampered_weights_with_recomputed_checksums_are_refused(trained, tmp_path, monkeypatch):
-    from stream.artifact import _sha256
+    from stream.artifact import file_sha256
 
     signed = _signed_copy(trained, tmp_path / "signed", monkeypatch)
     weights = bytearray((signed / "model.safetensors").read_bytes())
     weights[-8:] = b"\x00" * 8  # the last weights, inside the tensor data
     (signed / "model.safetensors").write_bytes(bytes(weights))
     meta = json.loads((signed / "meta.json").read_text())
-    meta["checksums"]["model.safetensors"] = _sha256(signed / "model.safetensors")
+    meta["checksums"]["model.safetensors"] = file_sha256(signed / "model.safetensors")
     (signed / "meta.json").write_text(json.dumps(meta))
     reseal(signed)
     with pytest.raises(ArtifactError, match="signature does not match") as err:

@@ -86,9 +86,9 @@ def test_every_session_still_open_at_the_end_of_a_training_log_ends():
 
 def test_pretraining_steps_follow_the_size_of_the_log():
     cfg = train.TrainConfig()
-    assert train._steps(cfg, 500) == defaults.MIN_PRETRAIN_STEPS
-    assert train._steps(cfg, 3_000) == int(np.ceil(defaults.PRETRAIN_EPOCHS * 3_000 / cfg.batch_size))
-    assert train._steps(cfg, 10**6) == cfg.pretrain_steps
+    assert train.pretrain_steps_for(cfg, 500) == defaults.MIN_PRETRAIN_STEPS
+    assert train.pretrain_steps_for(cfg, 3_000) == int(np.ceil(defaults.PRETRAIN_EPOCHS * 3_000 / cfg.batch_size))
+    assert train.pretrain_steps_for(cfg, 10**6) == cfg.pretrain_steps
 
 
 @pytest.fixture(scope="module")

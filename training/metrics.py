@@ -6,45 +6,30 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn import metrics as skm
 
 from training.dataset import WindowSet
 
 
 def roc_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds) over distinct score values, highest threshold first."""
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order].astype(np.float64)
-    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(y)[distinct]
-    fps = (distinct + 1) - tps
-    tpr = np.r_[0, tps / max(tps[-1], 1)]
-    fpr = np.r_[0, fps / max(fps[-1], 1)]
-    return fpr, tpr, np.r_[np.inf, s[distinct]]
+    """(fpr, tpr, thresholds), scikit-learn's, highest threshold first."""
+    return skm.roc_curve(y, s, drop_intermediate=False)
 
 
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """Area under the ROC curve (ties handled as scikit-learn does)."""
-    fpr, tpr, _ = roc_curve(y, s)
-    return float(np.trapezoid(tpr, fpr))
+    """Area under the ROC curve; NaN when ``y`` holds one class only."""
+    return float(skm.roc_auc_score(y, s)) if 0 < np.sum(y) < len(y) else float("nan")
 
 
 def pr_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(precision, recall) at each distinct threshold, highest threshold first."""
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order].astype(np.float64)
-    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(y)[distinct]
-    precision = tps / (distinct + 1)
-    recall = tps / max(tps[-1], 1)
+    """(precision, recall), scikit-learn's, from the lowest threshold up."""
+    precision, recall, _ = skm.precision_recall_curve(y, s)
     return precision, recall
 
 
 def average_precision(y: np.ndarray, s: np.ndarray) -> float:
-    """PR-AUC as average precision (scikit-learn's definition: sum of ΔR · P)."""
-    if y.sum() == 0:
-        return float("nan")
-    p, r = pr_curve(y, s)
-    return float(np.sum(np.diff(np.r_[0, r]) * p))
+    """PR-AUC as average precision; NaN without positives."""
+    return float(skm.average_precision_score(y, s)) if np.sum(y) > 0 else float("nan")
 
 
 def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
@@ -179,11 +164,6 @@ def write_report(out: Path, results: dict[str, dict], scores: dict[str, np.ndarr
     read, the calibration and whether it supports the budget) and ``calibration_maxima``
     (each calibration user's highest score) also calibration.png - written for every model
     kind, labelled or not."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps({**results, **({"training": info} if info else {})}, indent=2,
                                                 default=float))
@@ -195,6 +175,23 @@ def write_report(out: Path, results: dict[str, dict], scores: dict[str, np.ndarr
         plot_calibration(out / "calibration.png", calibration_maxima, info["calibration"]["threshold"], title)
     if not results:
         return out
+    plot_curves(out, results, scores, ws)
+    plot_scores(out / "scores.png", results, scores, ws)
+    return out
+
+
+def _pyplot():  # noqa: ANN202 - matplotlib.pyplot, imported only when a plot is drawn
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(out: Path, results: dict[str, dict], scores: dict[str, np.ndarray], ws: WindowSet) -> None:
+    """pr.png and roc.png: each model's precision-recall and ROC curves over the labelled test windows."""
+    plt = _pyplot()
     y = ws.label.astype(np.int64)
     known = y >= 0
     fig_pr, ax_pr = plt.subplots(figsize=(6, 5))
@@ -212,25 +209,52 @@ def write_report(out: Path, results: dict[str, dict], scores: dict[str, np.ndarr
         fig.tight_layout()
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
-    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 4), squeeze=False)
-    for ax, (name, s) in zip(axes[0], scores.items(), strict=True):
-        ax.hist(s[y == 0], bins=60, alpha=0.6, label="normal", density=True)
-        ax.hist(s[y == 1], bins=60, alpha=0.6, label="attack", density=True)
-        ax.axvline(results[name]["threshold"], color="k", ls="--", lw=1, label="threshold")
-        ax.set(title=name, xlabel="score")
+
+
+def plot_scores(path: Path, results: dict[str, dict], scores: dict[str, np.ndarray], ws: WindowSet) -> None:
+    """scores.png: per model, the score distribution of test windows by class (top) and of test
+    users by their highest score, with how many of each the threshold alerts (bottom)."""
+    plt = _pyplot()
+    y = ws.label.astype(np.int64)
+    known = y >= 0
+    # top row: windows, each class's share per bin (comparable however many windows a class has);
+    # bottom row: users, by their highest score - what the alert budget is about
+    fig, axes = plt.subplots(2, len(scores), figsize=(5 * len(scores), 7.5), squeeze=False)
+    attacker_user = np.zeros(len(ws.users), dtype=bool)
+    attacker_user[ws.user[y == 1]] = True
+    for col, (name, s) in enumerate(scores.items()):
+        thr = results[name]["threshold"]
+        edges = np.histogram_bin_edges(s[known], bins=60)
+        ax = axes[0, col]
+        for cls, label in ((0, "normal windows"), (1, "attack windows")):
+            v = s[y == cls]
+            if len(v):
+                ax.hist(v, bins=edges, weights=np.full(len(v), 1 / len(v)), alpha=0.6, label=f"{label} ({len(v):,})")
+        ax.axvline(thr, color="k", ls="--", lw=1, label="threshold")
+        ax.set(title=f"{name}: windows", xlabel="window score", ylabel="share of the class's windows")
+        ax.legend(fontsize=8)
+        users = np.unique(ws.user[known])
+        top = np.full(len(ws.users), -np.inf)
+        np.maximum.at(top, ws.user[known], s[known])
+        ax = axes[1, col]
+        for flag, label in ((False, "normal users"), (True, "attackers")):
+            v = top[users][attacker_user[users] == flag]
+            if len(v):
+                caught = int((v >= thr).sum())
+                ax.hist(v, bins=edges, alpha=0.6, label=f"{label}: {caught:,} of {len(v):,} alerted")
+        ax.axvline(thr, color="k", ls="--", lw=1, label="threshold")
+        ax.set(title=f"{name}: users", xlabel="user's highest score", ylabel="users", yscale="log")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "scores.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return out
+
+
 
 
 def plot_calibration(path: Path, maxima: np.ndarray, threshold: float, title: str) -> None:
     """Each calibration user's highest score against the threshold: what the budget was set on."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     m = np.sort(maxima)[::-1]

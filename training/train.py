@@ -210,7 +210,7 @@ class TrainResult:
     verdicts: dict | None = None  # confirmed attackers / dismissed users of the labels, and how many it alerts
 
 
-def _steps(cfg: TrainConfig, windows: int) -> int:
+def pretrain_steps_for(cfg: TrainConfig, windows: int) -> int:
     """Pretraining steps for ``windows`` training windows: about PRETRAIN_EPOCHS passes over
     them, at most ``cfg.pretrain_steps`` - so a 2,500-event log trains in seconds, not minutes."""
     return int(min(cfg.pretrain_steps, max(defaults.MIN_PRETRAIN_STEPS,
@@ -314,7 +314,7 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
         train_capped = verdict_report.with_hard_negatives(train_capped, train_ws, verdicts)
     # the zero-label model learns normal traffic only; a classifier's pretraining may see everything
     pre_ws = train_capped if kind == "classifier" else train_ws.subset(train_ws.label != 1)
-    mlm = pretrain(pre_ws, vocab, dataclasses.replace(cfg, pretrain_steps=_steps(cfg, len(pre_ws))), device, show)
+    mlm = pretrain(pre_ws, vocab, dataclasses.replace(cfg, pretrain_steps=pretrain_steps_for(cfg, len(pre_ws))), device, show)
     if kind == "classifier":
         model, _ = finetune(mlm, train_capped, val_ws, vocab, cfg, device, show)
     else:

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from stream import kafka, logs, registry, replay
 from stream.broker import EmbeddedBroker, create_topics
+from stream.runtime import defaults
 from stream.service import Service, ServiceConfig
 
 SEVERITY_STYLE = {"low": "cyan", "medium": "yellow", "high": "bold red", "critical": "bold white on red"}
@@ -118,7 +119,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
             console.print(f"embedded Kafka-compatible broker on [bold]{bootstrap}[/] (in-memory)")
         else:
             kafka.check_reachable(bootstrap, cfg.kafka_options)
-        topics = {"events": 4, "alerts": 4, "events-dlq": 1}
+        topics = {defaults.TOPIC: 4, defaults.ALERTS_TOPIC: 4, defaults.DLQ_TOPIC: 1}
         create_topics(bootstrap, topics, **cfg.kafka_options)
         training_report = None
         if registry.current_version(cfg.registry) is None:
@@ -139,13 +140,13 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoSummary:
 
         alerts: deque = deque(maxlen=100_000)
         tail = kafka.consumer(bootstrap, f"demo-tail-{time.time()}", cfg.kafka_options)
-        parts = kafka.require_topic(bootstrap, "alerts", cfg.kafka_options)
-        tail.assign([TopicPartition("alerts", p, OFFSET_END) for p in range(parts)])
+        parts = kafka.require_topic(bootstrap, defaults.ALERTS_TOPIC, cfg.kafka_options)
+        tail.assign([TopicPartition(defaults.ALERTS_TOPIC, p, OFFSET_END) for p in range(parts)])
 
         sent = {"n": 0}
 
         def produce() -> None:
-            stats = replay.replay(traffic, bootstrap, "events", rate=cfg.rate, options=cfg.kafka_options, stop=stop)
+            stats = replay.replay(traffic, bootstrap, defaults.TOPIC, rate=cfg.rate, options=cfg.kafka_options, stop=stop)
             sent["n"] = stats.sent
 
         sender = threading.Thread(target=produce, daemon=True)

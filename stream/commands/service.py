@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from stream.commands.log_options import log_args, log_spec, report_log_quality
 from stream.runtime import defaults
+from stream.severities import SEVERITIES
 
 if TYPE_CHECKING:  # pydantic costs most of a second: `--help` must not pay for it
     from stream.runtime.config import ServiceConfig
@@ -248,7 +249,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from stream import kafka
-    from stream.alerts import SEVERITIES
     from stream.commands.demo import SEVERITY_STYLE
 
     options = kafka.parse_options(args.kafka_options)
@@ -310,8 +310,8 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("alerts", help="follow the alerts topic and pretty-print alerts (or --json lines)")
     p.add_argument("--bootstrap", "-b", default=os.environ.get("SEQSENTRY_BOOTSTRAP", "localhost:9092"))
     p.add_argument("-X", dest="kafka_options", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--topic", "-t", default="alerts")
-    p.add_argument("--severity", choices=["low", "medium", "high", "critical"], default="low", help="minimum severity")
+    p.add_argument("--topic", "-t", default=defaults.ALERTS_TOPIC)
+    p.add_argument("--severity", choices=SEVERITIES, default=SEVERITIES[0], help="minimum severity")
     p.add_argument("--user", help="only this user's alerts")
     p.add_argument("--json", action="store_true", help="one JSON alert per line (for piping)")
     p.add_argument("--from-beginning", action="store_true",

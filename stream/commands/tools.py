@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stream.commands.log_options import log_args, log_spec, report_log_quality
 from stream.commands.options import DefaultsHelpFormatter, kafka_args, kafka_options
+from stream.runtime import defaults
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -61,9 +62,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from stream.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(port=args.port).start()
-    inputs = args.topic or ["events"]
-    # what `seqsentry run` will ask for with its defaults: each input, its dead letters, the alerts
-    topics = {name: args.partitions for t in inputs for name in (t, f"{t}-dlq")} | {"alerts": args.partitions}
+    inputs = args.topic or [defaults.TOPIC]
+    # what `seqsentry run` will ask for with its defaults: each input, its dead letters (TOPIC-dlq,
+    # as defaults.DLQ_TOPIC is for the default input), the alerts
+    topics = {name: args.partitions for t in inputs for name in (t, f"{t}-dlq")} | {defaults.ALERTS_TOPIC: args.partitions}
     broker.create_topics(topics)
     print(f"embedded broker on {broker.bootstrap} (in-memory; Ctrl-C stops it); topics: {', '.join(topics)}",
           flush=True)
@@ -118,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("replay", help="replay a recorded log into a topic, keyed by user id")
     p.add_argument("log", type=Path)
-    p.add_argument("--topic", "-t", default="events")
+    p.add_argument("--topic", "-t", default=defaults.TOPIC)
     p.add_argument("--speed", type=float, help="pace by event time, SPEED x faster (default: as fast as possible)")
     p.add_argument("--rate", type=float, help="send at most this many events per second")
     p.add_argument("--limit", type=int, help="stop after this many events")
@@ -129,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("record", help="record a topic to a JSONL file")
     p.add_argument("out", type=Path, help="output file (.jsonl, optionally .gz)")
-    p.add_argument("--topic", "-t", default="events")
+    p.add_argument("--topic", "-t", default=defaults.TOPIC)
     p.add_argument("--headers", action="store_true",
                    help='one JSON object per message: {"value", "key", "headers", "partition", "offset"} '
                         "(e.g. the reasons of dead letters, in their seqsentry.* headers)")

@@ -6,12 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from stream.window_defaults import DEFAULT_MAX_EVENTS, DEFAULT_SPAN_MS
 from training import defaults
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--window-events", type=int, help="events per window (default 64)")
-    p.add_argument("--window-span", type=float, help="window span in seconds (default 3600)")
+    p.add_argument("--window-events", type=int, help=f"events per window (default {DEFAULT_MAX_EVENTS})")
+    p.add_argument("--window-span", type=float, help=f"window span in seconds (default {DEFAULT_SPAN_MS // 1000})")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

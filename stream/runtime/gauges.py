@@ -20,6 +20,9 @@ from prometheus_client.registry import Collector
 
 from stream.runtime.rebuild import Partitions
 
+NAMES = ("seqsentry_tracked_users", "seqsentry_ready", "seqsentry_consumer_lag_messages",
+         "seqsentry_consumer_lag_seconds", "seqsentry_gpu_memory_allocated_bytes", "seqsentry_gpu_utilization_ratio")
+
 
 class RuntimeGauges(Collector):
     """``seqsentry_tracked_users``, ``_ready``, ``_consumer_lag_messages``, ``_consumer_lag_seconds``
@@ -32,6 +35,12 @@ class RuntimeGauges(Collector):
         self.ready = ready
         self.lag = lag
         self.device = device
+
+    @staticmethod
+    def describe() -> Iterator[GaugeMetricFamily]:
+        """Every series this collector can export, without values (the GPU ones only on CUDA)."""
+        for name in NAMES:
+            yield GaugeMetricFamily(name, name)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         stores = list(self.partitions.stores.values())  # one atomic copy: a rebalance may swap the dict's entries
