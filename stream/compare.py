@@ -25,6 +25,7 @@ import orjson
 
 from stream import logs, registry
 from stream.alerts import SEVERITIES
+from stream.log_spec import Label
 
 LIST_CAP = 500  # users listed per group in comparison.json (the counts are always complete)
 
@@ -267,14 +268,14 @@ def shadow_runs(candidate: Path) -> tuple[ModelRun, ModelRun]:
     return cand, cur
 
 
-def compare_shadow(candidate: Path, out: Path | str, labels: Mapping[str, tuple[int, str | None]] | None = None,
+def compare_shadow(candidate: Path, out: Path | str, labels: Mapping[str, Label] | None = None,
                    labels_name: str | None = None) -> dict:
     """The diff of what `run --shadow` recorded (no log: users neither model crossed for are unknown,
     so there is no normal-user budget line)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cand, cur = shadow_runs(candidate)
-    truth = {u: Truth(label=lab, attack=att if lab == 1 else None) for u, (lab, att) in (labels or {}).items()}
+    truth = {u: Truth(label=lab.label, attack=lab.attack if lab.label == 1 else None) for u, lab in (labels or {}).items()}
     for u in set(cand.users) | set(cur.users):
         truth.setdefault(u, Truth())
     d = diff(truth, cand, cur, log="live traffic (run --shadow)", labels=labels_name)

@@ -180,7 +180,8 @@ def resolve(v: Verdict, alerts: Mapping[str, AlertRef] | None, default_at: int) 
             if v.user_id is not None and v.user_id != ref.user_id:
                 raise Reject("bad-value", f"user_id {v.user_id} is not alert {v.alert_id}'s user ({ref.user_id})")
             user = ref.user_id
-            since = since if since is not None else ref.event_time
+            # no default from the alert's event time: that is when the model noticed, not when the
+            # abuse began, and `train` labels everything from `since` on (the whole account without it)
     abuse = v.verdict == "abuse"
     return LabelRow(str(user), int(abuse), (v.kind or DEFAULT_KIND) if abuse else None, since,
                     v.at if v.at is not None else default_at, v.verdict, v.analyst, v.alert_id)

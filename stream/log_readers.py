@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stream import events as ev
-from stream.log_spec import LogFormatError, LogSpec, apply_spec, target
+from stream.log_spec import Label, LogFormatError, LogSpec, apply_spec, target
 
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -46,13 +46,20 @@ def detect_format(path: Path | str, fmt: str | None = None) -> tuple[str, bool]:
                          "the delimiter is detected)")
 
 
-def read_labels(path: Path | str) -> dict[str, tuple[int, str | None]]:
-    """Read a labels CSV with columns ``user_id,label[,attack]`` (a header row is required)."""
+def read_labels(path: Path | str) -> dict[str, Label]:
+    """Read a labels CSV with columns ``user_id,label[,attack][,since]`` (a header row is required;
+    other columns, such as those `seqsentry feedback` writes, are ignored)."""
     with _open_text(Path(path)) as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or "user_id" not in reader.fieldnames or "label" not in reader.fieldnames:
             raise LogFormatError(f"{path}: a labels file needs a header with user_id and label columns")
-        return {row["user_id"]: (int(row["label"]), row.get("attack") or None) for row in reader}
+        out: dict[str, Label] = {}
+        for n, row in enumerate(reader, start=2):
+            since = (row.get("since") or "").strip()
+            if since and not since.lstrip("-").isdigit():
+                raise LogFormatError(f"{path}:{n}: since must be an event time in epoch ms, got {since[:40]!r}")
+            out[row["user_id"]] = Label(int(row["label"]), row.get("attack") or None, int(since) if since else None)
+        return out
 
 
 def _open_binary(path: Path) -> IO[bytes]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream.errors import SeqsentryError
 
@@ -27,6 +27,14 @@ class LogFormatError(SeqsentryError, ValueError):
     """A log's format or columns cannot be read; the message says what to pass instead."""
 
 
+class Label(NamedTuple):
+    """One user's row of a labels file."""
+
+    label: int  # 1 abuse, 0 legitimate
+    attack: str | None = None  # the kind of abuse
+    since: int | None = None  # event time (ms) an abuse label applies from; earlier events stay normal
+
+
 @dataclass
 class LogSpec:
     """How to read a log: format, column mapping, timestamp unit, optional labels."""
@@ -38,7 +46,7 @@ class LogSpec:
     # auto: the unit is read off the magnitude - unambiguous for the contract's years 2000-2100,
     # where seconds, ms, us and ns each fill their own, non-overlapping range
     ts_unit: str = "auto"  # auto | ms | s | us | ns
-    labels: dict[str, tuple[int, str | None]] | None = None
+    labels: dict[str, Label] | None = None  # stream.log_readers.read_labels
     chunk_size: int = 20_000
     constants: dict[str, str] = field(default_factory=dict)  # contract field -> value for every record
     value_maps: dict[str, dict[str, str]] = field(default_factory=dict)  # field -> {source value: value}
@@ -129,7 +137,9 @@ def apply_spec(rec: dict[str, Any], spec: LogSpec) -> dict[str, Any]:
     if "ts" in rec:
         rec["ts"] = _convert_ts(rec["ts"], spec.ts_unit)
     if spec.labels is not None and "user_id" in rec:
-        label, attack = spec.labels.get(str(rec["user_id"]), (0, None))
+        label, attack, since = spec.labels.get(str(rec["user_id"]), (0, None, None))
+        if label == 1 and since is not None and isinstance(rec.get("ts"), int) and rec["ts"] < since:
+            label, attack = 0, None  # before the abuse began: a taken-over account's owner is still the owner
         rec["label"] = label
         if attack:
             rec["attack"] = attack

@@ -75,21 +75,21 @@ def test_refused_verdicts_are_dead_lettered_with_reason_and_never_stop_the_run(t
 def test_the_latest_verdict_per_user_wins_by_its_time_not_its_place(tmp_path):
     out = _run(tmp_path, [{"user_id": "u1", "verdict": "legitimate", "at": 1793491300000},
                           {"user_id": "u1", "verdict": "abuse", "at": 1793491200000}])
-    assert read_labels(out) == {"u1": (0, None)}
+    assert read_labels(out) == {"u1": (0, None, None)}
 
 
 def test_a_dismissed_user_is_a_label_0_row_and_confirmed_abuse_a_label_1_with_its_kind(tmp_path):
     out = _run(tmp_path, [{"user_id": "u1", "verdict": "legitimate"}, {"user_id": "u2", "verdict": "abuse", "kind": "farm"},
                           {"user_id": "u3", "verdict": "abuse"}])
-    assert read_labels(out) == {"u1": (0, None), "u2": (1, "farm"), "u3": (1, "confirmed")}
+    assert read_labels(out) == {"u1": (0, None, None), "u2": (1, "farm", None), "u3": (1, "confirmed", None)}
 
 
-def test_an_alert_id_resolves_to_its_user_and_the_alerts_event_time(tmp_path):
+def test_an_alert_id_resolves_to_its_user_and_covers_the_whole_account_without_a_since(tmp_path):
     alerts = tmp_path / "alerts.jsonl"
     alerts.write_bytes(orjson.dumps({"alert_id": "a1", "user_id": "u9", "event_time": 1793491000000}) + b"\n")
     out = _run(tmp_path, [{"alert_id": "a1", "verdict": "abuse", "at": 1793491200000}], "--alerts", str(alerts))
     (row,) = feedback.read_labels_file(out)
-    assert (row.user_id, row.label, row.since, row.at, row.alert_id) == ("u9", 1, 1793491000000, 1793491200000, "a1")
+    assert (row.user_id, row.label, row.since, row.at, row.alert_id) == ("u9", 1, None, 1793491200000, "a1")
 
 
 def test_an_alert_id_not_in_the_alerts_is_dead_lettered_unknown_alert(tmp_path):
@@ -113,7 +113,7 @@ def test_verdicts_merge_into_an_existing_labels_file_and_beat_its_untimed_rows(t
     src = tmp_path / "v.jsonl"
     src.write_bytes(orjson.dumps({"user_id": "u2", "verdict": "legitimate"}) + b"\n")
     assert main(["feedback", str(src), "-o", str(out)]) == 0
-    assert read_labels(out) == {"u1": (1, "chargeback"), "u2": (0, None)}
+    assert read_labels(out) == {"u1": (1, "chargeback", None), "u2": (0, None, None)}
 
 
 def test_verdicts_are_read_from_a_csv_file(tmp_path):
@@ -121,14 +121,14 @@ def test_verdicts_are_read_from_a_csv_file(tmp_path):
     src.write_text("user_id,verdict,kind,at\nu1,abuse,promo,1793491200000\nu2,legitimate,,\n")
     out = tmp_path / "labels.csv"
     assert main(["feedback", str(src), "-o", str(out)]) == 0
-    assert read_labels(out) == {"u1": (1, "promo"), "u2": (0, None)}
+    assert read_labels(out) == {"u1": (1, "promo", None), "u2": (0, None, None)}
 
 
 def test_verdict_command_publishes_and_feedback_records_the_topic(broker, topic, tmp_path):
     assert main(["verdict", "u7", "abuse", "--user", "--kind", "farm", "-b", broker.bootstrap, "-t", topic]) == 0
     out = tmp_path / "labels.csv"
     assert main(["feedback", "-b", broker.bootstrap, "-t", topic, "-o", str(out), "--idle-timeout", "4"]) == 0
-    assert read_labels(out) == {"u7": (1, "farm")}
+    assert read_labels(out) == {"u7": (1, "farm", None)}
 
 
 def test_a_bad_verdict_on_the_topic_goes_to_the_dead_letter_topic_with_its_reason(broker, topic, tmp_path):
@@ -203,7 +203,7 @@ def test_alert_ids_resolve_through_the_alerts_topic(broker, topic, tmp_path):
     assert main(["feedback", "-b", broker.bootstrap, "-t", topic, "--alerts-topic", alerts, "-o", str(out),
                  "--idle-timeout", "4"]) == 0
     (row,) = feedback.read_labels_file(out)
-    assert (row.user_id, row.since) == ("u5", 1793491000000)
+    assert (row.user_id, row.since) == ("u5", None)
 
 
 def test_dismissed_users_train_on_every_window_of_theirs_beside_the_sample():

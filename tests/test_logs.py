@@ -47,6 +47,24 @@ def test_labels_can_come_from_a_separate_file(tmp_path):
     assert res.events.events[1].attack == "scraping"
 
 
+def test_an_abuse_label_applies_from_its_since_time_and_earlier_events_stay_normal(tmp_path):
+    log = tmp_path / "log.jsonl"  # a's own history, then the account taken over from 1700000060000
+    log.write_text("".join(f'{{"user_id":"a","ts":{t},"type":"view"}}\n' for t in (1700000000000, 1700000030000,
+                                                                                 1700000060000, 1700000061000)))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("user_id,label,attack,since,at,verdict\na,1,takeover,1700000060000,1700000100000,abuse\n")
+    (res,) = list(logs.iter_events(log, logs.LogSpec(labels=logs.read_labels(labels))))
+    assert res.events.label.tolist() == [0, 0, 1, 1]
+    assert [e.attack for e in res.events.events] == [None, None, "takeover", "takeover"]
+
+
+def test_a_since_that_is_not_an_epoch_time_is_refused_with_its_line(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("user_id,label,since\na,1,1700000060000\nb,1,yesterday\n")
+    with pytest.raises(logs.LogFormatError, match=r"labels.csv:3: since must be an event time"):
+        logs.read_labels(labels)
+
+
 def test_bad_lines_are_reported_with_reasons_not_raised(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text('{"user_id":"a","ts":1700000000000,"type":"view"}\nnot json\n{"user_id":"a"}\n')

@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with summary_on_refusal(tally):
         res = train.train(batches, args.out, cfg, registry_dir=None if args.no_registry else args.registry,
                           show=not args.quiet,
-                          verdicts={u: lab for u, (lab, _) in spec.labels.items()} if spec.labels else None)
+                          verdicts={u: lab.label for u, lab in spec.labels.items()} if spec.labels else None)
     report_log_quality(tally, args.max_reject_share)
     print(res.order)
     if res.budget:
