@@ -7,10 +7,10 @@
   event within the allowed lateness is inserted in place, one later than that is
   returned as too late.
 
-:class:`stream.windows.WindowStore` owns the arrays and passes them in explicitly:
-``cols`` maps ``ts``/``type``/``item``/``price``/``label`` to its ``[slot, position]``
-ring buffers; ``count`` and ``last_ts`` are its per-slot event counts and newest times.
-These functions write those arrays in place and keep no state of their own.
+:class:`stream.windows.WindowStore` owns the arrays and passes them in as one
+:class:`~stream.window_types.StoreArrays`, with the batch grouped by user as a
+:class:`~stream.window_types.Grouping`. These functions write those arrays in place and keep
+no state of their own.
 """
 
 from __future__ import annotations
@@ -20,24 +20,23 @@ from collections.abc import Callable
 import numpy as np
 
 from stream.events import EventBatch
-from stream.window_types import AddResult, Change, WindowConfig, Windows
+from stream.window_types import COLUMNS, AddResult, Change, Grouping, StoreArrays, WindowConfig, Windows
 
 
-def add_in_order(cols: dict[str, np.ndarray], count: np.ndarray, last_ts: np.ndarray, user_of: list[str | None],
-                 config: WindowConfig, batch: EventBatch, order: np.ndarray, s_sorted: np.ndarray, first: np.ndarray,
-                 start: np.ndarray, rank: np.ndarray, types: np.ndarray,
+def add_in_order(arrays: StoreArrays, config: WindowConfig, batch: EventBatch, g: Grouping, types: np.ndarray,
                  on_change: Callable[[Change], None] | None) -> AddResult:
     """Fast path: every user's events arrive in time order after its stored history.
 
-    ``order`` sorts the batch by (slot, arrival); ``start``/``rank`` locate each event in its group.
+    ``g`` groups the batch by user; ``types`` are its events' store type ids.
     """
+    cols, count, last_ts, user_of = arrays.cols, arrays.count, arrays.last_ts, arrays.user_of
+    order, s_sorted, first, start, rank = g.order, g.s_sorted, g.first, g.start, g.rank
     n_ev = config.max_events
     group = np.cumsum(first) - 1  # group (user) index of each sorted event
     g_slots = s_sorted[first]
     sizes = np.diff(np.r_[np.flatnonzero(first), len(order)])
     cnt = count[g_slots]
-    new = {"ts": batch.ts[order], "type": types[order], "item": batch.item[order], "price": batch.price[order],
-           "label": batch.label[order]}
+    new = {k: v[order] for k, v in _batch_columns(batch, types).items()}
     if on_change is not None:
         # window of event e = last N of (stored history ++ the user's batch events up to e)
         hpos = cnt[:, None] - n_ev + np.arange(n_ev)[None, :]
@@ -63,10 +62,15 @@ def add_in_order(cols: dict[str, np.ndarray], count: np.ndarray, last_ts: np.nda
     return AddResult(g_slots, order[last], np.empty(0, dtype=np.int64))
 
 
-def apply_round(cols: dict[str, np.ndarray], count: np.ndarray, last_ts: np.ndarray, config: WindowConfig,
-                rows: np.ndarray, slots: np.ndarray, types: np.ndarray,
+def _batch_columns(batch: EventBatch, types: np.ndarray) -> dict[str, np.ndarray]:
+    """The batch's values of every store column (:data:`COLUMNS`), by row."""
+    return {"ts": batch.ts, "type": types, "item": batch.item, "price": batch.price, "label": batch.label}
+
+
+def apply_round(arrays: StoreArrays, config: WindowConfig, rows: np.ndarray, slots: np.ndarray, types: np.ndarray,
                 batch: EventBatch) -> tuple[np.ndarray, np.ndarray, int]:
     """Place one event per slot; return (rows placed, rows too late, late events inserted in place)."""
+    cols, count, last_ts = arrays.cols, arrays.count, arrays.last_ts
     ts = batch.ts[rows]
     held = count[slots] > 0
     last = last_ts[slots]
@@ -75,17 +79,15 @@ def apply_round(cols: dict[str, np.ndarray], count: np.ndarray, last_ts: np.ndar
     inorder = ~late
     r, s = rows[inorder], slots[inorder]
     col = count[s] % config.max_events
-    cols["ts"][s, col] = ts[inorder]
-    cols["type"][s, col] = types[r]
-    cols["item"][s, col] = batch.item[r]
-    cols["price"][s, col] = batch.price[r]
-    cols["label"][s, col] = batch.label[r]
+    values = _batch_columns(batch, types)
+    for k in COLUMNS:
+        cols[k][s, col] = values[k][r]
     count[s] += 1
     last_ts[s] = ts[inorder]
     placed, fell_off = [r], []
     insert = late & ~too_late
     for row, slot in zip(rows[insert].tolist(), slots[insert].tolist(), strict=True):
-        if insert_late(cols, count, config.max_events, slot, row, int(types[row]), batch):
+        if insert_late(cols, count, config.max_events, slot, {k: v[row] for k, v in values.items()}):
             placed.append(np.array([row]))
         else:  # older than the whole full window: it has no place, so it is too late, not lost
             fell_off.append(row)
@@ -94,26 +96,20 @@ def apply_round(cols: dict[str, np.ndarray], count: np.ndarray, last_ts: np.ndar
             inserted)
 
 
-def insert_late(cols: dict[str, np.ndarray], count: np.ndarray, n: int, slot: int, row: int, type_id: int,
-                batch: EventBatch) -> bool:
-    """Insert one late event in time order; False if it fell straight off a full window of ``n``."""
+def insert_late(cols: dict[str, np.ndarray], count: np.ndarray, n: int, slot: int, event: dict) -> bool:
+    """Insert one late event (its value of every column) in time order; False if it fell straight
+    off a full window of ``n``."""
     cnt = int(count[slot])
     held = min(cnt, n)
     old_cols = (np.arange(cnt - held, cnt)) % n
     ts_row = cols["ts"][slot, old_cols]
-    at = int(np.searchsorted(ts_row, batch.ts[row], side="right"))
+    at = int(np.searchsorted(ts_row, event["ts"], side="right"))
     if held == n and at == 0:
         return False
     new_cols = np.arange(cnt + 1 - min(held + 1, n), cnt + 1) % n
-    for name, value in (
-        ("ts", batch.ts[row]),
-        ("type", type_id),
-        ("item", batch.item[row]),
-        ("price", batch.price[row]),
-        ("label", batch.label[row]),
-    ):
+    for name in COLUMNS:
         arr = cols[name]
-        merged = np.insert(arr[slot, old_cols], at, value)[-n:]
+        merged = np.insert(arr[slot, old_cols], at, event[name])[-n:]
         arr[slot, new_cols] = merged
     count[slot] = cnt + 1
     return True

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.window_types import Change, WindowConfig, Windows
+from stream.events import EventBatch
+from stream.window_types import Change, Grouping, StoreArrays, WindowConfig, Windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +32,17 @@ class Closes:
     final_closed: np.ndarray  # ... and whether its newest batch event's session is already closed
 
 
-def session_closes(config: WindowConfig, max_ts: int, open_: np.ndarray, last_ts: np.ndarray, count: np.ndarray,
-                   ts: np.ndarray, clock: np.ndarray, order: np.ndarray, s_sorted: np.ndarray, first: np.ndarray,
-                   start: np.ndarray) -> Closes:
+def session_closes(config: WindowConfig, arrays: StoreArrays, max_ts: int, batch: EventBatch,
+                   g: Grouping) -> Closes:
     """Which sessions the batch closes, decided per event in arrival order (before anything is written).
 
-    ``max_ts``/``open_``/``last_ts``/``count``: the store's watermark and per-slot state before
-    the batch. ``ts``: the events' times; ``clock``: what each tells the partition's clock
-    (``EventBatch.clock_ts``). ``order``/``s_sorted``/``first``/``start``: the batch grouped by
-    user, as :meth:`WindowStore.add` sorts it.
+    ``arrays``: the store's per-slot state before the batch; ``max_ts``: its watermark. Each event
+    tells the partition's clock its ``EventBatch.clock_ts``. ``g``: the batch grouped by user, as
+    :meth:`WindowStore.add` walks it.
     """
+    open_, last_ts, count = arrays.open, arrays.last_ts, arrays.count
+    ts, clock = batch.ts, batch.clock_ts
+    order, s_sorted, first, start = g.order, g.s_sorted, g.first, g.start
     n = len(ts)
     gap = min(config.session_gap_ms, config.idle_ttl_ms)  # a session ends before its user expires
     watermark = np.maximum.accumulate(np.r_[max_ts, clock])[1:]  # the partition's clock after each arrival

@@ -1,7 +1,9 @@
 """The window store's value types: its bounds and what it hands back.
 
 :class:`WindowConfig` bounds a window and the store; :class:`Windows` is a set of windows
-read from it; :class:`Change` and :class:`AddResult` describe what a batch did. The
+read from it; :class:`Change` and :class:`AddResult` describe what a batch did;
+:class:`Grouping` (a batch grouped by user) and :class:`StoreArrays` (the store's arrays) are
+what the store hands the ingest and session functions instead of a dozen loose arrays. The
 store itself is :class:`stream.windows.WindowStore`.
 """
 
@@ -34,6 +36,53 @@ class WindowConfig:
             raise ValueError("idle_ttl_ms must be >= span_ms")
         if self.session_gap_ms <= 0:
             raise ValueError("session_gap_ms must be > 0")
+
+
+#: The per-event columns of the store's ring buffers and of :class:`Windows`, in one order.
+COLUMNS: tuple[str, ...] = ("ts", "type", "item", "price", "label")
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """A batch grouped by user, each user's events in arrival order: how the store walks a batch.
+
+    ``order`` sorts the batch rows by (slot, arrival); ``s_sorted`` is the slot of each sorted
+    event, ``first`` marks each user's first one, ``start`` is where its user's group begins
+    and ``rank`` its position inside the group.
+    """
+
+    order: np.ndarray
+    s_sorted: np.ndarray
+    first: np.ndarray
+    start: np.ndarray
+    rank: np.ndarray
+
+    @classmethod
+    def of(cls, slots: np.ndarray) -> Grouping:
+        """Group the events of a batch whose rows have store slots ``slots``."""
+        n = len(slots)
+        order = np.lexsort((np.arange(n), slots))
+        s_sorted = slots[order]
+        first = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
+        start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        return cls(order, s_sorted, first, start, np.arange(n) - start)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreArrays:
+    """The window store's arrays, handed to the functions that read and write them in place.
+
+    ``cols`` maps each of :data:`COLUMNS` to its ``[slot, position]`` ring buffer; ``count``,
+    ``last_ts`` and ``open`` are per slot (events ever stored, newest event time, a session
+    still open); ``user_of`` is each slot's user. Made fresh by the store for each call:
+    growing the store replaces the arrays.
+    """
+
+    cols: dict[str, np.ndarray]
+    count: np.ndarray
+    last_ts: np.ndarray
+    open: np.ndarray
+    user_of: list[str | None]
 
 
 @dataclass(slots=True)

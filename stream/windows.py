@@ -51,7 +51,16 @@ import numpy as np
 from stream.events import EventBatch
 from stream.window_ingest import add_in_order, apply_round, window_as_of
 from stream.window_sessions import capture_closes, mark_sessions, session_closes
-from stream.window_types import AddResult, Change, WindowConfig, Windows, merge_results
+from stream.window_types import (
+    COLUMNS,
+    AddResult,
+    Change,
+    Grouping,
+    StoreArrays,
+    WindowConfig,
+    Windows,
+    merge_results,
+)
 
 __all__ = ["MAX_TYPES", "AddResult", "Change", "WindowConfig", "WindowStore", "Windows"]
 
@@ -115,15 +124,16 @@ class WindowStore:
         """Bytes held by the store: arrays plus an estimate of the user index."""
         arrays = sum(
             getattr(self, a).nbytes
-            for a in ("ts", "type", "item", "price", "label", "count", "last_ts", "touched", "open")
+            for a in (*COLUMNS, "count", "last_ts", "touched", "open")
         )
         index = sys.getsizeof(self._slot) + sys.getsizeof(self.user_of)
         index += sum(sys.getsizeof(u) for u in self._slot)
         return arrays + index
 
-    def _columns(self) -> dict[str, np.ndarray]:
-        """The per-event ring buffers by name (fresh each call: growing the store replaces them)."""
-        return {name: getattr(self, name) for name in ("ts", "type", "item", "price", "label")}
+    def _arrays(self) -> StoreArrays:
+        """The arrays the ingest and session functions work on (fresh each call: growing the store replaces them)."""
+        return StoreArrays({name: getattr(self, name) for name in COLUMNS}, self.count, self.last_ts, self.open,
+                           self.user_of)
 
     # ---- ingest --------------------------------------------------------------------
     def _type_ids_for(self, names: list[str]) -> np.ndarray:
@@ -211,24 +221,19 @@ class WindowStore:
         self._clock += 1
         slots = self._slots_for(batch.user_id)
         types = self._type_ids_for(batch.type)
-        n = len(batch)
         # per user, events are taken in arrival order: an event older than the one before it is
         # late and goes into place. That makes every event's window independent of batching.
-        order = np.lexsort((np.arange(n), slots))
-        s_sorted = slots[order]
-        first = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
-        start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
-        rank = np.arange(n) - start
+        g = Grouping.of(slots)
+        order, s_sorted, first, rank = g.order, g.s_sorted, g.first, g.rank
         ts_sorted = batch.ts[order]
-        closes = session_closes(self.config, self.max_ts, self.open, self.last_ts, self.count,
-                                batch.ts, batch.clock_ts, order, s_sorted, first, start)
+        arrays = self._arrays()
+        closes = session_closes(self.config, arrays, self.max_ts, batch, g)
         if on_close is not None and len(closes.stored):
             on_close(Change(closes.stored, closes.stored_by, self.read(closes.stored), self.count[closes.stored].copy()))
         stored_last = np.where(self.count[s_sorted] > 0, self.last_ts[s_sorted], np.iinfo(np.int64).min)
         prev = np.where(first, stored_last, np.r_[stored_last[:1], ts_sorted[:-1]])
         if not (ts_sorted < prev).any():
-            res = add_in_order(self._columns(), self.count, self.last_ts, self.user_of, self.config, batch, order,
-                               s_sorted, first, start, rank, types, capture_closes(closes, on_change, on_close))
+            res = add_in_order(arrays, self.config, batch, g, types, capture_closes(closes, on_change, on_close))
             self._after_add(batch)
             mark_sessions(self.open, closes)
             return res
@@ -237,8 +242,7 @@ class WindowStore:
         late_rows: list[np.ndarray] = []
         for r in range(int(rank.max()) + 1):
             rows = order[rank == r]
-            placed, too_late, inserted = apply_round(self._columns(), self.count, self.last_ts, self.config,
-                                                     rows, slots[rows], types, batch)
+            placed, too_late, inserted = apply_round(self._arrays(), self.config, rows, slots[rows], types, batch)
             self.late_inserted += inserted
             late_rows.append(too_late)
             if len(placed):
