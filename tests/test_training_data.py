@@ -209,3 +209,14 @@ def test_a_few_verdicts_keep_the_platform_split(tmp_path, monkeypatch):
     train.train(lambda: [dataset.EventBatch.from_events(evs)], tmp_path / "runs", train.TrainConfig(**TINY),
                 show=False, verdicts={"p0": 1, "p1": 0})
     assert calls == []  # the labelled split would train only on traffic before the median timestamp
+
+
+def test_dismissed_alerts_train_and_never_calibrate():
+    first = [T0 + i * 60_000 for i in range(100)]  # u99 is the latest user
+    ws = window_set(first, set())
+    plain = dataset.split_platform(ws)
+    assert 99 in set(ws.user[plain.val].tolist())
+    sp = dataset.split_platform(ws, train_only=["u99", "u98"])
+    held = set(ws.user[sp.val].tolist())
+    assert {98, 99}.isdisjoint(held) and {98, 99} <= set(ws.user[sp.train].tolist())
+    assert len(held) == 20  # still a fifth of the real users: the next latest take their place

@@ -215,7 +215,7 @@ def user_bucket(users: list[str]) -> np.ndarray:
     return np.array([zlib.crc32(u.encode()) % 100 for u in users], dtype=np.int16)
 
 
-def split_platform(ws: WindowSet, cal_users: float = 0.2) -> Split:
+def split_platform(ws: WindowSet, cal_users: float = 0.2, train_only: Iterable[str] = ()) -> Split:
     """Split for a platform's own traffic with injected attackers and no labels of its own.
 
     Real users are held out *by time*: the latest ``cal_users`` of them by first event
@@ -226,7 +226,10 @@ def split_platform(ws: WindowSet, cal_users: float = 0.2) -> Split:
     new normal users alerted at 0.5 %). Ties in time keep a stable hash order. Injected
     attackers (users with a positive window) hash 80 / 20 into training and validation.
     Validation and test are the held-out real users plus the held-out injected attackers:
-    early stopping and the report see users the model never trained on.
+    early stopping and the report see users the model never trained on. Users in ``train_only``
+    (analysts' dismissed alerts) always train and never calibrate: they are the normal users an
+    earlier model scored highest, a sample biased to the top, and held out they would set the
+    threshold (two dismissed users among 400 calibration users decide it at a 0.5 % budget).
     """
     n = len(ws.users)
     attacker = np.zeros(n, dtype=bool)
@@ -234,7 +237,8 @@ def split_platform(ws: WindowSet, cal_users: float = 0.2) -> Split:
     first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, ws.user, ws.ts)
     bucket = user_bucket(ws.users)
-    real = np.flatnonzero(~attacker & (first < np.iinfo(np.int64).max))
+    forced = np.isin(np.asarray(ws.users, dtype=object), list(train_only)) if ws.users else np.zeros(0, dtype=bool)
+    real = np.flatnonzero(~attacker & ~forced & (first < np.iinfo(np.int64).max))
     k = int(round(cal_users * len(real)))
     k = max(k, 1) if len(real) > 1 else k  # a tiny log still calibrates on someone (and trains on the rest)
     latest = real[np.lexsort((bucket[real], first[real]))][len(real) - k:]
