@@ -23,7 +23,7 @@ from confluent_kafka import Producer
 
 from bench.common import sample, save
 from bench.crash import crash_run, read_all
-from bench.faults import DOC, END, Running, tiny_registry
+from bench.fault_harness import DOC, END, Running, tiny_registry
 from stream import logs, registry
 from stream.broker import EmbeddedBroker
 from stream.service import Service
