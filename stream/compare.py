@@ -148,6 +148,42 @@ def _user_entry(uid: str, truth: Truth | None, cand: UserAlerts | None, cur: Use
     return e
 
 
+def _by_attack(truth: Mapping[str, Truth], attackers: set[str], a: set[str], b: set[str]) -> dict[str, dict]:
+    """Per attack kind: attackers, how many each model alerts, lost and gained by the candidate."""
+    kinds: dict[str, dict] = {}
+    for u in attackers:
+        k = kinds.setdefault(truth[u].attack or "unnamed", {"attackers": 0, "candidate": 0, "current": 0,
+                                                             "lost": 0, "gained": 0})
+        k["attackers"] += 1
+        k["candidate"] += u in a
+        k["current"] += u in b
+        k["lost"] += u in b and u not in a
+        k["gained"] += u in a and u not in b
+    return dict(sorted(kinds.items()))
+
+
+def _budget(run: ModelRun | None, users: set[str], normal: set[str]) -> dict | None:
+    """A run's normal users alerted against its budget."""
+    if run is None:
+        return None
+    alerted = len(users & normal)
+    rate = alerted / max(len(normal), 1)
+    return {"normal_users_alerted": alerted, "normal_users": len(normal), "rate": rate,
+            "budget": run.user_alert_rate, "times_budget": rate / run.user_alert_rate if run.user_alert_rate else None}
+
+
+def _shifts(cand: ModelRun, cur: ModelRun | None, both: list[str]) -> tuple[list[float], list[float], dict[str, int]]:
+    """Over the users both models alert: score shifts, margin-over-threshold shifts, severity moves."""
+    cur_users = cur.users if cur is not None else {}
+    shifts = [cand.users[u].max_score - cur_users[u].max_score for u in both]
+    margins = [(cand.users[u].max_score - cand.threshold) - (cur_users[u].max_score - cur.threshold)
+               for u in both] if cur is not None else []
+    sev = {f"{s}->{t}": 0 for s in SEVERITIES for t in SEVERITIES}
+    for u in both:
+        sev[f"{cur_users[u].severity}->{cand.users[u].severity}"] += 1
+    return shifts, margins, sev
+
+
 def diff(truth: Mapping[str, Truth], cand: ModelRun, cur: ModelRun | None, *, log: str = "",
          labels: str | None = None) -> dict:
     """The user-level comparison of two runs over the same log (``cur`` None: no current model)."""
@@ -161,35 +197,12 @@ def diff(truth: Mapping[str, Truth], cand: ModelRun, cur: ModelRun | None, *, lo
     def split(users: set[str]) -> dict:
         return {"users": len(users), "attackers": len(users & attackers), "normal": len(users & normal)}
 
-    kinds: dict[str, dict] = {}
-    for u in attackers:
-        k = kinds.setdefault(truth[u].attack or "unnamed", {"attackers": 0, "candidate": 0, "current": 0,
-                                                             "lost": 0, "gained": 0})
-        k["attackers"] += 1
-        k["candidate"] += u in a
-        k["current"] += u in b
-        k["lost"] += u in b and u not in a
-        k["gained"] += u in a and u not in b
-
-    def budget(run: ModelRun | None, users: set[str]) -> dict | None:
-        if run is None:
-            return None
-        alerted = len(users & normal)
-        rate = alerted / max(len(normal), 1)
-        return {"normal_users_alerted": alerted, "normal_users": len(normal), "rate": rate,
-                "budget": run.user_alert_rate, "times_budget": rate / run.user_alert_rate if run.user_alert_rate else None}
-
     def detect_ms(run_users: Mapping[str, UserAlerts]) -> list[float]:
         return [run_users[u].first - truth[u].first_attack_ts for u in attackers & set(run_users)
                 if truth[u].first_attack_ts is not None]
 
     both = sorted(groups["both"])
-    shifts = [cand.users[u].max_score - cur_users[u].max_score for u in both]
-    margins = [(cand.users[u].max_score - cand.threshold) - (cur_users[u].max_score - cur.threshold)
-               for u in both] if cur is not None else []
-    sev = {f"{s}->{t}": 0 for s in SEVERITIES for t in SEVERITIES}
-    for u in both:
-        sev[f"{cur_users[u].severity}->{cand.users[u].severity}"] += 1
+    shifts, margins, sev = _shifts(cand, cur, both)
     earlier = [cand.users[u].first - cur_users[u].first for u in both if u in attackers]
     lost = sorted(groups["only_current"] & attackers)
     return {
@@ -202,8 +215,8 @@ def diff(truth: Mapping[str, Truth], cand: ModelRun, cur: ModelRun | None, *, lo
         "groups": {name: split(users) for name, users in groups.items()},
         "attackers_caught": {"candidate": len(a & attackers), "current": len(b & attackers)},
         "attackers_lost": len(lost), "attackers_gained": len(groups["only_candidate"] & attackers),
-        "by_attack": dict(sorted(kinds.items())),
-        "normal_budget": {"candidate": budget(cand, a), "current": budget(cur, b)},
+        "by_attack": _by_attack(truth, attackers, a, b),
+        "normal_budget": {"candidate": _budget(cand, a, normal), "current": _budget(cur, b, normal)},
         "score_shift": {"users": len(both), "median": _median(shifts), "mean": statistics.fmean(shifts) if shifts else None,
                         "median_margin_shift": _median(margins)},
         "severity_shift": {k: v for k, v in sev.items() if v},

@@ -12,13 +12,13 @@ import gzip
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from stream import kafka, logs, progress
 from stream.events import Reject
@@ -89,6 +89,23 @@ def _contract_rejects(chunk: logs.RawChunk) -> list:
     return events.validate_records(chunk.records).rejects
 
 
+def _wait(prod: Producer, ahead_s: float) -> None:
+    """Pacing: serve delivery callbacks, then sleep while the sender is ``ahead_s`` early."""
+    if ahead_s > 0:
+        prod.poll(0)
+        time.sleep(ahead_s)
+
+
+def _produce(prod: Producer, topic: str, value: bytes, key: bytes | None,
+             on_delivery: Callable[[KafkaError | None, object], None]) -> None:
+    while True:
+        try:
+            prod.produce(topic, value, key, on_delivery=on_delivery)
+            return
+        except BufferError:  # local queue full: let deliveries drain
+            prod.poll(0.05)
+
+
 def replay(
     path: Path | str,
     bootstrap: str,
@@ -139,26 +156,15 @@ def replay(
                 if (limit is not None and stats.sent >= limit) or (stop is not None and stop.is_set()):
                     break
                 if rate is not None:
-                    ahead = stats.sent / rate - (time.monotonic() - t_wall0)
-                    if ahead > 0:
-                        prod.poll(0)
-                        time.sleep(ahead)
+                    _wait(prod, stats.sent / rate - (time.monotonic() - t_wall0))
                 key, ts = (None, None) if isinstance(record, Reject) else _key_and_ts(record)
                 value = raws[i] if raws is not None else orjson.dumps(record, default=str)
                 if speed is not None and ts is not None:
                     if t_event0 is None:
                         t_event0 = ts
                     shown.event_ts = ts
-                    ahead = (ts - t_event0) / 1000.0 / speed - (time.monotonic() - t_wall0)
-                    if ahead > 0:
-                        prod.poll(0)
-                        time.sleep(ahead)
-                while True:
-                    try:
-                        prod.produce(topic, value, key, on_delivery=on_delivery)
-                        break
-                    except BufferError:  # local queue full: let deliveries drain
-                        prod.poll(0.05)
+                    _wait(prod, (ts - t_event0) / 1000.0 / speed - (time.monotonic() - t_wall0))
+                _produce(prod, topic, value, key, on_delivery)
                 stats.sent += 1
                 stats.unkeyed += key is None
                 if show_progress and (speed is not None or rate is not None or not stats.sent & 4095):

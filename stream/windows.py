@@ -50,7 +50,7 @@ import numpy as np
 
 from stream.events import EventBatch
 from stream.window_ingest import add_in_order, apply_round, window_as_of
-from stream.window_sessions import capture_closes, mark_sessions, session_closes
+from stream.window_sessions import Closes, capture_closes, mark_sessions, session_closes
 from stream.window_types import (
     COLUMNS,
     AddResult,
@@ -224,7 +224,7 @@ class WindowStore:
         # per user, events are taken in arrival order: an event older than the one before it is
         # late and goes into place. That makes every event's window independent of batching.
         g = Grouping.of(slots)
-        order, s_sorted, first, rank = g.order, g.s_sorted, g.first, g.rank
+        order, s_sorted, first = g.order, g.s_sorted, g.first
         ts_sorted = batch.ts[order]
         arrays = self._arrays()
         closes = session_closes(self.config, arrays, self.max_ts, batch, g)
@@ -237,6 +237,14 @@ class WindowStore:
             self._after_add(batch)
             mark_sessions(self.open, closes)
             return res
+        return self._add_in_rounds(batch, slots, types, g, closes, on_change, on_close)
+
+    def _add_in_rounds(self, batch: EventBatch, slots: np.ndarray, types: np.ndarray, g: Grouping, closes: Closes,
+                       on_change: Callable[[Change], None] | None,
+                       on_close: Callable[[Change], None] | None) -> AddResult:
+        """The batch with late events: one event per user per round, each round's windows read
+        back before the next round overwrites them."""
+        order, rank = g.order, g.rank
         changed_slots: list[np.ndarray] = []
         changed_rows: list[np.ndarray] = []
         late_rows: list[np.ndarray] = []

@@ -2,17 +2,27 @@
 
 A double may only have methods the real class has (:func:`mirrors`, checked by
 tests/test_doubles.py), so a renamed or removed client method fails the tests instead of
-leaving them green against an API that no longer exists.
+leaving them green against an API that no longer exists. Where a test needs only state, it
+gets the real objects (:func:`model_free_artifact`, :func:`partitions`), not a namespace.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import numpy as np
 from confluent_kafka import Producer
 
-from stream.detector import Pending
+from stream.artifact import Artifact, Meta
+from stream.detector import Detector, Pending
+from stream.encoding import Vocabulary
+from stream.metrics import Metrics
+from stream.model import Scorer
 from stream.runtime.commits import Ticket
-from stream.windows import Windows
+from stream.runtime.config import ServiceConfig
+from stream.runtime.rebuild import Partitions
+from stream.windows import WindowConfig, Windows
 
 
 def mirrors(double: type, real: type) -> list[str]:
@@ -47,8 +57,34 @@ class FakeProducer:
         return 0
 
 
+class ModelFreeScorer:
+    """Stands in for :class:`stream.model.Scorer` where nothing is scored (ingest, model swaps):
+    it holds a real :class:`~stream.artifact.Artifact` (:func:`model_free_artifact`)."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        self.artifact = artifact
+
+
+def model_free_artifact(window: WindowConfig | None = None, vocab: Vocabulary | None = None, *,
+                        version: str = "v1", kind: str = "classifier") -> Artifact:
+    """A real artifact without a model: for code that reads only its meta, window and vocabulary."""
+    meta = Meta(version=version, kind=kind, threshold=0.5, window=asdict(window or WindowConfig()))
+    return Artifact(Path(f"model-free-{version}"), meta, vocab or Vocabulary(), model=None)  # type: ignore[arg-type]
+
+
+def partitions(assigned: int = 0) -> Partitions:
+    """Real partition state (a model-free detector makes its stores) with the first ``assigned``
+    partitions of ``events`` assigned."""
+    from confluent_kafka import TopicPartition
+
+    p = Partitions(ServiceConfig(bootstrap="unused:9092"), Detector(ModelFreeScorer(model_free_artifact())),
+                   metrics=Metrics(), finish=lambda: None)
+    p.assigned = [TopicPartition("events", i) for i in range(assigned)]
+    return p
+
+
 #: the real classes the doubles above stand in for
-PINNED = {FakeProducer: Producer}
+PINNED = {FakeProducer: Producer, ModelFreeScorer: Scorer}
 
 
 def pending(ticket: Ticket) -> Pending:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import orjson
 import pytest
@@ -14,6 +12,7 @@ from stream.detector import Detector
 from stream.encoding import Vocabulary
 from stream.metrics import Metrics
 from stream.windows import WindowConfig
+from tests.doubles import ModelFreeScorer, model_free_artifact
 
 T0 = 1_793_491_200_000
 LATENESS_MS = 60_000
@@ -24,7 +23,7 @@ def detector() -> Detector:
     # ingest needs only the model's window config: a stand-in artifact keeps these tests model-free
     cfg = WindowConfig(max_events=8, allowed_lateness_ms=LATENESS_MS)
     vocab = Vocabulary(types=("<unk>", "buy", "view"))
-    return Detector(SimpleNamespace(artifact=SimpleNamespace(window_config=cfg, vocab=vocab)))
+    return Detector(ModelFreeScorer(model_free_artifact(cfg, vocab)))
 
 
 def event(user: str, ts: int, type_: str = "view") -> bytes:

@@ -6,20 +6,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 
+from stream.batcher import InferenceWorker
 from stream.metrics import Metrics
-from stream.runtime.broker_health import BrokerErrors, Unacked
+from stream.runtime.broker_health import BrokerErrors
 from stream.runtime.commits import CommitTracker, Ticket
 from stream.runtime.config import ServiceConfig
 from stream.runtime.consumer import ConsumerLoop
 from stream.runtime.logloss import LogLossWatch
 from stream.runtime.outputs import Outputs
 from stream.service import Service
-from tests.doubles import FakeProducer, pending
+from tests.doubles import FakeProducer, partitions, pending
 
 
 class HeldProducer(FakeProducer):
@@ -38,11 +38,14 @@ def _service(errors: BrokerErrors, commits: CommitTracker | None = None, stall_t
     svc = Service(ServiceConfig(bootstrap="unused:9092", stall_timeout_s=stall_timeout_s, ack_timeout_s=ack_timeout_s))
     svc.errors = errors
     now = time.monotonic()
-    svc.loop = SimpleNamespace(heartbeat=now, progress_at=now)
-    svc.partitions = SimpleNamespace(assigned={0})
-    svc.worker = SimpleNamespace(error=None)
+    svc.partitions = partitions(assigned=1)
     svc.commits = commits or CommitTracker(Metrics())
-    svc.outputs = outputs or SimpleNamespace(unacked=Unacked())
+    svc.outputs = outputs or Outputs(FakeProducer(), alerts_topic="alerts", dlq_topic="dlq", metrics=Metrics(),
+                                     errors=errors)
+    svc.worker = InferenceWorker(None, svc.outputs.publish)  # type: ignore[arg-type]  (never started)
+    svc.loop = ConsumerLoop(svc.cfg, None, None, svc.worker, svc.outputs, svc.commits, svc.partitions,  # type: ignore[arg-type]
+                            Metrics())
+    svc.loop.heartbeat = svc.loop.progress_at = now
     return svc
 
 
@@ -217,9 +220,9 @@ def test_a_lost_log_is_reported_in_one_line_counted_and_fails_readiness(caplog):
     errors = BrokerErrors()
     svc = _service(errors)
     metrics = Metrics()
-    partitions = SimpleNamespace(on_assign=lambda c, p: None, on_revoke=lambda c, p: None)
-    loop = ConsumerLoop(ServiceConfig(bootstrap="k:9092"), None, None, None, SimpleNamespace(errors=errors),
-                        None, partitions, metrics)
+    outputs = Outputs(FakeProducer(), alerts_topic="alerts", dlq_topic="dlq", metrics=metrics, errors=errors)
+    loop = ConsumerLoop(ServiceConfig(bootstrap="k:9092"), None, None, None, outputs,  # type: ignore[arg-type]
+                        None, partitions(), metrics)
     for p in range(4):
         loop.loss.consumed("events", p, 0, 999)  # consumed before the broker restarted
     with caplog.at_level(logging.ERROR, logger="stream.runtime.broker_health"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +13,7 @@ from stream.runtime.commits import CommitTracker
 from stream.runtime.config import ServiceConfig
 from stream.runtime.consumer import ConsumerLoop
 from stream.service import group_consumer
+from tests.doubles import partitions
 
 
 class RecordingConsumer:
@@ -81,9 +81,8 @@ def test_a_stop_with_a_backlog_says_what_it_waits_for(caplog):
     commits = CommitTracker(Metrics())
     for offset in range(3):
         commits.open({("events", 0): offset})  # consumed batches, none completed yet
-    partitions = SimpleNamespace(on_assign=None, on_revoke=None)
     loop = ConsumerLoop(ServiceConfig(bootstrap="k:9092"), RecordingConsumer({}), None, BusyWorker(), BusyOutputs(),
-                        commits, partitions, Metrics())
+                        commits, partitions(), Metrics())
     stopping = threading.Event()
     stopping.set()  # Ctrl-C before the first turn
     with caplog.at_level(logging.INFO, logger="stream.runtime.consumer"):

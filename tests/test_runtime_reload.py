@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from stream.detector import Detector
 from stream.metrics import Metrics
 from stream.windows import WindowConfig
+from tests.doubles import ModelFreeScorer, model_free_artifact
 
 
-def scorer(version: str) -> SimpleNamespace:
-    return SimpleNamespace(artifact=SimpleNamespace(version=version, meta=SimpleNamespace(kind="classifier"),
-                                                    window_config=WindowConfig()))
+def scorer(version: str) -> ModelFreeScorer:
+    return ModelFreeScorer(model_free_artifact(WindowConfig(), version=version))
 
 
 def test_a_requested_swap_serves_the_new_model_and_reports_its_version_together():
