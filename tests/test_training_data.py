@@ -220,3 +220,24 @@ def test_dismissed_alerts_train_and_never_calibrate():
     held = set(ws.user[sp.val].tolist())
     assert {98, 99}.isdisjoint(held) and {98, 99} <= set(ws.user[sp.train].tolist())
     assert len(held) == 20  # still a fifth of the real users: the next latest take their place
+
+
+def test_after_confirmed_abuse_the_calibration_users_are_the_latest_who_came_before_it():
+    first = [T0 + i * 60_000 for i in range(1000)]
+    ws = window_set(first, set())
+    cut = T0 + 700 * 60_000  # the earliest confirmed attacker's first event: users 700.. arrived after it
+    held = set(ws.user[dataset.split_platform(ws, trusted_until=cut, min_cal=199).val].tolist())
+    assert held == set(range(500, 700))  # a fifth of the 1000 real users, the latest before the cut
+    assert not held & set(ws.user[dataset.split_platform(ws, trusted_until=cut, min_cal=199).train].tolist())
+
+
+def test_too_few_users_before_confirmed_abuse_keep_the_latest_users_calibrating():
+    ws = window_set([T0 + i * 60_000 for i in range(1000)], set())
+    held = set(ws.user[dataset.split_platform(ws, trusted_until=T0 + 150 * 60_000, min_cal=199).val].tolist())
+    assert held == set(range(800, 1000))  # 150 users before it cannot support the budget: as without it
+
+
+def test_the_first_confirmed_abuse_is_the_earliest_event_of_a_user_labelled_abuse():
+    ws = window_set([T0, T0 + 60_000, T0 + 120_000], set())
+    assert dataset.first_confirmed_abuse(ws, {"u2": 1, "u1": 0}) == T0 + 120_000
+    assert dataset.first_confirmed_abuse(ws, {"u1": 0, "ghost": 1}) is None

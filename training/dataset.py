@@ -20,7 +20,7 @@ time cut, training only windows before it.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -215,7 +215,8 @@ def user_bucket(users: list[str]) -> np.ndarray:
     return np.array([zlib.crc32(u.encode()) % 100 for u in users], dtype=np.int16)
 
 
-def split_platform(ws: WindowSet, cal_users: float = 0.2, train_only: Iterable[str] = ()) -> Split:
+def split_platform(ws: WindowSet, cal_users: float = 0.2, train_only: Iterable[str] = (),
+                   trusted_until: int | None = None, min_cal: int = 1) -> Split:
     """Split for a platform's own traffic with injected attackers and no labels of its own.
 
     Real users are held out *by time*: the latest ``cal_users`` of them by first event
@@ -230,6 +231,10 @@ def split_platform(ws: WindowSet, cal_users: float = 0.2, train_only: Iterable[s
     (analysts' dismissed alerts) always train and never calibrate: they are the normal users an
     earlier model scored highest, a sample biased to the top, and held out they would set the
     threshold (two dismissed users among 400 calibration users decide it at a 0.5 % budget).
+    ``trusted_until`` (the first event of the earliest confirmed attacker): from then on the log
+    is known to hold abuse, and the users who arrive after it include attackers nobody has
+    judged yet; the calibration users are then the latest who arrived before it, as long as at
+    least ``min_cal`` did (else the latest overall, as without it). Those after it train.
     """
     n = len(ws.users)
     attacker = np.zeros(n, dtype=bool)
@@ -241,11 +246,26 @@ def split_platform(ws: WindowSet, cal_users: float = 0.2, train_only: Iterable[s
     real = np.flatnonzero(~attacker & ~forced & (first < np.iinfo(np.int64).max))
     k = int(round(cal_users * len(real)))
     k = max(k, 1) if len(real) > 1 else k  # a tiny log still calibrates on someone (and trains on the rest)
-    latest = real[np.lexsort((bucket[real], first[real]))][len(real) - k:]
+    pool = real
+    if trusted_until is not None:
+        before = real[first[real] < trusted_until]
+        if len(before) >= max(k, min_cal):
+            pool = before
+    latest = pool[np.lexsort((bucket[pool], first[pool]))][len(pool) - k:]
     held_user = attacker & (bucket < cal_users * 100)
     held_user[latest] = True
     held = held_user[ws.user]
     return Split(train=np.flatnonzero(~held), val=np.flatnonzero(held), test=np.flatnonzero(held))
+
+
+def first_confirmed_abuse(ws: WindowSet, verdicts: Mapping[str, int]) -> int | None:
+    """The first event time of the earliest user the verdicts confirm as abuse (None: no such user
+    in the log)."""
+    abuse = [i for i, u in enumerate(ws.users) if verdicts.get(u) == 1]
+    if not abuse:
+        return None
+    at = np.isin(ws.user, abuse)
+    return int(ws.ts[at].min()) if at.any() else None
 
 
 def split(ws: WindowSet, val_users: float = 0.2, test_users: float = 0.2, time_cut: float = 0.5) -> Split:

@@ -307,7 +307,9 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     with progress.phase(show, f"windowing {len(events):,} events: every event's window, every ended session's ..."):
         ws = dataset.build_windows(dataset.batches_from_events(events, cfg.window), vocab, cfg.window)
     dismissed = [u for u, label in (verdicts or {}).items() if label == 0]
-    sp = dataset.split(ws) if labelled_log else dataset.split_platform(ws, train_only=dismissed)
+    sp = dataset.split(ws) if labelled_log else dataset.split_platform(
+        ws, train_only=dismissed, trusted_until=dataset.first_confirmed_abuse(ws, verdicts or {}),
+        min_cal=math.ceil(1 / cfg.user_alert_rate) - 1)
     train_ws, val_ws, test_ws = ws.subset(sp.train), ws.subset(sp.val), ws.subset(sp.test)
     log.info("windows: %d train, %d val, %d test (kind=%s)", len(train_ws), len(val_ws), len(test_ws), kind)
     train_capped = _cap(train_ws, cfg.max_train_windows, rng)
