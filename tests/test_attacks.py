@@ -69,3 +69,20 @@ def test_the_number_of_attackers_grows_with_the_log_within_bounds():
     assert attacks.n_attackers(10) == attacks.MIN_ATTACKERS
     assert attacks.n_attackers(10**6) == attacks.MAX_ATTACKERS
     assert attacks.MIN_ATTACKERS < attacks.n_attackers(2_000) < attacks.MAX_ATTACKERS
+
+
+def test_some_attackers_keep_the_platforms_own_pace_so_speed_alone_cannot_separate_them():
+    # people on this platform wait about five minutes between clicks: a pace the drawn range
+    # (0.2-90 s) never yields, so only runs paced from the log itself land near it
+    rng = np.random.default_rng(7)
+    log = sorted((Event(f"user{u}", T0 + u * 1_000 + k * int(rng.uniform(280_000, 320_000)), "click",
+                        item_id=f"item{int(rng.integers(50))}") for u in range(40) for k in range(4)),
+                 key=lambda e: e.ts)
+    evs = attacks.inject(log, seed=8, count=120)
+    runs: dict[str, list[int]] = {}
+    for e in evs:
+        if e.label == 1:
+            runs.setdefault(e.user_id, []).append(e.ts)
+    paced = [150_000 < np.median(np.diff(sorted(t))) < 600_000 for t in runs.values() if len(t) > 2]
+    assert np.mean(paced) > 0.15
+    assert attacks.Platform.from_events(log).pace_ms.min() > 150_000

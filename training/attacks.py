@@ -22,8 +22,10 @@ than a handful of fixed shapes. Kinds:
 
 Timing is drawn per attacker: ``machine`` (a constant gap with <= 5 % jitter),
 ``jittered`` (a log-normal spread of 5-25 %) or ``human`` (log-normal, sigma 0.5-1.3, so
-gaps look like people's), with typical gaps from 0.2 s to 90 s; three runs in ten come in
-spells a few minutes apart. Injected events carry
+gaps look like people's), with typical gaps from 0.2 s to 90 s - or, for four runs in ten,
+one of the platform's own users' gaps, so that abuse paced like its people is in the positive
+class too and speed alone cannot separate the classes; three runs in ten come in spells a few
+minutes apart. Injected events carry
 ``label=1`` and ``attack="injected:<kind>"``; a takeover victim's own events stay normal.
 
 The benchmark (bench/ecommerce.py) draws its attacks from a separate generator with its
@@ -42,7 +44,15 @@ from stream.events import Event
 KINDS: tuple[str, ...] = ("scrape", "loop", "replay", "burst", "script", "takeover")
 TIMINGS: tuple[str, ...] = ("machine", "jittered", "human")
 PREFIX = "injected:"  # attack names of injected events; real labelled attacks keep their own
-MIN_ATTACKERS, MAX_ATTACKERS, ATTACKER_SHARE = 60, 480, 0.1
+# Fine-tuning samples a capped number of windows however many attackers there are, so more
+# attackers buy variety (more draws of each kind's lengths, rates, timing and items), not steps.
+# 480 at 10 % of the users: 195/240 of the ecommerce benchmark's attackers; 1,500 at 25 %: 207/240.
+MIN_ATTACKERS, MAX_ATTACKERS, ATTACKER_SHARE = 60, 1500, 0.25
+#: Share of (not burst) attackers whose typical gap is one of the platform's own users' gaps: abuse
+#: paced like the platform's people, so that the classifier has to find it by what the run does
+#: (its length, its narrowness, its repetition) and cannot lean on speed alone.
+PLATFORM_PACED = 0.4
+SESSION_PACE_MAX_MS = 20 * 60_000  # gaps longer than this are between visits, not a pace
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class Platform:
     sessions: list[list[Event]]  # every real user's events, oldest first
     t0: int
     t1: int
+    pace_ms: np.ndarray  # the real users' gaps between consecutive events of a session (ms)
 
     @classmethod
     def from_events(cls, events: Sequence[Event]) -> Platform:
@@ -68,8 +79,12 @@ class Platform:
         by_user: dict[str, list[Event]] = {}
         for e in events:
             by_user.setdefault(str(e.user_id), []).append(e)
+        diffs = [np.diff(np.fromiter((e.ts for e in s), np.int64, len(s))) for s in by_user.values() if len(s) > 1]
+        pace = np.concatenate(diffs) if diffs else np.empty(0, np.int64)
+        pace = pace[(pace > 0) & (pace < SESSION_PACE_MAX_MS)]
         return cls([str(t) for t in types], tc / tc.sum(), [str(i) for i in items],
-                   ic / ic.sum() if len(ic) else ic, list(by_user.values()), int(events[0].ts), int(events[-1].ts))
+                   ic / ic.sum() if len(ic) else ic, list(by_user.values()), int(events[0].ts), int(events[-1].ts),
+                   pace)
 
 
 def n_attackers(n_users: int) -> int:
@@ -88,7 +103,9 @@ def gaps(rng: np.random.Generator, k: int, timing: str, typical_ms: float) -> np
     return np.maximum(g, 20).astype(np.int64)
 
 
-def _typical_ms(rng: np.random.Generator, fast: bool = False) -> float:
+def _typical_ms(rng: np.random.Generator, fast: bool = False, pace_ms: np.ndarray | None = None) -> float:
+    if not fast and pace_ms is not None and len(pace_ms) and rng.random() < PLATFORM_PACED:
+        return float(max(pace_ms[int(rng.integers(len(pace_ms)))], 200))
     lo, hi = (50, 2_000) if fast else (200, 90_000)
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
@@ -154,7 +171,7 @@ def attacker(p: Platform, rng: np.random.Generator, kind: str, uid: str) -> list
     inner = KINDS[int(rng.integers(0, len(KINDS) - 1))] if kind == "takeover" else kind
     types, items = run(p, rng, inner)
     timing = TIMINGS[int(rng.integers(len(TIMINGS)))]
-    g = gaps(rng, len(types), timing, _typical_ms(rng, fast=inner == "burst" or rng.random() < 0.2))
+    g = gaps(rng, len(types), timing, _typical_ms(rng, inner == "burst" or rng.random() < 0.2, p.pace_ms))
     if rng.random() < 0.3:  # the run comes in spells, minutes apart (still inside one session)
         pauses = rng.random(len(g)) < rng.uniform(0.02, 0.15)
         g[pauses] = rng.integers(60_000, 20 * 60_000, int(pauses.sum()))
