@@ -150,6 +150,9 @@ class Meta:
     user_alert_rate: float = 0.0  # the share of normal users the threshold was calibrated to alert
     #: consecutive events whose windows must all reach the threshold before an alert (Scorer.score)
     sustain: int = 1
+    #: an ended session's window holding fewer events than this scores as an event type never
+    #: seen in training (Scorer.score): no normal training session ended so soon; 0 = off
+    min_ended_events: int = 0
 
     def validate(self, where: Path | str) -> None:
         """Refuse a meta whose fields would break serving (wrong types, non-finite, out of order)."""
@@ -172,6 +175,9 @@ class Meta:
             raise bad(f"sustain must be an integer in [1, {MAX_SUSTAIN}], got {self.sustain!r}")
         if self.kind == "mlm" and self.sustain != 1:
             raise bad("a zero-label (mlm) model scores single events: sustain must be 1")
+        ended, most = self.min_ended_events, self.window.get("max_events") if isinstance(self.window, dict) else None
+        if isinstance(ended, bool) or not isinstance(ended, int) or not 0 <= ended <= (most if isinstance(most, int) else 0):
+            raise bad(f"min_ended_events must be an integer in [0, the window's max_events ({most})], got {ended!r}")
         for name in ("metrics", "checksums"):
             if not isinstance(getattr(self, name), dict):
                 raise bad(f"{name} must be an object")

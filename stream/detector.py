@@ -264,7 +264,7 @@ class Detector:
                                               strict=True)]
         vocab = art.vocab
         summary = explain.summarise(ts, types, items, p.type_names, lambda t: vocab.type_index(t) != 0,
-                                    closing=p.closing)
+                                    closing=p.closing, min_ended=art.meta.min_ended_events)
         n_enc = int(enc.length[row])
         encoded_events = events[-n_enc:] if n_enc else []
         if p.closing:

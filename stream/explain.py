@@ -125,12 +125,13 @@ def _items_sentence(stats: dict[str, Any], with_item: int) -> str | None:
 
 
 def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: Sequence[str],
-              known: Callable[[str], bool], *, closing: bool = False) -> Summary:
+              known: Callable[[str], bool], *, closing: bool = False, min_ended: int = 0) -> Summary:
     """Stats and findings of one window (oldest event first).
 
     ``ts`` int64 ms, ``types`` store type ids (indices into ``type_names``), ``items``
     uint32 item hashes (0 = none); ``known(name)`` says whether the model saw the type in
-    training; ``closing`` marks the window of a session that ended.
+    training; ``closing`` marks the window of a session that ended; ``min_ended`` is the fewest
+    events a normal training session ended with (the model's ``min_ended_events``; 0: not known).
     """
     n = len(ts)
     ts = np.asarray(ts, dtype=np.int64)
@@ -149,8 +150,9 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
 
     if closing:
         over = f" over {duration(span)}" if n > 1 else ""
+        soon = f" - no training session ended with fewer than {min_ended}" if n < min_ended else ""
         findings.append(f"session ended after {n} event{'s' if n != 1 else ''}{over}, "
-                        f"the last a {_name(type_names[int(types[-1])])}")
+                        f"the last a {_name(type_names[int(types[-1])])}{soon}")
 
     # --- count, rate, peak ---
     rate = 60_000 * (n - 1) / span if span > 0 else None

@@ -157,16 +157,32 @@ class Scorer:
         every window (training, reports). The prefixes are the window's own events, so live
         and offline scoring of the same events agree. A classifier's window whose newest event
         has a type training never saw scores :data:`UNSEEN_CLASSIFIER_SCORE` (one such event is
-        the evidence, as for zero-label models).
+        the evidence, as for zero-label models), and so does - for either kind - a window that
+        :meth:`ended_too_soon`.
         """
         s = self.score_windows(enc, batch_size)
-        unseen = self._newest_is_unseen(enc) if self.artifact.meta.kind == "classifier" else None
-        k = self.artifact.meta.sustain
+        meta = self.artifact.meta
+        unseen = self._newest_is_unseen(enc) if meta.kind == "classifier" else np.zeros(len(s), dtype=bool)
+        k = meta.sustain
         if k > 1:
-            s = self._sustain(enc, s, k, self.artifact.meta.threshold if floor is None else floor, batch_size)
-        if unseen is not None and unseen.any():
-            s[unseen] = UNSEEN_CLASSIFIER_SCORE
+            s = self._sustain(enc, s, k, meta.threshold if floor is None else floor, batch_size)
+        unseen |= self.ended_too_soon(enc)
+        if unseen.any():
+            s[unseen] = UNSEEN_CLASSIFIER_SCORE if meta.kind == "classifier" else UNSEEN_SURPRISE
         return s
+
+    def ended_too_soon(self, enc: Encoded) -> np.ndarray:
+        """Windows of an ended session holding fewer events than ``meta.min_ended_events``: no
+        normal session of the training log ended so soon (a block that stopped after two steps,
+        a checkout abandoned before any view). Like an unseen event type, it is evidence on its
+        own: the model's own estimate of an END it never saw there is soft (HDFS: 8 nats after
+        two events, where the threshold was 8.04), the lookup's is not; training turns the rule
+        on only when enough sessions ended to make it rare for normal users."""
+        if not self.artifact.meta.min_ended_events:
+            return np.zeros(len(enc), dtype=bool)
+        closed = (enc.input_ids == END).any(1)
+        events = enc.attention_mask.sum(1) - 2 - self.artifact.vocab.n_shape  # CLS, shape tokens, END
+        return closed & (events < self.artifact.meta.min_ended_events)
 
     def _newest_is_unseen(self, enc: Encoded) -> np.ndarray:
         """Windows whose newest event (the one before END for an ended session) has a type the

@@ -12,6 +12,7 @@ from stream import logs, registry
 from stream.artifact import ArtifactError, load_artifact
 from stream.cli import main
 from stream.encoding import END, Encoded
+from stream.events import Event, EventBatch
 from stream.model import ModelSize, Scorer
 from stream.windows import WindowConfig
 from tests.artifacts import reseal
@@ -306,6 +307,9 @@ def test_severity_follows_the_calibrated_steps():
     ("window", {"max_events": 64.0}, "window config"),
     ("sustain", 0, "sustain"),
     ("sustain", "3", "sustain"),
+    ("min_ended_events", 33, "min_ended_events"),  # the window holds 32
+    ("min_ended_events", -1, "min_ended_events"),
+    ("min_ended_events", True, "min_ended_events"),
 ])
 def test_meta_fields_that_would_break_serving_are_refused_in_one_line(trained, tmp_path, field, value, match):
     bad = tampered(trained, tmp_path, "meta.json", lambda m: m.update({field: value}))
@@ -432,3 +436,62 @@ def test_a_classifier_alerts_on_an_event_type_never_seen_in_training(trained, re
     s = scorer.score(encoded(ws))
     assert s[len(mine)] == 1.0 >= scorer.artifact.meta.threshold
     assert (s[: len(mine)] < 1.0).all()
+
+
+# ---- a session that ends sooner than any training session did ----------------------------------------------
+T0 = 1_700_000_000_000
+
+
+def _sessions(lengths: list[int], label: int = 0, first: int = 0) -> list[Event]:
+    """One user per length, each a session of that many events, sessions a day apart."""
+    return [Event(f"s{first + i}", T0 + (first + i) * 86_400_000 + k * 1000, "view", label=label)
+            for i, n in enumerate(lengths) for k in range(n)]
+
+
+def _ended_windows(events: list[Event], vocab, window: WindowConfig) -> dataset.WindowSet:
+    """Every window of ``events``, every session ended (the log's end-of-log marker)."""
+    return dataset.build_windows(dataset.batches_from_events(sorted(events, key=lambda e: e.ts), window), vocab, window)
+
+
+def _view_vocab(window: WindowConfig):
+    return dataset.learn_vocabulary([EventBatch.from_events(_sessions([3]))], window, shape=False)
+
+
+def test_enough_ended_training_sessions_set_the_fewest_events_a_normal_session_ended_with():
+    window = WindowConfig(max_events=32)
+    ws = _ended_windows(_sessions([5, 6, 7] * 300) + _sessions([2] * 40, label=1, first=900), _view_vocab(window), window)
+    assert train.min_ended_events(ws, _view_vocab(window), 0.005) == (5, 900)  # attackers' short sessions do not count
+
+
+def test_too_few_ended_training_sessions_leave_the_ended_too_soon_rule_off():
+    window = WindowConfig(max_events=32)
+    ws = _ended_windows(_sessions([5, 6, 7] * 100), _view_vocab(window), window)
+    assert train.min_ended_events(ws, _view_vocab(window), 0.005) == (0, 300)  # 1/301 is no small share of 0.5 %
+
+
+def test_an_ended_session_shorter_than_any_in_training_scores_as_unseen_for_both_model_kinds(trained, zero_label):
+    import dataclasses
+
+    from stream.model import UNSEEN_CLASSIFIER_SCORE, UNSEEN_SURPRISE
+
+    for res, unseen in ((trained[0], UNSEEN_CLASSIFIER_SCORE), (zero_label[0], UNSEEN_SURPRISE)):
+        scorer = Scorer.load(res.artifact, "cpu")
+        art = scorer.artifact
+        ws = _ended_windows(_sessions([2, 4]), art.vocab, art.window_config)
+        ended = (ws.input_ids == END).any(1)
+        before = scorer.score(encoded(ws), floor=-np.inf)
+        art.meta = dataclasses.replace(art.meta, min_ended_events=3)
+        after = scorer.score(encoded(ws), floor=-np.inf)
+        short = ended & (ws.user == ws.users.index("s0"))
+        assert short.sum() == 1 and after[short][0] == np.float32(unseen)
+        assert np.array_equal(after[~short], before[~short])  # every other window keeps its own score
+
+
+def test_an_alert_on_a_session_that_ended_too_soon_says_so():
+    from stream import explain
+
+    ts, types, items = np.array([0, 1000], dtype=np.int64), np.array([0, 0]), np.zeros(2, dtype=np.uint32)
+    s = explain.summarise(ts, types, items, ["view"], lambda t: True, closing=True, min_ended=13)
+    assert "no training session ended with fewer than 13" in s.findings[0]
+    quiet = explain.summarise(ts, types, items, ["view"], lambda t: True, closing=True, min_ended=2)
+    assert "no training session" not in " ".join(quiet.findings)

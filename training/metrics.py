@@ -269,6 +269,14 @@ def plot_calibration(path: Path, maxima: np.ndarray, threshold: float, title: st
     plt.close(fig)
 
 
+def _ended_line(c: dict) -> str:
+    n, k = c.get("ended_training_sessions", 0), c.get("min_ended_events", 0)
+    if k:
+        return (f"- ended too soon: a session ending with fewer than {k} events alerts as unseen "
+                f"(no normal training session of {n:,} ended sooner)")
+    return f"- ended too soon: off ({n:,} ended normal training sessions; the rule needs enough to be rare)"
+
+
 def calibration_markdown(info: dict) -> str:
     """The training section of a report: how the log was read and what the calibration supports."""
     c, lg = info["calibration"], info["log"]
@@ -280,6 +288,7 @@ def calibration_markdown(info: dict) -> str:
              f"({c['rule']}); budget {c['user_alert_rate']:.2%} of normal users "
              f"{'supported' if c['supported'] else 'NOT supported'} (needs {c['users_needed']:,} users; smallest "
              f"supported {c['smallest_supported_rate']:.2%})",
+             _ended_line(c),
              "- plot: `calibration.png` (each calibration user's highest score against the threshold)", ""]
     if info.get("budget_line"):
         lines.insert(-1, f"- {info['budget_line']}")

@@ -121,9 +121,9 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
 
 
 def _score(model: torch.nn.Module, kind: str, ws: dataset.WindowSet, vocab: Vocabulary, device: str,
-           sustain: int = 1) -> np.ndarray:
-    """Scores as the detector computes them (with ``sustain``), exact for every window."""
-    art = Artifact(Path("."), Meta("-", kind, 0.0, {}, sustain=sustain), vocab, model.eval())
+           sustain: int = 1, min_ended: int = 0) -> np.ndarray:
+    """Scores as the detector computes them (with ``sustain`` and ``min_ended_events``), exact for every window."""
+    art = Artifact(Path("."), Meta("-", kind, 0.0, {}, sustain=sustain, min_ended_events=min_ended), vocab, model.eval())
     return Scorer(art, device).score(ws.encoded(), floor=-np.inf)
 
 
@@ -176,11 +176,11 @@ def _cap(ws: dataset.WindowSet, n: int, rng: np.random.Generator) -> dataset.Win
     return ws.subset(np.sort(np.r_[pos, rest]))
 
 
-def _evaluate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabulary, device: str, cfg: TrainConfig,
-              rng: np.random.Generator, train_ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
+def _evaluate(model: torch.nn.Module, kind: str, sustain: int, min_ended: int, vocab: Vocabulary, device: str,
+              cfg: TrainConfig, rng: np.random.Generator, train_ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
               test_ws: dataset.WindowSet, threshold: float) -> tuple[dict[str, np.ndarray], dict]:
     """The model and the baselines on the test users, each at its own user-level threshold."""
-    scores = {"transformer": _score(model, kind, test_ws, vocab, device, sustain)}
+    scores = {"transformer": _score(model, kind, test_ws, vocab, device, sustain, min_ended)}
     report = {"transformer": metrics.evaluate(scores["transformer"], test_ws, threshold)}
     if cfg.baselines:
         normal_train = train_ws.subset(train_ws.label == 0)
@@ -223,8 +223,32 @@ SMALL_CALIBRATION = 0.25
 LABELLED_LOG_SHARE = 0.5  # users with a label past which a log is a labelled data set, not verdicts
 
 
-def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabulary, device: str, cfg: TrainConfig,
-               ws: dataset.WindowSet, cal_ws: dataset.WindowSet, show: bool) -> tuple[float, list[float], dict]:
+#: The ended-too-soon rule (Scorer.ended_too_soon) is on only when a new normal session ends
+#: sooner than every training session with probability 1 / (ended + 1) at most this share of the
+#: budget: at 0.5 %, 799 ended training sessions.
+ENDED_RULE_SHARE = 0.25
+
+
+def min_ended_events(train_ws: dataset.WindowSet, vocab: Vocabulary, user_alert_rate: float) -> tuple[int, int]:
+    """``meta.min_ended_events`` and the ended normal training sessions it comes from.
+
+    The fewest events any normal training user's ended-session window held. Training
+    sessions and a new normal one are exchangeable, so the new one ends with fewer events
+    than all n of them with probability at most 1 / (n + 1) - the rule's own false-alarm
+    rate, which must be a small share of the budget (and calibration, which runs the rule,
+    sees what it adds). 0 (off) with too few ended sessions.
+    """
+    ended = (train_ws.input_ids == END).any(1) & (train_ws.label == 0)
+    n = int(ended.sum())
+    if not n or 1 / (n + 1) > ENDED_RULE_SHARE * user_alert_rate:
+        return 0, n
+    events = train_ws.attention_mask[ended].sum(1) - 2 - vocab.n_shape
+    return int(events.min()), n
+
+
+def _calibrate(model: torch.nn.Module, kind: str, sustain: int, min_ended: int, vocab: Vocabulary, device: str,
+               cfg: TrainConfig, ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
+               show: bool) -> tuple[float, list[float], dict]:
     """Threshold and severity steps for the alert budget, and what the calibration users can support.
 
     With fewer normal calibration users than the budget needs (1 / budget - 1: 199 at 0.5 %), the
@@ -238,7 +262,7 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabular
     """
     n_cal = len(np.unique(cal_ws.user))
     with progress.phase(show, f"calibrating the alert budget on {n_cal:,} held-out users ..."):
-        cal_scores = _score(model, kind, cal_ws, vocab, device, sustain)
+        cal_scores = _score(model, kind, cal_ws, vocab, device, sustain, min_ended)
     threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
     need = math.ceil(1 / cfg.user_alert_rate) - 1  # the conformal rule's j >= 1 (metrics.calibrate_threshold)
     info = {"calibration_users": n_cal, "users_needed": need, "user_alert_rate": cfg.user_alert_rate,
@@ -249,7 +273,7 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, vocab: Vocabular
             threshold, info["rule"] = UNSEEN_SURPRISE, "set to alert on unseen event types only"
         else:
             real = ws.subset(np.flatnonzero(~np.isin(ws.user, np.unique(ws.user[ws.label == 1]))))
-            top = float(_score(model, kind, real, vocab, device, sustain).max())
+            top = float(_score(model, kind, real, vocab, device, sustain, min_ended).max())
             threshold = max(threshold, float(np.nextafter(np.float32(top), np.float32(np.inf))))
             info["rule"] = "set above every real user of the log"
         severity = [threshold, *(max(threshold, s) for s in severity[1:])]
@@ -324,7 +348,9 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
         model = mlm
     sustain = cfg.sustain if kind == "classifier" else 1
     cal_ws = ws.subset(sp.calibration(ws))
-    threshold, severity, calibration = _calibrate(model, kind, sustain, vocab, device, cfg, ws, cal_ws, show)
+    min_ended, ended_sessions = min_ended_events(train_ws, vocab, cfg.user_alert_rate)
+    threshold, severity, calibration = _calibrate(model, kind, sustain, min_ended, vocab, device, cfg, ws, cal_ws, show)
+    calibration |= {"min_ended_events": min_ended, "ended_training_sessions": ended_sessions}
     line = budget_line(calibration)
     if line:
         log.warning("%s", line)
@@ -337,13 +363,15 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     evaluable = (test_ws.label >= 0).all() and (test_ws.label == 1).any() and (test_ws.label == 0).any()
     if evaluable:
         with progress.phase(show, "evaluating on test users, with the baselines ..."):
-            scores, report = _evaluate(model, kind, sustain, vocab, device, cfg, rng, train_ws, cal_ws, test_ws, threshold)
-    verdict_info = verdict_report.summarise(lambda sub: _score(model, kind, sub, vocab, device, sustain), ws, sp,
+            scores, report = _evaluate(model, kind, sustain, min_ended, vocab, device, cfg, rng, train_ws, cal_ws,
+                                       test_ws, threshold)
+    verdict_info = verdict_report.summarise(lambda sub: _score(model, kind, sub, vocab, device, sustain, min_ended), ws, sp,
                                             threshold, verdicts) if verdicts else None
     fingerprint = data_fingerprint(ws.input_ids, ws.label)
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
                 data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
-                metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate, sustain=sustain)
+                metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate, sustain=sustain,
+                min_ended_events=min_ended)
     meta.validate(out / version)  # what the detector will check: never publish what it would refuse
     with progress.phase(show, "writing the artifact and the report ..."):
         art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
