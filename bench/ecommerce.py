@@ -193,7 +193,9 @@ def budget_info(art: Path) -> dict:
     honour = next((v for k, v in found.items() if re.search(r"honou?r|smallest|achievable|feasible_rate", k, re.I)
                    and isinstance(v, int | float)), None)
     return {"kind": meta.get("kind"), "version": meta.get("version"), "threshold": meta.get("threshold"),
-            "user_alert_rate": meta.get("user_alert_rate"), "honourable_budget": honour if honour is not None else "n/a",
+            "user_alert_rate": meta.get("user_alert_rate"),
+            "honourable_budget": honour if honour is not None else "none" if any(
+                "smallest" in k and v is None for k, v in found.items()) else "n/a",
             "budget_fields": found}
 
 
@@ -551,7 +553,7 @@ def table(main: dict, small: dict) -> str:
 
 
 def _rate(x: object) -> str:
-    return f"{x:.2%}" if isinstance(x, int | float) else str(x)
+    return f"{x:.2%}" if isinstance(x, int | float) else "none" if x is None else str(x)
 
 
 def _gap(g: dict) -> str:

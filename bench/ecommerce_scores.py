@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from bench import ecommerce
-from stream.events import Event
+from stream.commands import log_options
 from stream.model import Scorer
-from training.dataset import batches_from_events, build_windows
+from training.dataset import batches_from_events, batches_from_log, build_windows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         saved.write_text(str(model))
     scorer = Scorer.load(model)
     art = scorer.artifact
-    evs = sorted((Event(u, t, ty, item_id=i) for u, s in p.test_seqs.items() for t, ty, i in s), key=lambda e: e.ts)
+    # the test log as `seqsentry score` reads it, with the dataset's own flags (column names, value maps)
+    parser = argparse.ArgumentParser()
+    log_options.log_args(parser)
+    spec = log_options.log_spec(parser.parse_args([str(x) for x in ds.flags]))
+    evs = sorted((e for b in batches_from_log(p.test_log, spec) for e in b.events), key=lambda e: e.ts)
     ws = build_windows(batches_from_events(evs, art.window_config), art.vocab, art.window_config)
     scores = scorer.score(ws.encoded(), floor=-np.inf)
     thr = art.meta.threshold

@@ -76,7 +76,8 @@ def test_some_attackers_keep_the_platforms_own_pace_so_speed_alone_cannot_separa
     # (0.2-90 s) never yields, so only runs paced from the log itself land near it
     rng = np.random.default_rng(7)
     log = sorted((Event(f"user{u}", T0 + u * 1_000 + k * int(rng.uniform(280_000, 320_000)), "click",
-                        item_id=f"item{int(rng.integers(50))}") for u in range(40) for k in range(4)),
+                        item_id=f"item{int(rng.integers(50))}") for u in range(attacks.PACE_MIN_USERS)
+                  for k in range(4)),
                  key=lambda e: e.ts)
     evs = attacks.inject(log, seed=8, count=120)
     runs: dict[str, list[int]] = {}
@@ -86,3 +87,9 @@ def test_some_attackers_keep_the_platforms_own_pace_so_speed_alone_cannot_separa
     paced = [150_000 < np.median(np.diff(sorted(t))) < 600_000 for t in runs.values() if len(t) > 2]
     assert np.mean(paced) > 0.15
     assert attacks.Platform.from_events(log).pace_ms.min() > 150_000
+
+
+def test_a_log_of_a_few_users_lends_no_pace_its_people_would_be_learnt_instead():
+    log = [Event(f"user{u}", T0 + u * 1_000 + k * 300_000, "click") for u in range(attacks.PACE_MIN_USERS - 1)
+           for k in range(4)]
+    assert len(attacks.Platform.from_events(sorted(log, key=lambda e: e.ts)).pace_ms) == 0

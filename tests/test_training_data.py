@@ -97,12 +97,13 @@ def small_logs(tmp_path_factory):
     return write(d / "train.jsonl", sessions(30, seed=1)), d
 
 
-def test_a_small_log_says_which_budget_it_can_honour_and_calibrates_conservatively(small_logs, capsys):
+def test_a_tiny_log_says_it_can_honour_no_budget_and_calibrates_conservatively(small_logs, capsys):
     log, d = small_logs
     res = train.train(lambda: logs_batches(log), d / "runs", train.TrainConfig(**TINY), show=False)
-    assert res.budget is not None and "cannot support 0.50%" in res.budget and "smallest budget" in res.budget
+    assert res.budget is not None and "cannot support 0.50%" in res.budget and "nor any budget" in res.budget
     report = json.loads((res.report_dir / "report.json").read_text())["training"]["calibration"]
     assert not report["supported"] and report["rule"] == "set above every real user of the log"
+    assert report["smallest_supported_rate"] is None
     assert (res.report_dir / "calibration.png").stat().st_size > 0
 
 

@@ -269,6 +269,10 @@ def plot_calibration(path: Path, maxima: np.ndarray, threshold: float, title: st
     plt.close(fig)
 
 
+def _smallest(rate: float | None) -> str:
+    return "none: too few calibration users to promise any" if rate is None else f"{rate:.2%}"
+
+
 def _ended_line(c: dict) -> str:
     n, k = c.get("ended_training_sessions", 0), c.get("min_ended_events", 0)
     if k:
@@ -287,7 +291,7 @@ def calibration_markdown(info: dict) -> str:
              f"- calibration: {c['calibration_users']:,} held-out normal users; threshold {c['threshold']:.6g} "
              f"({c['rule']}); budget {c['user_alert_rate']:.2%} of normal users "
              f"{'supported' if c['supported'] else 'NOT supported'} (needs {c['users_needed']:,} users; smallest "
-             f"supported {c['smallest_supported_rate']:.2%})",
+             f"supported {_smallest(c['smallest_supported_rate'])})",
              _ended_line(c),
              "- plot: `calibration.png` (each calibration user's highest score against the threshold)", ""]
     if info.get("budget_line"):

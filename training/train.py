@@ -269,6 +269,10 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, min_ended: int, 
             "supported": n_cal >= need, "smallest_supported_rate": 1 / (n_cal + 1),
             "rule": "quantile" if n_cal >= need else "the highest calibration user"}
     if n_cal < need * SMALL_CALIBRATION:
+        # a line above a few dozen people promises nothing about the next ones: the classifier
+        # has fitted the log's users, and new ones can score far higher (a 20-user Taobao log,
+        # threshold above all of them: 46.5 % of its later users alerted)
+        info["smallest_supported_rate"] = None
         if kind == "mlm":
             threshold, info["rule"] = UNSEEN_SURPRISE, "set to alert on unseen event types only"
         else:
@@ -286,6 +290,11 @@ def budget_line(info: dict) -> str | None:
     """The one line ``train`` prints when its calibration users cannot support the budget."""
     if info["supported"]:
         return None
+    if info["smallest_supported_rate"] is None:
+        return (f"alert budget: {info['calibration_users']} calibration users cannot support "
+                f"{info['user_alert_rate']:.2%} of normal users alerted (that needs {info['users_needed']:,}), nor any "
+                f"budget: so few cannot tell how many new users a threshold alerts. The threshold is {info['rule']}; "
+                f"check the share alerted with `seqsentry score` on a later recording, or train on a longer log.")
     return (f"alert budget: {info['calibration_users']} calibration users cannot support "
             f"{info['user_alert_rate']:.2%} of normal users alerted (that needs {info['users_needed']:,}); the smallest "
             f"budget they support is {info['smallest_supported_rate']:.1%}, and the threshold is "
