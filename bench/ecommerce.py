@@ -553,7 +553,7 @@ def table(main: dict, small: dict) -> str:
 
 
 def _rate(x: object) -> str:
-    return f"{x:.2%}" if isinstance(x, int | float) else "none" if x is None else str(x)
+    return f"{x:.2%}" if isinstance(x, int | float) else str(x)
 
 
 def _gap(g: dict) -> str:

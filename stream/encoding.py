@@ -270,6 +270,14 @@ def encode(windows: Windows, type_names: list[str], vocab: Vocabulary, closing: 
     return Encoded(ids, mask, length.astype(np.int64))
 
 
+
+def ended_window_events(input_ids: np.ndarray, attention_mask: np.ndarray, vocab: Vocabulary) -> np.ndarray:
+    """Events each window of an ended session holds (CLS, shape tokens and END not counted);
+    -1 for the windows of sessions still open."""
+    closed = (input_ids == END).any(1)
+    return np.where(closed, attention_mask.sum(1) - 2 - vocab.n_shape, -1)
+
+
 def shape_features(ts: np.ndarray, items: np.ndarray, valid: np.ndarray, dt: np.ndarray,
                    has_gap: np.ndarray) -> np.ndarray:
     """Window-level features (float64 [B, N_SHAPE], NaN = undefined), in SHAPE_FEATURES order.

@@ -18,7 +18,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from stream.artifact import Artifact, load_artifact
-from stream.encoding import END, MASK, N_SPECIAL, PAD, Encoded, Vocabulary
+from stream.encoding import END, MASK, N_SPECIAL, PAD, Encoded, Vocabulary, ended_window_events
 from stream.errors import SeqsentryError
 
 
@@ -180,9 +180,8 @@ class Scorer:
         on only when enough sessions ended to make it rare for normal users."""
         if not self.artifact.meta.min_ended_events:
             return np.zeros(len(enc), dtype=bool)
-        closed = (enc.input_ids == END).any(1)
-        events = enc.attention_mask.sum(1) - 2 - self.artifact.vocab.n_shape  # CLS, shape tokens, END
-        return closed & (events < self.artifact.meta.min_ended_events)
+        events = ended_window_events(enc.input_ids, enc.attention_mask, self.artifact.vocab)
+        return (events >= 0) & (events < self.artifact.meta.min_ended_events)
 
     def _newest_is_unseen(self, enc: Encoded) -> np.ndarray:
         """Windows whose newest event (the one before END for an ended session) has a type the

@@ -29,7 +29,7 @@ from transformers import BertForMaskedLM, BertForSequenceClassification
 
 from stream import progress, registry
 from stream.artifact import MAX_SUSTAIN, Artifact, Meta, data_fingerprint, save_artifact, signing_key
-from stream.encoding import END, MASK, N_SPECIAL, Vocabulary
+from stream.encoding import END, MASK, N_SPECIAL, Vocabulary, ended_window_events
 from stream.events import EventBatch
 from stream.model import UNSEEN_SURPRISE, ModelSize, Scorer, bert_config, pick_device
 from stream.windows import WindowConfig
@@ -120,10 +120,15 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
     return model.eval()
 
 
-def _score(model: torch.nn.Module, kind: str, ws: dataset.WindowSet, vocab: Vocabulary, device: str,
-           sustain: int = 1, min_ended: int = 0) -> np.ndarray:
-    """Scores as the detector computes them (with ``sustain`` and ``min_ended_events``), exact for every window."""
-    art = Artifact(Path("."), Meta("-", kind, 0.0, {}, sustain=sustain, min_ended_events=min_ended), vocab, model.eval())
+def _rules(kind: str, sustain: int = 1, min_ended: int = 0) -> Meta:
+    """The scoring rules of the artifact being trained (its kind, ``sustain``, ``min_ended_events``),
+    for scoring before the artifact exists."""
+    return Meta("-", kind, 0.0, {}, sustain=sustain, min_ended_events=min_ended)
+
+
+def _score(model: torch.nn.Module, rules: Meta, ws: dataset.WindowSet, vocab: Vocabulary, device: str) -> np.ndarray:
+    """Scores as the detector computes them under ``rules`` (:func:`_rules`), exact for every window."""
+    art = Artifact(Path("."), rules, vocab, model.eval())
     return Scorer(art, device).score(ws.encoded(), floor=-np.inf)
 
 
@@ -151,7 +156,7 @@ def finetune(mlm: BertForMaskedLM, train: dataset.WindowSet, val: dataset.Window
                 loss = loss_fn(model(input_ids=ids, attention_mask=mask).logits[:, 0], y)
                 _step(loss, model, opt, sched)
                 bar.update(task, advance=1, rate=f"epoch {epoch + 1} loss {loss.item():.3f} best val AP {max(best, 0):.3f}")
-            ap = metrics.average_precision(y_val, _score(model, "classifier", val, vocab, device))
+            ap = metrics.average_precision(y_val, _score(model, _rules("classifier"), val, vocab, device))
             log.info("epoch %d: validation PR-AUC %.4f", epoch + 1, ap)
             if ap > best:
                 best, bad = ap, 0
@@ -176,11 +181,11 @@ def _cap(ws: dataset.WindowSet, n: int, rng: np.random.Generator) -> dataset.Win
     return ws.subset(np.sort(np.r_[pos, rest]))
 
 
-def _evaluate(model: torch.nn.Module, kind: str, sustain: int, min_ended: int, vocab: Vocabulary, device: str,
-              cfg: TrainConfig, rng: np.random.Generator, train_ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
+def _evaluate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: str, cfg: TrainConfig,
+              rng: np.random.Generator, train_ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
               test_ws: dataset.WindowSet, threshold: float) -> tuple[dict[str, np.ndarray], dict]:
     """The model and the baselines on the test users, each at its own user-level threshold."""
-    scores = {"transformer": _score(model, kind, test_ws, vocab, device, sustain, min_ended)}
+    scores = {"transformer": _score(model, rules, test_ws, vocab, device)}
     report = {"transformer": metrics.evaluate(scores["transformer"], test_ws, threshold)}
     if cfg.baselines:
         normal_train = train_ws.subset(train_ws.label == 0)
@@ -238,17 +243,16 @@ def min_ended_events(train_ws: dataset.WindowSet, vocab: Vocabulary, user_alert_
     rate, which must be a small share of the budget (and calibration, which runs the rule,
     sees what it adds). 0 (off) with too few ended sessions.
     """
-    ended = (train_ws.input_ids == END).any(1) & (train_ws.label == 0)
-    n = int(ended.sum())
+    events = ended_window_events(train_ws.input_ids, train_ws.attention_mask, vocab)[train_ws.label == 0]
+    events = events[events >= 0]
+    n = len(events)
     if not n or 1 / (n + 1) > ENDED_RULE_SHARE * user_alert_rate:
         return 0, n
-    events = train_ws.attention_mask[ended].sum(1) - 2 - vocab.n_shape
     return int(events.min()), n
 
 
-def _calibrate(model: torch.nn.Module, kind: str, sustain: int, min_ended: int, vocab: Vocabulary, device: str,
-               cfg: TrainConfig, ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
-               show: bool) -> tuple[float, list[float], dict]:
+def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: str, cfg: TrainConfig,
+               ws: dataset.WindowSet, cal_ws: dataset.WindowSet, show: bool) -> tuple[float, list[float], dict]:
     """Threshold and severity steps for the alert budget, and what the calibration users can support.
 
     With fewer normal calibration users than the budget needs (1 / budget - 1: 199 at 0.5 %), the
@@ -262,7 +266,7 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, min_ended: int, 
     """
     n_cal = len(np.unique(cal_ws.user))
     with progress.phase(show, f"calibrating the alert budget on {n_cal:,} held-out users ..."):
-        cal_scores = _score(model, kind, cal_ws, vocab, device, sustain, min_ended)
+        cal_scores = _score(model, rules, cal_ws, vocab, device)
     threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
     need = math.ceil(1 / cfg.user_alert_rate) - 1  # the conformal rule's j >= 1 (metrics.calibrate_threshold)
     info = {"calibration_users": n_cal, "users_needed": need, "user_alert_rate": cfg.user_alert_rate,
@@ -273,11 +277,11 @@ def _calibrate(model: torch.nn.Module, kind: str, sustain: int, min_ended: int, 
         # has fitted the log's users, and new ones can score far higher (a 20-user Taobao log,
         # threshold above all of them: 46.5 % of its later users alerted)
         info["smallest_supported_rate"] = None
-        if kind == "mlm":
+        if rules.kind == "mlm":
             threshold, info["rule"] = UNSEEN_SURPRISE, "set to alert on unseen event types only"
         else:
             real = ws.subset(np.flatnonzero(~np.isin(ws.user, np.unique(ws.user[ws.label == 1]))))
-            top = float(_score(model, kind, real, vocab, device, sustain, min_ended).max())
+            top = float(_score(model, rules, real, vocab, device).max())
             threshold = max(threshold, float(np.nextafter(np.float32(top), np.float32(np.inf))))
             info["rule"] = "set above every real user of the log"
         severity = [threshold, *(max(threshold, s) for s in severity[1:])]
@@ -358,7 +362,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     sustain = cfg.sustain if kind == "classifier" else 1
     cal_ws = ws.subset(sp.calibration(ws))
     min_ended, ended_sessions = min_ended_events(train_ws, vocab, cfg.user_alert_rate)
-    threshold, severity, calibration = _calibrate(model, kind, sustain, min_ended, vocab, device, cfg, ws, cal_ws, show)
+    rules = _rules(kind, sustain, min_ended)
+    threshold, severity, calibration = _calibrate(model, rules, vocab, device, cfg, ws, cal_ws, show)
     calibration |= {"min_ended_events": min_ended, "ended_training_sessions": ended_sessions}
     line = budget_line(calibration)
     if line:
@@ -372,9 +377,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     evaluable = (test_ws.label >= 0).all() and (test_ws.label == 1).any() and (test_ws.label == 0).any()
     if evaluable:
         with progress.phase(show, "evaluating on test users, with the baselines ..."):
-            scores, report = _evaluate(model, kind, sustain, min_ended, vocab, device, cfg, rng, train_ws, cal_ws,
-                                       test_ws, threshold)
-    verdict_info = verdict_report.summarise(lambda sub: _score(model, kind, sub, vocab, device, sustain, min_ended), ws, sp,
+            scores, report = _evaluate(model, rules, vocab, device, cfg, rng, train_ws, cal_ws, test_ws, threshold)
+    verdict_info = verdict_report.summarise(lambda sub: _score(model, rules, sub, vocab, device), ws, sp,
                                             threshold, verdicts) if verdicts else None
     fingerprint = data_fingerprint(ws.input_ids, ws.label)
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
