@@ -93,3 +93,29 @@ def test_a_log_of_a_few_users_lends_no_pace_its_people_would_be_learnt_instead()
     log = [Event(f"user{u}", T0 + u * 1_000 + k * 300_000, "click") for u in range(attacks.PACE_MIN_USERS - 1)
            for k in range(4)]
     assert len(attacks.Platform.from_events(sorted(log, key=lambda e: e.ts)).pace_ms) == 0
+
+
+def paced_log(users: int = attacks.PACE_MIN_USERS) -> list[Event]:
+    """Sessions of four clicks exactly 1 s apart (a platform whose sessions tick like a clock)."""
+    return sorted((Event(f"user{u}", T0 + u * 3_600_000 + k * 1_000, "click", item_id=f"item{u % 7}")
+                   for u in range(users) for k in range(4)), key=lambda e: e.ts)
+
+
+def test_a_replay_at_the_platforms_own_pace_repeats_what_it_copies():
+    # one real session played once at its own pace would be that session labelled as abuse
+    p = attacks.Platform.from_events(paced_log())
+    rng = np.random.default_rng(0)
+    lengths = [len(attacks.run(p, rng, "replay", paced=True)[0]) for _ in range(200)]
+    assert min(lengths) >= 8  # two plays of a four-click session at least
+    assert min(len(attacks.run(p, rng, "replay")[0]) for _ in range(200)) == 4  # re-timed, once is enough
+
+
+def test_a_takeover_never_hits_a_labelled_attacker():
+    log = paced_log()
+    for e in log:
+        e.label = 1 if int(e.user_id[4:]) % 2 else 0
+    p = attacks.Platform.from_events(log)
+    rng = np.random.default_rng(1)
+    for n in range(60):
+        own = [e for e in attacks.attacker(p, rng, "takeover", f"t{n}") if e.attack is None]
+        assert own and all((e.ts - T0) // 3_600_000 % 2 == 0 for e in own)  # the victim's hour says who it was
