@@ -35,7 +35,7 @@ class DemoConfig:
     events: int = 20_000
     rate: float | None = 2_000.0  # events/s; None = as fast as possible
     seed: int = 42
-    train_events: int = 60_000
+    train_events: int | None = None  # None: training.train.STARTER_EVENTS
     attacker_fraction: float = 0.05
     registry: Path = Path("registry")
     out: Path = Path("runs/demo")
@@ -69,11 +69,12 @@ class DemoSummary:
 
 
 def _train(cfg: DemoConfig, console: Console) -> str | None:
-    from training.train import train_on_generated
+    from training.train import STARTER_EVENTS, train_on_generated
 
-    console.print(f"[bold]No model in {cfg.registry}[/]: training one on {cfg.train_events:,} generated events "
+    events = cfg.train_events or STARTER_EVENTS
+    console.print(f"[bold]No model in {cfg.registry}[/]: training one on {events:,} generated events "
                   "(self-supervised pretraining, then fine-tuning) ...")
-    res = train_on_generated(cfg.registry, events=cfg.train_events, seed=cfg.seed + 1,
+    res = train_on_generated(cfg.registry, events=events, seed=cfg.seed + 1,
                              attacker_fraction=cfg.attacker_fraction, device=cfg.device, out=cfg.out / "runs",
                              show=cfg.live)
     t = res.report.get("transformer")

@@ -297,7 +297,7 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", type=int, default=20_000, help="events of demo traffic to replay")
     p.add_argument("--rate", type=float, default=2_000.0, help="events per second (0 = as fast as possible)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--train-events", type=int, default=60_000, help="generated events to train on when no model exists")
+    p.add_argument("--train-events", type=int, help="generated events to train on when no model exists (default: enough users for the default alert budget)")
     p.add_argument("--registry", type=Path, default=defaults.REGISTRY)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--bootstrap", "-b", help="use this Kafka instead of the embedded broker")

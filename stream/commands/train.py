@@ -15,6 +15,18 @@ def _window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-span", type=float, help=f"window span in seconds (default {DEFAULT_SPAN_MS // 1000})")
 
 
+def _init_from(args: argparse.Namespace) -> Path | None:
+    """The artifact ``--init-from`` names (a path, a registry version or ``current``), or None."""
+    if not args.init_from:
+        return None
+    from stream import compare
+
+    path = compare.resolve_model(args.init_from, args.registry)
+    if path is None:
+        raise ValueError("--init-from none: name the classifier to continue (a directory, a version or current)")
+    return path
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from stream import logs
     from stream.commands.log_options import log_spec as _log_spec
@@ -32,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                finetune_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                user_alert_rate=args.user_alert_rate, seed=args.seed, device=args.device,
                                zero_label=args.zero_label, max_train_windows=args.max_train_windows,
-                               sustain=args.sustain)
+                               sustain=args.sustain, init_from=_init_from(args))
     tally = logs.RejectTally()
     passes = []
 
@@ -136,6 +148,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a classifier alerts once this many consecutive events' windows reach the threshold")
     p.add_argument("--max-train-windows", type=int, default=defaults.MAX_TRAIN_WINDOWS,
                    help="training windows at most: every positive (up to half) and a sample of the rest")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="continue a classifier (an artifact directory, a registry version or current): its "
+                        "vocabulary, window and weights, fine-tuned on this log (with --labels: the verdicts) "
+                        "without pretraining, and kept as it was unless fine-tuning beats it on validation")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--quiet", "-q", action="store_true")
