@@ -14,9 +14,9 @@ attackers as test traffic). The test period's users split by first event at its 
 A (the alerts analysts judge) and B (where the result is measured). The stock model is trained
 on the training log without labels and published in a scratch registry; it scores A; the first
 N alerted users of A get verdicts from the ground truth (N = 20, 50, 200 by default, capped by
-the alerts there are); `feedback` turns them into labels; `train --labels` retrains with the
-stock defaults on the training log plus A; `compare` scores B with both models (B's truth as
-labels); `promote --comparison` runs the default gate (and a promoted candidate is rolled back,
+the alerts there are); `feedback` turns them into labels; `train --labels --init-from BASE`
+continues the stock model on the training log plus A (``--from-scratch``: retrains afresh);
+`compare` scores B with both models (B's truth as labels); `promote --comparison` runs the default gate (and a promoted candidate is rolled back,
 so each N is gated against the same model). Results: bench/results/feedback_loop-NAME.json.
 """
 
@@ -48,8 +48,9 @@ def _artifact(stdout: str) -> str:
     return next(line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("artifact: "))
 
 
-def real(name: str, ns: list[int], seed: int, work: Path) -> dict:
-    """The loop on the real-traffic benchmark (see the module docstring)."""
+def real(name: str, ns: list[int], seed: int, work: Path, continued: bool = True) -> dict:
+    """The loop on the real-traffic benchmark (see the module docstring); ``continued``: the
+    candidate continues the label-free model (`train --init-from`) instead of training afresh."""
     from bench import ecommerce
 
     ds = ecommerce.load(name, ecommerce.DEFAULT_DATA)
@@ -82,7 +83,7 @@ def real(name: str, ns: list[int], seed: int, work: Path) -> dict:
     for line in (work / "alerts-a.jsonl").read_bytes().splitlines():  # in the order they were raised
         if (u := str(orjson.loads(line)["user_id"])) not in alerted:
             alerted.append(u)
-    out = {"dataset": name, "seed": seed, "users_a": len(part["a"]), "users_b": len(part["b"]),
+    out = {"dataset": name, "seed": seed, "continued": continued, "users_a": len(part["a"]), "users_b": len(part["b"]),
            "attackers_a": sum(u in truth for u in part["a"]), "attackers_b": sum(u in truth for u in part["b"]),
            "alerted_a": len(alerted), "alerted_a_abuse": sum(u in truth for u in alerted),
            "seconds": {"train without labels": round(t_base, 1), "score A": round(t_score, 1)}, "results": []}
@@ -92,7 +93,8 @@ def real(name: str, ns: list[int], seed: int, work: Path) -> dict:
             {"user_id": u, "verdict": "abuse", "kind": truth[u].kind} if u in truth
             else {"user_id": u, "verdict": "legitimate"}) + b"\n" for u in alerted[:n]))
         _, t_fb = _run("feedback", str(verdicts), "-o", str(work / f"labels-{n}.csv"), "--replace")
-        cand, t_tr, _ = ecommerce.train_stock(retrain_log, [*ds.flags, "--labels", work / f"labels-{n}.csv"], work)
+        cand, t_tr, _ = ecommerce.train_stock(retrain_log, [*ds.flags, "--labels", work / f"labels-{n}.csv",
+                                                            *(["--init-from", base] if continued else [])], work)
         t0 = time.monotonic()
         ecommerce.cli(["compare", cand, logs_["b"], "--against", base, "--labels", b_labels, *ds.flags,
                        "--out", work / f"compare-{n}"])
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", help="run on the real-traffic benchmark's clickstream NAME (yoochoose, diginetica, "
                    "taobao) with the stock model; --n defaults to 20 50 200")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-scratch", action="store_true",
+                   help="with --dataset: retrain each candidate from scratch instead of continuing the label-free model")
     args = p.parse_args(argv)
     if args.dataset:
         import tempfile
@@ -134,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         ns = args.n or [20, 50, 200]
         with tempfile.TemporaryDirectory(prefix="seqsentry-feedback-") as tmp:
             t0 = time.monotonic()
-            res = real(args.dataset, ns, args.seed, Path(tmp))
-        res["command"] = f"python -m bench.feedback_loop --dataset {args.dataset}"
+            res = real(args.dataset, ns, args.seed, Path(tmp), continued=not args.from_scratch)
+        res["command"] = f"python -m bench.feedback_loop --dataset {args.dataset}" + (
+            " --from-scratch" if args.from_scratch else "")
         res["total_seconds"] = round(time.monotonic() - t0, 1)
         from bench.common import save
 
-        save(f"feedback_loop-{args.dataset}", res)
+        save(f"feedback_loop-{args.dataset}" + ("-scratch" if args.from_scratch else ""), res)
         return 0
     from stream import logs
     from training import synth

@@ -175,9 +175,6 @@ class Meta:
             raise bad(f"sustain must be an integer in [1, {MAX_SUSTAIN}], got {self.sustain!r}")
         if self.kind == "mlm" and self.sustain != 1:
             raise bad("a zero-label (mlm) model scores single events: sustain must be 1")
-        ended, most = self.min_ended_events, self.window.get("max_events") if isinstance(self.window, dict) else None
-        if isinstance(ended, bool) or not isinstance(ended, int) or not 0 <= ended <= (most if isinstance(most, int) else 0):
-            raise bad(f"min_ended_events must be an integer in [0, the window's max_events ({most})], got {ended!r}")
         for name in ("metrics", "checksums"):
             if not isinstance(getattr(self, name), dict):
                 raise bad(f"{name} must be an object")
@@ -194,9 +191,13 @@ class Meta:
         if odd:
             raise bad(f"window config is invalid: {', '.join(map(str, odd))} must be whole milliseconds or counts")
         try:
-            WindowConfig(**self.window)
+            most = WindowConfig(**self.window).max_events
         except (TypeError, ValueError) as exc:
             raise bad(f"window config is invalid: {exc}") from None
+        # after the window: its max_events bounds this field, so it must be known good first
+        ended = self.min_ended_events
+        if isinstance(ended, bool) or not isinstance(ended, int) or not 0 <= ended <= most:
+            raise bad(f"min_ended_events must be an integer in [0, the window's max_events ({most})], got {ended!r}")
 
 
 def _finite(x: object) -> bool:
