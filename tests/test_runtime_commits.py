@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from stream.metrics import Metrics
 from stream.runtime.commits import CommitTracker, DetectorFailed, Ticket, to_commit
@@ -187,3 +188,30 @@ def test_exactly_once_refuses_to_commit_incomplete_work():
     with pytest.raises(DetectorFailed, match="work incomplete"):
         c.commit_transaction(producer, GroupConsumer(), drain=lambda timeout: True, worker_error=lambda: None)
     assert producer.calls == []
+
+
+def test_exactly_once_work_stays_outstanding_until_its_transaction_has_committed():
+    c = tracker()
+    seen: list[int] = []
+
+    class Watching(FakeTransactionalProducer):
+        def commit_transaction(self, timeout):  # what another thread reading progress sees meanwhile
+            seen.append(c.outstanding)
+            super().commit_transaction(timeout)
+
+    c.open({("ev", 0): 4}).done()
+    c.open({("ev", 1): 8}).done()
+    c.commit_transaction(Watching(), GroupConsumer(), drain=lambda timeout: True, worker_error=lambda: None)
+    assert (seen, c.outstanding) == ([2], 0)
+
+
+def test_exactly_once_keeps_the_work_outstanding_when_the_commit_fails():
+    class Refused(FakeTransactionalProducer):
+        def commit_transaction(self, timeout):
+            raise KafkaException(KafkaError(KafkaError._FENCED))
+
+    c = tracker()
+    c.open({("ev", 0): 4}).done()
+    with pytest.raises(DetectorFailed, match="transaction not committed"):
+        c.commit_transaction(Refused(), GroupConsumer(), drain=lambda timeout: True, worker_error=lambda: None)
+    assert c.outstanding == 1

@@ -9,7 +9,7 @@ import pytest
 
 from stream import kafka
 from stream.metrics import Metrics
-from stream.runtime.commits import CommitTracker
+from stream.runtime.commits import CommitTracker, DetectorFailed
 from stream.runtime.config import ServiceConfig
 from stream.runtime.consumer import ConsumerLoop
 from stream.service import group_consumer
@@ -90,3 +90,49 @@ def test_a_stop_with_a_backlog_says_what_it_waits_for(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "stopping: waiting for 1,200 windows queued for scoring and their alerts (35 outputs unacknowledged), "
         "then committing 3 consumed batches"]
+
+
+class FailedWorker:
+    """An inference worker that has failed; records every drain asked of it."""
+
+    queued_windows = 40
+    error = RuntimeError("model raised")
+
+    def __init__(self) -> None:
+        self.drains: list[float] = []
+
+    def drain(self, timeout: float) -> bool:
+        self.drains.append(timeout)
+        return False
+
+
+class QuietOutputs:
+    """Outputs with no fatal Kafka error; records every flush asked of them."""
+
+    undelivered = 0
+
+    def __init__(self) -> None:
+        self.errors = type("Errors", (), {"fatal": None})()
+        self.flushes: list[float] = []
+
+    def fatal_reason(self, error) -> str:
+        return str(error)
+
+    def flush(self, timeout: float) -> int:
+        self.flushes.append(timeout)
+        return 0
+
+    def poll(self, timeout: float = 0.0) -> None:
+        pass
+
+
+def test_after_a_failure_the_closes_revoke_finishes_and_commits_nothing():
+    commits = CommitTracker(Metrics())
+    commits.open({("events", 0): 7})  # a consumed batch its failed worker will never complete
+    worker, outputs = FailedWorker(), QuietOutputs()
+    loop = ConsumerLoop(ServiceConfig(bootstrap="k:9092"), RecordingConsumer({}), None, worker, outputs,
+                        commits, partitions(), Metrics())
+    with pytest.raises(DetectorFailed, match="model raised"):
+        loop.run(threading.Event())
+    loop.finish_in_flight()  # what consumer.close() runs through on_revoke
+    assert (worker.drains, outputs.flushes, commits.outstanding) == ([], [], 1)

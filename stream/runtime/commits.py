@@ -128,15 +128,15 @@ class CommitTracker:
             consumer.commit(offsets=to_commit(done), asynchronous=False)
             self.metrics.commits.inc()
 
-    def take_all(self) -> Offsets:
-        """Exactly-once: every ticket, which must all be complete (the worker drained first)."""
+    def all_offsets(self) -> Offsets:
+        """Exactly-once: the offsets every ticket covers, which must all be complete (the worker
+        drained first). The tickets stay outstanding until their transaction has committed, so
+        nobody reading ``outstanding`` sees work as committed while the commit is in flight."""
         done: Offsets = {}
-        while self._tickets:
-            t = self._tickets.popleft()
+        for t in self._tickets:
             if t.error or not t.complete:
                 raise DetectorFailed(f"transaction not committed: {self.fatal_reason(t.error or 'work incomplete')}")
             done.update(t.offsets)
-        self.progress_at = time.monotonic()
         return done
 
     def commit_transaction(self, producer: object, consumer: object, drain: Callable[[float], bool],
@@ -160,13 +160,19 @@ class CommitTracker:
                 raise DetectorFailed(f"transaction not committed: {fatal}")
             if time.monotonic() >= deadline:
                 raise DetectorFailed("transaction not committed: alerts not acknowledged within the commit timeout")
-        done = self.take_all()
+        done = self.all_offsets()
         try:
             producer.send_offsets_to_transaction(to_commit(done), consumer.consumer_group_metadata(),  # type: ignore[attr-defined]
                                                  timeout)
             producer.commit_transaction(timeout)  # type: ignore[attr-defined]
-            producer.begin_transaction()  # type: ignore[attr-defined]
         except KafkaException as exc:
             raise DetectorFailed(f"transaction not committed ({exc.args[0].str() if exc.args else exc}); "
+                                 "the restart resumes from the last committed transaction") from None
+        self._tickets.clear()
+        self.progress_at = time.monotonic()
+        try:
+            producer.begin_transaction()  # type: ignore[attr-defined]
+        except KafkaException as exc:
+            raise DetectorFailed(f"cannot begin the next transaction ({exc.args[0].str() if exc.args else exc}); "
                                  "the restart resumes from the last committed transaction") from None
         self.metrics.commits.inc()

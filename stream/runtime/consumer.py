@@ -52,6 +52,7 @@ class ConsumerLoop:
         self.lag_messages: dict[int, int] = {}  # partition -> messages behind, for scrapes (stream.runtime.gauges)
         self._evicted_seen = {"idle": 0, "lru": 0}
         self.loss = LogLossWatch()
+        self.failed: str | None = None  # why run() raised: from then on nothing more is finished or committed
 
     # ---- one turn ---------------------------------------------------------------------
     def handle(self, msgs: list[Message]) -> None:
@@ -122,7 +123,17 @@ class ConsumerLoop:
             self.commits.commit(self.consumer)
 
     def finish_in_flight(self, timeout: float = 60.0) -> None:
-        """Drain the worker, flush the outputs and commit (on revoke and at stop)."""
+        """Drain the worker, flush the outputs and commit (on revoke and at stop); nothing once the loop failed.
+
+        After a failure the close still revokes the partitions, and finishing then could only
+        wait out each timeout in turn (a stopped worker never drains, a fenced producer never
+        delivers nor commits): minutes of a dead detector looking alive. Its restart resumes
+        from the last commit instead.
+        """
+        if self.failed is not None:
+            log.info("not finishing in-flight work after the failure (%s): the restart resumes from the last commit",
+                     self.failed)
+            return
         self.worker.drain(timeout)
         self.outputs.flush(timeout)
         self.commit()
@@ -184,6 +195,13 @@ class ConsumerLoop:
     # ---- the loop -------------------------------------------------------------------------
     def run(self, stopping: threading.Event) -> None:
         """Consume until ``stopping`` is set; then finish in-flight work. Raises DetectorFailed."""
+        try:
+            self._run(stopping)
+        except BaseException as exc:
+            self.failed = str(exc) or type(exc).__name__
+            raise
+
+    def _run(self, stopping: threading.Event) -> None:
         self.consumer.subscribe([self.cfg.topic], on_assign=self.on_assign, on_revoke=self.on_revoke)
         errors = self.outputs.errors
         last_observe = 0.0
