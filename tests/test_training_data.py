@@ -97,14 +97,53 @@ def small_logs(tmp_path_factory):
     return write(d / "train.jsonl", sessions(30, seed=1)), d
 
 
-def test_a_tiny_log_says_it_can_honour_no_budget_and_calibrates_conservatively(small_logs, capsys):
+def test_a_tiny_log_calibrates_on_every_user_each_scored_by_a_model_that_never_trained_on_them(small_logs):
     log, d = small_logs
     res = train.train(lambda: logs_batches(log), d / "runs", train.TrainConfig(**TINY), show=False)
+    report = json.loads((res.report_dir / "report.json").read_text())["training"]["calibration"]
+    assert report["held_out_users"] < 30 * train.SMALL_CALIBRATION * 2 and report["calibration_users"] == 30
+    assert report["cross_fit_folds"] == defaults.CROSS_FIT_FOLDS and "never trained on them" in report["rule"]
+    assert res.threshold > max(cal_maxima(res)) and len(cal_maxima(res)) == 30
+
+
+def test_a_tiny_cross_fitted_log_says_the_smallest_budget_its_users_support(small_logs):
+    log, d = small_logs
+    res = train.train(lambda: logs_batches(log), d / "runs-line", train.TrainConfig(**TINY), show=False)
+    report = json.loads((res.report_dir / "report.json").read_text())["training"]["calibration"]
+    assert not report["supported"] and report["smallest_supported_rate"] == pytest.approx(1 / 31)
+    assert res.budget is not None and "cannot support 0.50%" in res.budget and "support is 3.2%" in res.budget
+    assert (res.report_dir / "calibration.png").stat().st_size > 0
+
+
+def test_without_cross_fitting_a_tiny_log_says_it_can_honour_no_budget_and_calibrates_conservatively(small_logs):
+    log, d = small_logs
+    res = train.train(lambda: logs_batches(log), d / "runs-off", train.TrainConfig(**TINY, cross_fit_folds=0), show=False)
     assert res.budget is not None and "cannot support 0.50%" in res.budget and "nor any budget" in res.budget
     report = json.loads((res.report_dir / "report.json").read_text())["training"]["calibration"]
     assert not report["supported"] and report["rule"] == "set above every real user of the log"
-    assert report["smallest_supported_rate"] is None
-    assert (res.report_dir / "calibration.png").stat().st_size > 0
+    assert report["smallest_supported_rate"] is None and report["cross_fit_folds"] == 0
+
+
+def test_cross_fit_folds_are_blocks_of_real_training_users_by_first_event():
+    n = 10
+    users = [f"u{i}" for i in range(n)] + ["attacker", "dismissed"]
+    user = np.repeat(np.arange(n + 2), 3).astype(np.int32)
+    ts = np.r_[[T0 + 1000 * (n - u) + k for u in range(n) for k in range(3)], [T0] * 6]  # u9 arrived first
+    label = np.r_[np.zeros(3 * n), [1, 1, 1], [0, 0, 0]].astype(np.int8)
+    ws = dataset.WindowSet(input_ids=np.ones((len(user), 4), np.int32), label=label, ts=ts.astype(np.int64),
+                           user=user, attack=np.zeros(len(user), np.int16),
+                           seq_no=np.ones(len(user), np.int32), users=users, attack_names=[])
+    sp = dataset.Split(train=np.arange(len(user)), val=np.zeros(0, np.int64), test=np.zeros(0, np.int64))
+    folds = train.cross_fit_folds(ws, sp, 3, train_only=["dismissed"])
+    held = [sorted({ws.users[u] for u in ws.user[f]}) for f in folds]
+    assert sorted(u for h in held for u in h) == sorted(users[:n])  # the attacker and the dismissed user always train
+    assert held == [["u6", "u7", "u8", "u9"], ["u3", "u4", "u5"], ["u0", "u1", "u2"]]
+    assert train.cross_fit_folds(ws, sp, 0) == []
+
+
+def test_cross_fit_folds_must_be_off_or_at_least_two():
+    with pytest.raises(ValueError, match="cross_fit_folds"):
+        train.TrainConfig(cross_fit_folds=1)
 
 
 def test_a_small_zero_label_log_alerts_only_on_event_types_training_never_saw(small_logs):
@@ -123,6 +162,15 @@ def test_train_prints_how_it_read_the_log_and_the_budget_line(small_logs, tmp_pa
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "sorted by time before windowing" in out and "alert budget:" in out
+
+
+def test_train_cross_fit_folds_0_turns_cross_fitting_off(small_logs, tmp_path, capsys):
+    log, _ = small_logs
+    args = ["train", str(log), "--no-registry", "--out", str(tmp_path / "runs"), "-q", "--pretrain-steps", "10",
+            "--epochs", "1", "--layers", "1", "--hidden", "32", "--heads", "2", "--window-events", "16",
+            "--cross-fit-folds", "0"]
+    assert main(args) == 0
+    assert "nor any budget" in capsys.readouterr().out
 
 
 def test_progress_goes_to_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):

@@ -9,3 +9,4 @@ LR = 2e-3
 MAX_TRAIN_WINDOWS = 40_000  # every positive window (up to half) plus a sample of the rest
 SUSTAIN = 3  # a classifier alerts once this many consecutive events' windows reach the threshold
 USER_ALERT_RATE = 0.005  # share of normal users alerted, over the calibration log and per day
+CROSS_FIT_FOLDS = 5  # a small log calibrates on every user, cross-fitted in this many folds (training.train._calibrate)

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,9 @@ class TrainConfig:
     # a classifier artifact to continue from: its vocabulary, window and weights, no pretraining
     # (retraining on verdicts from scratch forgot attackers the current model caught: issue 22)
     init_from: Path | None = None
+    # a log with too few calibration users for the budget (SMALL_CALIBRATION) calibrates on every
+    # real user instead, each scored by a model trained in this many folds without them (0: off)
+    cross_fit_folds: int = defaults.CROSS_FIT_FOLDS
 
     def __post_init__(self) -> None:
         # refused here, before minutes of training, rather than by the detector loading the result
@@ -82,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"sustain must be in [1, {MAX_SUSTAIN}], got {self.sustain}")
         if not 0.0 < self.user_alert_rate < 1.0:
             raise ValueError(f"user_alert_rate must be in (0, 1), got {self.user_alert_rate}")
+        if self.cross_fit_folds < 0 or self.cross_fit_folds == 1:
+            raise ValueError(f"cross_fit_folds must be 0 (off) or at least 2, got {self.cross_fit_folds}")
 
 
 def _seed(seed: int) -> np.random.Generator:
@@ -201,6 +207,55 @@ def _cap(ws: dataset.WindowSet, n: int, rng: np.random.Generator) -> dataset.Win
     return ws.subset(np.sort(np.r_[pos, rest]))
 
 
+def _fit(train_ws: dataset.WindowSet, val_ws: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig,
+         device: str, show: bool, start: Artifact | None) -> torch.nn.Module:
+    """The classifier for ``train_ws`` (a capped sample): pretrained then fine-tuned, or ``start``'s
+    classifier continued."""
+    if start is not None:
+        return finetune(start.model, train_ws, val_ws, vocab, cfg, device, show)[0]
+    steps = pretrain_steps_for(cfg, len(train_ws))
+    mlm = pretrain(train_ws, vocab, dataclasses.replace(cfg, pretrain_steps=steps), device, show)
+    return finetune(mlm, train_ws, val_ws, vocab, cfg, device, show)[0]
+
+
+def cross_fit_folds(ws: dataset.WindowSet, sp: dataset.Split, folds: int,
+                    train_only: Iterable[str] = ()) -> list[np.ndarray]:
+    """The training split's real users in ``folds`` blocks by first event (a block is the users of
+    one stretch of the log), as window indices into ``ws``; [] when fewer than two users or
+    ``folds`` is 0. Injected attackers and ``train_only`` users (dismissed alerts, a sample biased
+    to the top) always train."""
+    train_idx = np.asarray(sp.train)
+    attackers = np.unique(ws.user[ws.label == 1])
+    forced = [i for i, u in enumerate(ws.users) if u in set(train_only)]
+    users = np.setdiff1d(np.unique(ws.user[train_idx]), np.r_[attackers, forced].astype(ws.user.dtype))
+    if folds == 0 or len(users) < 2:
+        return []
+    first = np.full(len(ws.users), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, ws.user[train_idx], ws.ts[train_idx])
+    users = users[np.argsort(first[users], kind="stable")]
+    blocks = np.array_split(users, min(folds, len(users)))
+    return [train_idx[np.isin(ws.user[train_idx], b)] for b in blocks]
+
+
+def _cross_fit(ws: dataset.WindowSet, sp: dataset.Split, folds: list[np.ndarray], vocab: Vocabulary,
+               cfg: TrainConfig, device: str, rules: Meta, start: Artifact | None, show: bool,
+               verdicts: dict[str, int] | None) -> np.ndarray:
+    """Out-of-fold scores, aligned with ``np.concatenate(folds)``: each fold's windows scored by a
+    classifier trained the way the real one is, on the training split without that fold's users."""
+    rng = np.random.default_rng(cfg.seed + 7)
+    parts = []
+    for k, held in enumerate(folds):
+        with progress.phase(show, f"cross-fitting the threshold: model {k + 1} of {len(folds)} without "
+                                  f"{len(np.unique(ws.user[held])):,} of the log's users ..."):
+            tr = ws.subset(np.setdiff1d(sp.train, held))
+            sample = _cap(tr, cfg.max_train_windows, rng)
+            if verdicts:
+                sample = verdict_report.with_hard_negatives(sample, tr, verdicts)
+            model = _fit(sample, ws.subset(np.r_[sp.val, held]), vocab, cfg, device, False, start)
+            parts.append(_score(model, rules, ws.subset(held), vocab, device))
+    return np.concatenate(parts)
+
+
 def _evaluate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: str, cfg: TrainConfig,
               rng: np.random.Generator, train_ws: dataset.WindowSet, cal_ws: dataset.WindowSet,
               test_ws: dataset.WindowSet, threshold: float) -> tuple[dict[str, np.ndarray], dict]:
@@ -272,30 +327,44 @@ def min_ended_events(train_ws: dataset.WindowSet, vocab: Vocabulary, user_alert_
 
 
 def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: str, cfg: TrainConfig,
-               ws: dataset.WindowSet, cal_ws: dataset.WindowSet, show: bool) -> tuple[float, list[float], dict]:
+               ws: dataset.WindowSet, cal_ws: dataset.WindowSet, show: bool,
+               cross_fit: Callable[[], tuple[dataset.WindowSet, np.ndarray, int]] | None = None,
+               ) -> tuple[float, list[float], dict]:
     """Threshold and severity steps for the alert budget, and what the calibration users can support.
 
     With fewer normal calibration users than the budget needs (1 / budget - 1: 199 at 0.5 %), the
     quantile is simply the highest user: a new normal user passes it with probability
     1 / (users + 1), the smallest budget they support, which ``train`` reports. With fewer than
-    a quarter of what the budget needs (50 at 0.5 %) one odd user moves even that, so the
-    threshold is set conservatively instead: a classifier's above every real user of the log
-    (training users included), a zero-label model's at the surprise of an event type never
-    seen in training (it alerts only on what training never saw). ``cal_ws``: the calibration
-    users' windows, out of ``ws`` (the whole log).
+    a quarter of what the budget needs (50 at 0.5 %) one odd user moves even that. A classifier
+    then calibrates on every real user of the log: ``cross_fit()`` gives the training users'
+    windows, each scored by a model trained without them (the held-out users are scored by the
+    model itself), and the rule above applies to all of them. A classifier fits the users it
+    trained on, so their own scores say nothing about new ones (a 20-user Taobao log, threshold
+    above all of them under the model: 46.5 % of its later users alerted). Without cross-fitting
+    (``cfg.cross_fit_folds`` 0, or too few users) a classifier's threshold is set above every real
+    user of the log and no budget is promised; a zero-label model's is the surprise of an event
+    type never seen in training (it alerts only on what training never saw). ``cal_ws``: the
+    calibration users' windows, out of ``ws`` (the whole log).
     """
     n_cal = len(np.unique(cal_ws.user))
     with progress.phase(show, f"calibrating the alert budget on {n_cal:,} held-out users ..."):
         cal_scores = _score(model, rules, cal_ws, vocab, device)
-    threshold, severity = metrics.calibrate_user_threshold(cal_scores, cal_ws.user, cal_ws.ts, cfg.user_alert_rate)
     need = math.ceil(1 / cfg.user_alert_rate) - 1  # the conformal rule's j >= 1 (metrics.calibrate_threshold)
-    info = {"calibration_users": n_cal, "users_needed": need, "user_alert_rate": cfg.user_alert_rate,
-            "supported": n_cal >= need, "smallest_supported_rate": 1 / (n_cal + 1),
-            "rule": "quantile" if n_cal >= need else "the highest calibration user"}
-    if n_cal < need * SMALL_CALIBRATION:
-        # a line above a few dozen people promises nothing about the next ones: the classifier
-        # has fitted the log's users, and new ones can score far higher (a 20-user Taobao log,
-        # threshold above all of them: 46.5 % of its later users alerted)
+    scores, user, ts, folds = cal_scores, cal_ws.user, cal_ws.ts, 0
+    small = n_cal < need * SMALL_CALIBRATION
+    if small and rules.kind == "classifier" and cross_fit is not None:
+        oof_ws, oof, folds = cross_fit()
+        if folds:
+            scores, user, ts = np.r_[cal_scores, oof], np.r_[cal_ws.user, oof_ws.user], np.r_[cal_ws.ts, oof_ws.ts]
+    n = len(np.unique(user))
+    threshold, severity = metrics.calibrate_user_threshold(scores, user, ts, cfg.user_alert_rate)
+    info = {"calibration_users": n, "held_out_users": n_cal, "cross_fit_folds": folds, "users_needed": need,
+            "user_alert_rate": cfg.user_alert_rate, "supported": n >= need, "smallest_supported_rate": 1 / (n + 1),
+            "rule": "quantile" if n >= need else "the highest calibration user"}
+    if folds:
+        info["rule"] += f", every real user of the log scored by a model that never trained on them ({folds} folds)"
+    elif small:
+        # a line above a few dozen people promises nothing about the next ones
         info["smallest_supported_rate"] = None
         if rules.kind == "mlm":
             threshold, info["rule"] = UNSEEN_SURPRISE, "set to alert on unseen event types only"
@@ -306,7 +375,7 @@ def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: s
             info["rule"] = "set above every real user of the log"
         severity = [threshold, *(max(threshold, s) for s in severity[1:])]
     info["threshold"] = threshold
-    info["calibration_user_maxima"] = metrics.user_maxima(cal_scores, cal_ws.user, cal_ws.ts)[0].tolist()
+    info["calibration_user_maxima"] = metrics.user_maxima(scores, user, ts)[0].tolist()
     return threshold, severity, info
 
 
@@ -394,19 +463,25 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     train_capped = _cap(train_ws, cfg.max_train_windows, rng)
     if verdicts:  # dismissed users (hard negatives) train on every window of theirs, beside the sample
         train_capped = verdict_report.with_hard_negatives(train_capped, train_ws, verdicts)
-    # the zero-label model learns normal traffic only; a classifier's pretraining may see everything
-    pre_ws = train_capped if kind == "classifier" else train_ws.subset(train_ws.label != 1)
-    if start is not None:
-        model, _ = finetune(start.model, train_capped, val_ws, vocab, cfg, device, show)
+    if kind == "classifier":  # its pretraining may see everything; the zero-label model learns normal traffic only
+        model = _fit(train_capped, val_ws, vocab, cfg, device, show, start)
     else:
-        mlm = pretrain(pre_ws, vocab, dataclasses.replace(cfg, pretrain_steps=pretrain_steps_for(cfg, len(pre_ws))),
-                       device, show)
-        model = finetune(mlm, train_capped, val_ws, vocab, cfg, device, show)[0] if kind == "classifier" else mlm
+        pre_ws = train_ws.subset(train_ws.label != 1)
+        model = pretrain(pre_ws, vocab, dataclasses.replace(cfg, pretrain_steps=pretrain_steps_for(cfg, len(pre_ws))),
+                         device, show)
     sustain = cfg.sustain if kind == "classifier" else 1
     cal_ws = ws.subset(sp.calibration(ws))
     min_ended, ended_sessions = min_ended_events(train_ws, vocab, cfg.user_alert_rate)
     rules = _rules(kind, sustain, min_ended)
-    threshold, severity, calibration = _calibrate(model, rules, vocab, device, cfg, ws, cal_ws, show)
+
+    def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int]:
+        folds = cross_fit_folds(ws, sp, cfg.cross_fit_folds, train_only=dismissed)
+        if not folds:
+            return ws.subset(np.zeros(0, dtype=np.int64)), np.zeros(0), 0
+        oof = _cross_fit(ws, sp, folds, vocab, cfg, device, rules, start, show, verdicts)
+        return ws.subset(np.concatenate(folds)), oof, len(folds)
+
+    threshold, severity, calibration = _calibrate(model, rules, vocab, device, cfg, ws, cal_ws, show, cross_fit)
     calibration |= {"min_ended_events": min_ended, "ended_training_sessions": ended_sessions}
     line = budget_line(calibration)
     if line:

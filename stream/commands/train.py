@@ -44,7 +44,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                finetune_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                user_alert_rate=args.user_alert_rate, seed=args.seed, device=args.device,
                                zero_label=args.zero_label, max_train_windows=args.max_train_windows,
-                               sustain=args.sustain, init_from=_init_from(args))
+                               sustain=args.sustain, init_from=_init_from(args),
+                               cross_fit_folds=args.cross_fit_folds)
     tally = logs.RejectTally()
     passes = []
 
@@ -148,6 +149,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a classifier alerts once this many consecutive events' windows reach the threshold")
     p.add_argument("--max-train-windows", type=int, default=defaults.MAX_TRAIN_WINDOWS,
                    help="training windows at most: every positive (up to half) and a sample of the rest")
+    p.add_argument("--cross-fit-folds", type=int, default=defaults.CROSS_FIT_FOLDS,
+                   help="a log with too few held-out users for the budget (under ~250 users at 0.5%%) sets the "
+                        "threshold on every user, each scored by one of this many models trained without them "
+                        "(training takes this many times longer; 0: off, no budget promised)")
     p.add_argument("--init-from", metavar="MODEL",
                    help="continue a classifier (an artifact directory, a registry version or current): its "
                         "vocabulary, window and weights, fine-tuned on this log (with --labels: the verdicts) "
