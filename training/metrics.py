@@ -288,7 +288,10 @@ def calibration_markdown(info: dict) -> str:
              f"- log: {lg['events']:,} events of {lg['users']:,} users"
              f"{' (sorted by time: the file was not in time order)' if lg['sorted_by_time'] else ''}; "
              f"{lg['injected_attackers']:,} attackers injected from the log's own traffic (training.attacks)",
-             f"- calibration: {c['calibration_users']:,} held-out normal users; threshold {c['threshold']:.6g} "
+             f"- calibration: {c['calibration_users']:,} normal users"
+             + (f" ({c['held_out_users']:,} held out, the rest cross-fitted in {c['cross_fit_folds']} folds)"
+                if c.get("cross_fit_folds") else " held out")
+             + f"; threshold {c['threshold']:.6g} "
              f"({c['rule']}); budget {c['user_alert_rate']:.2%} of normal users "
              f"{'supported' if c['supported'] else 'NOT supported'} (needs {c['users_needed']:,} users; smallest "
              f"supported {_smallest(c['smallest_supported_rate'])})",

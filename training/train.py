@@ -218,40 +218,65 @@ def _fit(train_ws: dataset.WindowSet, val_ws: dataset.WindowSet, vocab: Vocabula
     return finetune(mlm, train_ws, val_ws, vocab, cfg, device, show)[0]
 
 
-def cross_fit_folds(ws: dataset.WindowSet, sp: dataset.Split, folds: int,
-                    train_only: Iterable[str] = ()) -> list[np.ndarray]:
+def cross_fit_folds(ws: dataset.WindowSet, sp: dataset.Split, folds: int, train_only: Iterable[str] = (),
+                    trusted_until: int | None = None) -> list[np.ndarray]:
     """The training split's real users in ``folds`` blocks by first event (a block is the users of
-    one stretch of the log), as window indices into ``ws``; [] when fewer than two users or
-    ``folds`` is 0. Injected attackers and ``train_only`` users (dismissed alerts, a sample biased
-    to the top) always train."""
+    one stretch of the log), as indices into ``ws`` of every window of theirs (whole histories, as
+    calibration users are scored); [] when fewer than two users or ``folds`` is 0. Injected
+    attackers and ``train_only`` users (dismissed alerts, a sample biased to the top) always train,
+    and so do users who arrive at or after ``trusted_until`` (the first confirmed abuse: they may
+    include attackers nobody has judged, whom calibration must not see - dataset.split_platform)."""
     train_idx = np.asarray(sp.train)
     attackers = np.unique(ws.user[ws.label == 1])
-    forced = [i for i, u in enumerate(ws.users) if u in set(train_only)]
+    forced_names = set(train_only)
+    forced = [i for i, u in enumerate(ws.users) if u in forced_names]
     users = np.setdiff1d(np.unique(ws.user[train_idx]), np.r_[attackers, forced].astype(ws.user.dtype))
+    first = np.full(len(ws.users), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, ws.user, ws.ts)
+    if trusted_until is not None:
+        users = users[first[users] < trusted_until]
     if folds == 0 or len(users) < 2:
         return []
-    first = np.full(len(ws.users), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, ws.user[train_idx], ws.ts[train_idx])
     users = users[np.argsort(first[users], kind="stable")]
     blocks = np.array_split(users, min(folds, len(users)))
-    return [train_idx[np.isin(ws.user[train_idx], b)] for b in blocks]
+    return [np.flatnonzero(np.isin(ws.user, b)) for b in blocks]
+
+
+def _window_keys(ws: dataset.WindowSet, idx: np.ndarray) -> np.ndarray:
+    """One hashable key per window (its event time and tokens), to find copies across users."""
+    rows = np.ascontiguousarray(np.c_[ws.ts[idx].astype(np.int64), ws.input_ids[idx].astype(np.int64)])
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+
+
+def fold_training(ws: dataset.WindowSet, sp: dataset.Split, held: np.ndarray) -> np.ndarray:
+    """The training windows a fold model may learn from: the training split without the held
+    users' windows, and without any injected user with a window identical to one of theirs (a
+    takeover replays its victim's real events, labelled normal, under a fresh id, and a replay
+    copies a real session: trained on, they would show the fold model the very windows it is
+    meant not to have seen)."""
+    train_idx = np.setdiff1d(sp.train, held)
+    copied = np.isin(_window_keys(ws, train_idx), _window_keys(ws, held))
+    copiers = np.intersect1d(np.unique(ws.user[train_idx[copied]]), np.unique(ws.user[ws.label == 1]))
+    return train_idx[~np.isin(ws.user[train_idx], copiers)]
 
 
 def _cross_fit(ws: dataset.WindowSet, sp: dataset.Split, folds: list[np.ndarray], vocab: Vocabulary,
-               cfg: TrainConfig, device: str, rules: Meta, start: Artifact | None, show: bool,
+               cfg: TrainConfig, device: str, rules: Meta, show: bool,
                verdicts: dict[str, int] | None) -> np.ndarray:
     """Out-of-fold scores, aligned with ``np.concatenate(folds)``: each fold's windows scored by a
-    classifier trained the way the real one is, on the training split without that fold's users."""
+    classifier trained the way the real one is (early stopping on the same validation users), on
+    :func:`fold_training`'s windows."""
     rng = np.random.default_rng(cfg.seed + 7)
+    val_ws = ws.subset(sp.val)
     parts = []
     for k, held in enumerate(folds):
         with progress.phase(show, f"cross-fitting the threshold: model {k + 1} of {len(folds)} without "
                                   f"{len(np.unique(ws.user[held])):,} of the log's users ..."):
-            tr = ws.subset(np.setdiff1d(sp.train, held))
+            tr = ws.subset(fold_training(ws, sp, held))
             sample = _cap(tr, cfg.max_train_windows, rng)
             if verdicts:
                 sample = verdict_report.with_hard_negatives(sample, tr, verdicts)
-            model = _fit(sample, ws.subset(np.r_[sp.val, held]), vocab, cfg, device, False, start)
+            model = _fit(sample, val_ws, vocab, cfg, device, False, None)
             parts.append(_score(model, rules, ws.subset(held), vocab, device))
     return np.concatenate(parts)
 
@@ -359,9 +384,11 @@ def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: s
     n = len(np.unique(user))
     threshold, severity = metrics.calibrate_user_threshold(scores, user, ts, cfg.user_alert_rate)
     info = {"calibration_users": n, "held_out_users": n_cal, "cross_fit_folds": folds, "users_needed": need,
-            "user_alert_rate": cfg.user_alert_rate, "supported": n >= need, "smallest_supported_rate": 1 / (n + 1),
+            "user_alert_rate": cfg.user_alert_rate, "supported": n_cal >= need, "smallest_supported_rate": 1 / (n + 1),
             "rule": "quantile" if n >= need else "the highest calibration user"}
     if folds:
+        # approximate: the folds' models are not the model that serves, and the earlier blocks are
+        # scored by models that learned from later users, so the line the user reads keeps saying so
         info["rule"] += f", every real user of the log scored by a model that never trained on them ({folds} folds)"
     elif small:
         # a line above a few dozen people promises nothing about the next ones
@@ -383,6 +410,12 @@ def budget_line(info: dict) -> str | None:
     """The one line ``train`` prints when its calibration users cannot support the budget."""
     if info["supported"]:
         return None
+    if info.get("cross_fit_folds"):
+        return (f"alert budget: {info['held_out_users']} held-out users cannot support {info['user_alert_rate']:.2%} "
+                f"of normal users alerted (that needs {info['users_needed']:,}); calibrated instead on all "
+                f"{info['calibration_users']} users of the log, cross-fitted, the smallest budget they support is "
+                f"about {info['smallest_supported_rate']:.1%}, and the threshold is {info['rule']}. Train on a longer "
+                f"log for a firmer budget.")
     if info["smallest_supported_rate"] is None:
         return (f"alert budget: {info['calibration_users']} calibration users cannot support "
                 f"{info['user_alert_rate']:.2%} of normal users alerted (that needs {info['users_needed']:,}), nor any "
@@ -475,10 +508,13 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     rules = _rules(kind, sustain, min_ended)
 
     def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int]:
-        folds = cross_fit_folds(ws, sp, cfg.cross_fit_folds, train_only=dismissed)
+        # a continued classifier already trained on this platform's users: no model of it has not seen them
+        folds = [] if start is not None else cross_fit_folds(
+            ws, sp, cfg.cross_fit_folds, train_only=dismissed,
+            trusted_until=None if labelled_log else dataset.first_confirmed_abuse(ws, verdicts or {}))
         if not folds:
             return ws.subset(np.zeros(0, dtype=np.int64)), np.zeros(0), 0
-        oof = _cross_fit(ws, sp, folds, vocab, cfg, device, rules, start, show, verdicts)
+        oof = _cross_fit(ws, sp, folds, vocab, cfg, device, rules, show, verdicts)
         return ws.subset(np.concatenate(folds)), oof, len(folds)
 
     threshold, severity, calibration = _calibrate(model, rules, vocab, device, cfg, ws, cal_ws, show, cross_fit)
