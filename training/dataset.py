@@ -215,6 +215,13 @@ def user_bucket(users: list[str]) -> np.ndarray:
     return np.array([zlib.crc32(u.encode()) % 100 for u in users], dtype=np.int16)
 
 
+def first_event_ts(ws: WindowSet) -> np.ndarray:
+    """Each user's first event time (int64 max for a user with no window)."""
+    first = np.full(len(ws.users), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, ws.user, ws.ts)
+    return first
+
+
 def split_platform(ws: WindowSet, cal_users: float = 0.2, train_only: Iterable[str] = (),
                    trusted_until: int | None = None, min_cal: int = 1) -> Split:
     """Split for a platform's own traffic with injected attackers and no labels of its own.
@@ -239,8 +246,7 @@ def split_platform(ws: WindowSet, cal_users: float = 0.2, train_only: Iterable[s
     n = len(ws.users)
     attacker = np.zeros(n, dtype=bool)
     attacker[np.unique(ws.user[ws.label == 1])] = True
-    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, ws.user, ws.ts)
+    first = first_event_ts(ws)
     bucket = user_bucket(ws.users)
     forced = np.isin(np.asarray(ws.users, dtype=object), list(train_only)) if ws.users else np.zeros(0, dtype=bool)
     real = np.flatnonzero(~attacker & ~forced & (first < np.iinfo(np.int64).max))

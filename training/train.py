@@ -231,8 +231,7 @@ def cross_fit_folds(ws: dataset.WindowSet, sp: dataset.Split, folds: int, train_
     forced_names = set(train_only)
     forced = [i for i, u in enumerate(ws.users) if u in forced_names]
     users = np.setdiff1d(np.unique(ws.user[train_idx]), np.r_[attackers, forced].astype(ws.user.dtype))
-    first = np.full(len(ws.users), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, ws.user, ws.ts)
+    first = dataset.first_event_ts(ws)
     if trusted_until is not None:
         users = users[first[users] < trusted_until]
     if folds == 0 or len(users) < 2:
@@ -353,7 +352,7 @@ def min_ended_events(train_ws: dataset.WindowSet, vocab: Vocabulary, user_alert_
 
 def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: str, cfg: TrainConfig,
                ws: dataset.WindowSet, cal_ws: dataset.WindowSet, show: bool,
-               cross_fit: Callable[[], tuple[dataset.WindowSet, np.ndarray, int]] | None = None,
+               cross_fit: Callable[[], tuple[dataset.WindowSet, np.ndarray, int] | None] | None = None,
                ) -> tuple[float, list[float], dict]:
     """Threshold and severity steps for the alert budget, and what the calibration users can support.
 
@@ -362,8 +361,8 @@ def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: s
     1 / (users + 1), the smallest budget they support, which ``train`` reports. With fewer than
     a quarter of what the budget needs (50 at 0.5 %) one odd user moves even that. A classifier
     then calibrates on every real user of the log: ``cross_fit()`` gives the training users'
-    windows, each scored by a model trained without them (the held-out users are scored by the
-    model itself), and the rule above applies to all of them. A classifier fits the users it
+    windows, each scored by a model trained without them, or None when it cannot (the held-out
+    users are scored by the model itself), and the rule above applies to all of them. A classifier fits the users it
     trained on, so their own scores say nothing about new ones (a 20-user Taobao log, threshold
     above all of them under the model: 46.5 % of its later users alerted). Without cross-fitting
     (``cfg.cross_fit_folds`` 0, or too few users) a classifier's threshold is set above every real
@@ -377,10 +376,10 @@ def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: s
     need = math.ceil(1 / cfg.user_alert_rate) - 1  # the conformal rule's j >= 1 (metrics.calibrate_threshold)
     scores, user, ts, folds = cal_scores, cal_ws.user, cal_ws.ts, 0
     small = n_cal < need * SMALL_CALIBRATION
-    if small and rules.kind == "classifier" and cross_fit is not None:
-        oof_ws, oof, folds = cross_fit()
-        if folds:
-            scores, user, ts = np.r_[cal_scores, oof], np.r_[cal_ws.user, oof_ws.user], np.r_[cal_ws.ts, oof_ws.ts]
+    fitted = cross_fit() if small and rules.kind == "classifier" and cross_fit is not None else None
+    if fitted is not None:
+        oof_ws, oof, folds = fitted
+        scores, user, ts = np.r_[cal_scores, oof], np.r_[cal_ws.user, oof_ws.user], np.r_[cal_ws.ts, oof_ws.ts]
     n = len(np.unique(user))
     threshold, severity = metrics.calibrate_user_threshold(scores, user, ts, cfg.user_alert_rate)
     info = {"calibration_users": n, "held_out_users": n_cal, "cross_fit_folds": folds, "users_needed": need,
@@ -488,9 +487,9 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     with progress.phase(show, f"windowing {len(events):,} events: every event's window, every ended session's ..."):
         ws = dataset.build_windows(dataset.batches_from_events(events, cfg.window), vocab, cfg.window)
     dismissed = [u for u, label in (verdicts or {}).items() if label == 0]
+    trusted_until = None if labelled_log else dataset.first_confirmed_abuse(ws, verdicts or {})
     sp = dataset.split(ws) if labelled_log else dataset.split_platform(
-        ws, train_only=dismissed, trusted_until=dataset.first_confirmed_abuse(ws, verdicts or {}),
-        min_cal=math.ceil(1 / cfg.user_alert_rate) - 1)
+        ws, train_only=dismissed, trusted_until=trusted_until, min_cal=math.ceil(1 / cfg.user_alert_rate) - 1)
     train_ws, val_ws, test_ws = ws.subset(sp.train), ws.subset(sp.val), ws.subset(sp.test)
     log.info("windows: %d train, %d val, %d test (kind=%s)", len(train_ws), len(val_ws), len(test_ws), kind)
     train_capped = _cap(train_ws, cfg.max_train_windows, rng)
@@ -507,13 +506,12 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     min_ended, ended_sessions = min_ended_events(train_ws, vocab, cfg.user_alert_rate)
     rules = _rules(kind, sustain, min_ended)
 
-    def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int]:
+    def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int] | None:
         # a continued classifier already trained on this platform's users: no model of it has not seen them
-        folds = [] if start is not None else cross_fit_folds(
-            ws, sp, cfg.cross_fit_folds, train_only=dismissed,
-            trusted_until=None if labelled_log else dataset.first_confirmed_abuse(ws, verdicts or {}))
+        folds = [] if start is not None else cross_fit_folds(ws, sp, cfg.cross_fit_folds, train_only=dismissed,
+                                                             trusted_until=trusted_until)
         if not folds:
-            return ws.subset(np.zeros(0, dtype=np.int64)), np.zeros(0), 0
+            return None
         oof = _cross_fit(ws, sp, folds, vocab, cfg, device, rules, show, verdicts)
         return ws.subset(np.concatenate(folds)), oof, len(folds)
 
