@@ -12,8 +12,9 @@ model can learn which endings are normal.
 A classifier's vocabulary also has *shape* tokens (``Vocabulary.shape``): right after CLS,
 one token per window-level feature - how many events, how fast (events per minute over the
 window's span), how regular (coefficient of variation of the gaps), how narrow (distinct-
-item share, the most repeated item's share) and the typical gap (geometric mean) - each a
-bucket computed from the exact timestamps and items. A run that repeats itself then carries
+item share, the most repeated item's share and count), the typical gap (geometric mean) and
+how often it retraces an item-to-item step it took before - each a bucket computed from the
+exact timestamps and items. A run that repeats itself then carries
 its evidence as a whole: the longer a click farm loops over two items on a steady clock,
 the more its shape says so, whereas per-token evidence is only ever one event's. Zero-label
 models leave them out: their score is the newest event's surprise, and a shape computed
@@ -36,7 +37,9 @@ import numpy as np
 from stream.window_defaults import DEFAULT_MAX_EVENTS
 from stream.windows import Windows
 
-ENCODING_VERSION = 4  # 2: the [END] token of a closed session; 3: the regular-gap bit; 4: window-shape tokens
+# 2: the [END] token of a closed session; 3: the regular-gap bit; 4: window-shape tokens;
+# 5: the most repeated item's count and the repeated item-to-item transitions as shape tokens
+ENCODING_VERSION = 5
 #: A gap is "regular" when it differs from the previous gap by at most this share of the larger.
 REGULAR_GAP_TOLERANCE = 0.1
 PAD, CLS, MASK, END = 0, 1, 2, 3
@@ -49,6 +52,14 @@ SHAPE_FEATURES: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("distinct_item_share", (0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 0.999)),
     ("top_item_share", (0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 0.999)),
     ("typical_gap_s", (1, 3, 10, 30, 100, 300, 1000)),
+    # counts, not shares: a share cannot tell two clicks on one item from twenty (the shares of
+    # a short session are as extreme as a click farm's), and the absolute count is what grows
+    # as a loop, a fake-order cycle or a re-run script goes on
+    ("top_item_count", (2, 3, 4, 6, 8, 12, 20, 32)),
+    # item-to-item steps (a -> b, a != b) already taken earlier in the window: a path walked
+    # again - a replayed session, a scripted promo path, a loop over several items - whatever
+    # its pace; people rarely retrace the same step more than twice within the hour
+    ("repeated_transitions", (1, 2, 3, 5, 8, 12, 20, 32)),
 )
 SHAPE_BINS = 10  # per feature: 0 (undefined) .. 9
 SHAPE_BASE = 4  # shape token ids follow the four specials
@@ -305,6 +316,7 @@ def shape_features(ts: np.ndarray, items: np.ndarray, valid: np.ndarray, dt: np.
     counts = np.bincount((np.arange(b)[:, None] * n + run).ravel(), weights=(srt >= 0).ravel(), minlength=b * n)
     top = counts.reshape(b, n).max(1)
     n_items = has_item.sum(1)
+    step, retraced = retraced_steps(items, has_gap)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.stack([
             count.astype(np.float64),
@@ -313,8 +325,23 @@ def shape_features(ts: np.ndarray, items: np.ndarray, valid: np.ndarray, dt: np.
             np.where(n_items >= 2, distinct / n_items, np.nan),
             np.where(n_items >= 2, top / n_items, np.nan),
             np.where(n_gaps > 0, np.exp(log_gap) / 1000, np.nan),
+            np.where(n_items >= 2, top, np.nan),
+            np.where(step.sum(1) >= 2, retraced.sum(1), np.nan),
         ], axis=1)  # fmt: skip
     return out
+
+
+def retraced_steps(items: np.ndarray, has_gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each window (rows of item hashes, 0 = none) steps from one item to another, and
+    where that step a -> b was already taken earlier in the same window (both bool, shaped like
+    ``items``; ``has_gap``: where the previous column is in the window). A path walked again."""
+    n = items.shape[1]
+    prev = np.zeros_like(items)
+    prev[:, 1:] = items[:, :-1]
+    step = has_gap & (items != 0) & (prev != 0) & (prev != items)
+    same_step = (items[:, :, None] == items[:, None, :]) & (prev[:, :, None] == prev[:, None, :])
+    earlier = np.tril(np.ones((n, n), dtype=bool), k=-1)[None]
+    return step, (same_step & earlier & step[:, None, :]).any(2) & step
 
 
 def shape_tokens(features: np.ndarray) -> np.ndarray:

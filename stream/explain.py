@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.encoding import retraced_steps
+
 #: A gap within this share of the recent gaps' median counts as "on the same clock".
 REGULAR_TOLERANCE = 0.10
 #: Trailing gaps that must be on one clock before the window is called regular.
@@ -31,6 +33,10 @@ PEAK_WINDOW_MS = 60_000
 MIN_ITEM_EVENTS = 4
 #: An item holding more than this share of the window's item events is named.
 TOP_ITEM_SHARE = 0.5
+#: ... or when it holds at least this many events, whatever its share (a long fake-order cycle)
+TOP_ITEM_EVENTS = 8
+#: Item-to-item steps taken again before the window says it retraces its path.
+MIN_RETRACED = 3
 #: Events with an item before "every event on a different item" is said.
 MIN_ALL_DISTINCT = 8
 TOP_ITEMS = 3
@@ -115,7 +121,7 @@ def _gaps_sentence(gaps: np.ndarray, stats: dict[str, Any], run: int, within: fl
 def _items_sentence(stats: dict[str, Any], with_item: int) -> str | None:
     top = stats["top_items"][0]
     share = top["events"] / with_item
-    if share > TOP_ITEM_SHARE and stats["distinct_items"] > 1:
+    if (share > TOP_ITEM_SHARE or top["events"] >= TOP_ITEM_EVENTS) and stats["distinct_items"] > 1:
         return f"item {top['item_hash']} in {top['events']} of {with_item} events ({share * 100:.0f} %)"
     if stats["distinct_items"] == 1:
         return f"every event on item {top['item_hash']}"
@@ -198,6 +204,11 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
         concentration = _items_sentence(stats, with_item)
         if concentration:
             findings.append(concentration)
+    steps, again = retraced_steps(items[None, :], np.arange(n)[None, :] > 0) if n else (np.zeros(1), np.zeros(1))
+    stats["retraced_steps"] = int(again.sum())
+    if stats["retraced_steps"] >= MIN_RETRACED:
+        findings.append(f"{stats['retraced_steps']} of {int(steps.sum())} item-to-item steps retrace "
+                        "steps taken earlier in the window")
 
     # --- the newest event, when it is the window's first of its type ---
     if n >= 2 and not closing:

@@ -89,10 +89,35 @@ def test_some_attackers_keep_the_platforms_own_pace_so_speed_alone_cannot_separa
     assert attacks.Platform.from_events(log).pace_ms.min() > 150_000
 
 
+def test_borrowed_gaps_lay_real_users_gap_sequences_end_to_end():
+    runs = [[2_000, 400_000], [7_000, 7_000, 90_000]]
+    g = attacks.borrowed_gaps(np.random.default_rng(0), [np.array(r) for r in runs], 11).tolist()
+    assert len(g) == 11
+    while g:  # whole runs in their own order, the last one perhaps cut
+        run = next(r for r in runs if g[: len(r)] == r[: len(g)])
+        g = g[len(run):]
+
+
+def test_some_attackers_take_their_gaps_from_the_platforms_people_outright():
+    # people here click twice 2 s apart, then read for 400 s: a shape no timing style around one
+    # pace has, so only runs that copy the platform's gap sequences have it
+    log = sorted((Event(f"user{u}", T0 + u * 1_000 + k // 2 * 402_000 + k % 2 * 2_000, "click",
+                        item_id=f"item{(u + k) % 50}") for u in range(attacks.PACE_MIN_USERS) for k in range(6)),
+                 key=lambda e: e.ts)
+    evs = attacks.inject(log, seed=9, count=240)
+    runs: dict[str, list[int]] = {}
+    for e in evs:
+        if e.label == 1:
+            runs.setdefault(e.user_id, []).append(e.ts)
+    copied = [np.isin(np.diff(sorted(t)), [2_000, 400_000]).mean() > 0.9 for t in runs.values() if len(t) > 4]
+    assert 0.1 < np.mean(copied) < 0.5
+
+
 def test_a_log_of_a_few_users_lends_no_pace_its_people_would_be_learnt_instead():
     log = [Event(f"user{u}", T0 + u * 1_000 + k * 300_000, "click") for u in range(attacks.PACE_MIN_USERS - 1)
            for k in range(4)]
-    assert len(attacks.Platform.from_events(sorted(log, key=lambda e: e.ts)).pace_ms) == 0
+    platform = attacks.Platform.from_events(sorted(log, key=lambda e: e.ts))
+    assert len(platform.pace_ms) == 0 and platform.pace_runs == []
 
 
 def paced_log(users: int = attacks.PACE_MIN_USERS) -> list[Event]:

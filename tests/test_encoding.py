@@ -179,7 +179,34 @@ def test_shape_features_a_single_event_cannot_define_are_bucket_zero():
     shape = shape_of(encode_user(store_with([Event("u", T0, "view", item_id="a")]), SHAPED))
     assert shape["events"] == bucket_of("events", 1)
     assert all(shape[f] == 0 for f in ("events_per_min", "gap_cv", "distinct_item_share", "top_item_share",
-                                       "typical_gap_s"))
+                                       "typical_gap_s", "top_item_count", "repeated_transitions"))
+
+
+def test_the_most_repeated_items_count_grows_with_the_run_where_its_share_does_not():
+    def count_and_share(n):  # a cover item, then the target, over and over
+        store = store_with([Event("u", T0 + i * 30_000, "view", item_id="t" if i % 2 else f"c{i}") for i in range(n)],
+                           max_events=64)
+        shape = shape_of(encode_user(store, Vocabulary(types=("<unk>", "view"), max_events=64)))
+        return shape["top_item_count"], shape["top_item_share"]
+
+    (short_count, short_share), (long_count, long_share) = count_and_share(4), count_and_share(40)
+    assert short_share == long_share == bucket_of("top_item_share", 0.5)
+    assert (short_count, long_count) == (bucket_of("top_item_count", 2), bucket_of("top_item_count", 20))
+
+
+def test_walking_the_same_path_again_counts_each_retraced_step():
+    path = ["a", "b", "c", "d"]
+    store = store_with([Event("u", T0 + i * 40_000, "view", item_id=it) for i, it in enumerate(path * 2)])
+    # a->b b->c c->d, then d->a (new) and a->b b->c c->d again
+    assert shape_of(encode_user(store, SHAPED))["repeated_transitions"] == bucket_of("repeated_transitions", 3)
+
+
+def test_going_back_and_forth_once_and_staying_on_one_item_retrace_nothing():
+    back_and_forth = store_with([Event("u", T0 + i * 40_000, "view", item_id=it) for i, it in enumerate("abac")])
+    assert shape_of(encode_user(back_and_forth, SHAPED))["repeated_transitions"] == bucket_of("repeated_transitions", 0)
+    # a -> a is not a step between items: one item only has no transitions to count
+    one_item = store_with([Event("u", T0 + i * 40_000, "view", item_id="a") for i in range(6)])
+    assert shape_of(encode_user(one_item, SHAPED))["repeated_transitions"] == 0
 
 
 def test_an_ended_sessions_end_follows_its_events_after_the_shape_tokens():

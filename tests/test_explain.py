@@ -92,6 +92,26 @@ def test_one_item_holding_most_of_the_window_is_named_by_its_hash():
     assert "item 00000007 in 5 of 6 events (83 %)" in s.findings
 
 
+def test_an_item_with_many_events_is_named_even_when_it_holds_under_half_the_window():
+    # a fake-order cycle: two cover items, then the seller's item, ten times over
+    s = _summary([20_000] * 29, items=[item for k in range(10) for item in (2 * k + 10, 2 * k + 11, 5)])
+    assert s.stats["top_items"][0] == {"item_hash": "00000005", "events": 10}
+    assert "item 00000005 in 10 of 30 events (33 %)" in s.findings
+
+
+def test_a_path_walked_again_says_how_many_steps_it_retraced():
+    s = _summary([15_000] * 11, items=[1, 2, 3, 4] * 3)
+    # 1->2 2->3 3->4, then 4->1 and the three steps again, twice: 4->1 once more too
+    assert s.stats["retraced_steps"] == 7
+    assert "7 of 11 item-to-item steps retrace steps taken earlier in the window" in s.findings
+
+
+def test_a_window_that_never_retraces_a_step_says_nothing_of_it():
+    s = _summary([15_000] * 5, items=[1, 2, 1, 3, 4, 5])
+    assert s.stats["retraced_steps"] == 0
+    assert not any("retrace" in f for f in s.findings)
+
+
 def test_every_event_on_a_different_item_is_said():
     s = _summary([700, 1_900, 800, 2_600, 1_100, 950, 3_000, 1_300, 600], items=range(1, 11))
     assert s.stats["distinct_items"] == 10

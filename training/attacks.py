@@ -24,8 +24,10 @@ Timing is drawn per attacker: ``machine`` (a constant gap with <= 5 % jitter),
 ``jittered`` (a log-normal spread of 5-25 %) or ``human`` (log-normal, sigma 0.5-1.3, so
 gaps look like people's), with typical gaps from 0.2 s to 90 s - or, for four runs in ten,
 one of the platform's own users' gaps, so that abuse paced like its people is in the positive
-class too and speed alone cannot separate the classes; three runs in ten come in spells a few
-minutes apart. Injected events carry
+class too and speed alone cannot separate the classes; three in ten of the runs that are not
+fast take their gaps from the platform's users outright, one real user's gap sequence after another, so
+that timing shaped like people's (bursts, then minutes of reading) is no proof of a person
+either; three runs in ten come in spells a few minutes apart. Injected events carry
 ``label=1`` and ``attack="injected:<kind>"``; a takeover victim's own events stay normal.
 
 The benchmark (bench/ecommerce.py) draws its attacks from a separate generator with its
@@ -52,6 +54,12 @@ MIN_ATTACKERS, MAX_ATTACKERS, ATTACKER_SHARE = 60, 1500, 0.25
 #: paced like the platform's people, so that the classifier has to find it by what the run does
 #: (its length, its narrowness, its repetition) and cannot lean on speed alone.
 PLATFORM_PACED = 0.4
+#: Share of (not fast) attackers whose gaps are the platform's own users' gaps, copied one after
+#: another, not a timing style around a typical gap. People's timing has a shape no log-normal
+#: around one pace has - bursts of clicks, then minutes of reading - and without it in the positive
+#: class the classifier learns that gaps shaped like that mean a person: 20-40 clicks on one
+#: item in an hour, paced so, were scored normal. With it, only what the run does can separate it.
+BORROWED_TIMING = 0.3
 SESSION_PACE_MAX_MS = 20 * 60_000  # gaps longer than this are between visits, not a pace
 #: Below this many real users the platform's pace is a few people's habits, and attacks paced
 #: on them teach the classifier those people: Taobao's 43 users, paced on, had 10 of their 42
@@ -71,6 +79,7 @@ class Platform:
     t0: int
     t1: int
     pace_ms: np.ndarray  # the real users' gaps between consecutive events of a session (ms)
+    pace_runs: list[np.ndarray]  # the same gaps, each real user's in order (users with at least one)
     # the users an account takeover may hit: never a labelled attacker, whose history, copied as
     # the victim's normal part, would teach the classifier that abuse is normal
     victims: list[list[Event]]
@@ -87,12 +96,14 @@ class Platform:
         for e in events:
             by_user.setdefault(str(e.user_id), []).append(e)
         diffs = [np.diff(np.fromiter((e.ts for e in s), np.int64, len(s))) for s in by_user.values() if len(s) > 1]
-        pace = np.concatenate(diffs) if diffs else np.empty(0, np.int64)
-        pace = pace[(pace > 0) & (pace < SESSION_PACE_MAX_MS)] if len(by_user) >= PACE_MIN_USERS else pace[:0]
+        runs = [d[(d > 0) & (d < SESSION_PACE_MAX_MS)] for d in diffs] if len(by_user) >= PACE_MIN_USERS else []
+        runs = [r for r in runs if len(r)]
+        pace = np.concatenate(runs) if runs else np.empty(0, np.int64)
         sessions = list(by_user.values())
         victims = [s for s in sessions if all(e.label != 1 for e in s)] or sessions
         return cls([str(t) for t in types], tc / tc.sum(), [str(i) for i in items],
-                   ic / ic.sum() if len(ic) else ic, sessions, int(events[0].ts), int(events[-1].ts), pace, victims)
+                   ic / ic.sum() if len(ic) else ic, sessions, int(events[0].ts), int(events[-1].ts), pace, runs,
+                   victims)
 
 
 def n_attackers(n_users: int) -> int:
@@ -109,6 +120,17 @@ def gaps(rng: np.random.Generator, k: int, timing: str, typical_ms: float) -> np
     else:
         g = typical_ms * rng.lognormal(0, rng.uniform(0.5, 1.3), k)
     return np.maximum(g, 20).astype(np.int64)
+
+
+def borrowed_gaps(rng: np.random.Generator, runs: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """``k`` gaps (ms): real users' gap sequences, drawn at random and laid end to end."""
+    out: list[np.ndarray] = []
+    have = 0
+    while have < k:
+        r = runs[int(rng.integers(len(runs)))]
+        out.append(r)
+        have += len(r)
+    return np.concatenate(out)[:k].astype(np.int64)
 
 
 def _typical_ms(rng: np.random.Generator, fast: bool = False, pace_ms: np.ndarray | None = None) -> tuple[float, bool]:
@@ -183,9 +205,11 @@ def attacker(p: Platform, rng: np.random.Generator, kind: str, uid: str) -> list
     """One attacker's events (oldest first)."""
     inner = KINDS[int(rng.integers(0, len(KINDS) - 1))] if kind == "takeover" else kind
     timing = TIMINGS[int(rng.integers(len(TIMINGS)))]
-    typical, paced = _typical_ms(rng, inner == "burst" or rng.random() < 0.2, p.pace_ms)
-    types, items = run(p, rng, inner, paced)
-    g = gaps(rng, len(types), timing, typical)
+    fast = inner == "burst" or rng.random() < 0.2
+    borrow = not fast and bool(p.pace_runs) and rng.random() < BORROWED_TIMING
+    typical, paced = _typical_ms(rng, fast, p.pace_ms)
+    types, items = run(p, rng, inner, paced or borrow)
+    g = borrowed_gaps(rng, p.pace_runs, len(types)) if borrow else gaps(rng, len(types), timing, typical)
     if rng.random() < 0.3:  # the run comes in spells, minutes apart (still inside one session)
         pauses = rng.random(len(g)) < rng.uniform(0.02, 0.15)
         g[pauses] = rng.integers(60_000, 20 * 60_000, int(pauses.sum()))
