@@ -22,6 +22,15 @@ def platform_log(users: int = 40, seed: int = 0) -> list[Event]:
     return sorted(evs, key=lambda e: e.ts)
 
 
+def attack_times(evs: list[Event]) -> dict[str, list[int]]:
+    """Each attacker's own (labelled) event times."""
+    runs: dict[str, list[int]] = {}
+    for e in evs:
+        if e.label == 1:
+            runs.setdefault(e.user_id, []).append(e.ts)
+    return runs
+
+
 def test_injection_is_deterministic_in_its_seed():
     log = platform_log()
     a, b = attacks.inject(log, seed=4, count=30), attacks.inject(log, seed=4, count=30)
@@ -79,11 +88,7 @@ def test_some_attackers_keep_the_platforms_own_pace_so_speed_alone_cannot_separa
                         item_id=f"item{int(rng.integers(50))}") for u in range(attacks.PACE_MIN_USERS)
                   for k in range(4)),
                  key=lambda e: e.ts)
-    evs = attacks.inject(log, seed=8, count=120)
-    runs: dict[str, list[int]] = {}
-    for e in evs:
-        if e.label == 1:
-            runs.setdefault(e.user_id, []).append(e.ts)
+    runs = attack_times(attacks.inject(log, seed=8, count=120))
     paced = [150_000 < np.median(np.diff(sorted(t))) < 600_000 for t in runs.values() if len(t) > 2]
     assert np.mean(paced) > 0.15
     assert attacks.Platform.from_events(log).pace_ms.min() > 150_000
@@ -104,11 +109,7 @@ def test_some_attackers_take_their_gaps_from_the_platforms_people_outright():
     log = sorted((Event(f"user{u}", T0 + u * 1_000 + k // 2 * 402_000 + k % 2 * 2_000, "click",
                         item_id=f"item{(u + k) % 50}") for u in range(attacks.PACE_MIN_USERS) for k in range(6)),
                  key=lambda e: e.ts)
-    evs = attacks.inject(log, seed=9, count=240)
-    runs: dict[str, list[int]] = {}
-    for e in evs:
-        if e.label == 1:
-            runs.setdefault(e.user_id, []).append(e.ts)
+    runs = attack_times(attacks.inject(log, seed=9, count=240))
     copied = [np.isin(np.diff(sorted(t)), [2_000, 400_000]).mean() > 0.9 for t in runs.values() if len(t) > 4]
     assert 0.1 < np.mean(copied) < 0.5
 
