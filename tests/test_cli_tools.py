@@ -242,3 +242,11 @@ def test_help_loads_no_heavy_library():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_train_warns_when_its_threshold_catches_none_of_the_injected_attackers():
+    from stream.commands.train import catch_warning
+
+    assert "none of the 12 attackers" in catch_warning({"attackers": 12, "detected": 0})
+    assert catch_warning({"attackers": 12, "detected": 1}) is None
+    assert catch_warning({"attackers": 0, "detected": 0}) is None  # nothing injected: nothing to say

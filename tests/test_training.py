@@ -221,6 +221,16 @@ def test_threshold_calibration_hits_the_target_fpr_on_held_out_normals():
         assert abs((test >= thr).mean() - target) < max(0.3 * target, 0.0015)
 
 
+def test_the_alert_rate_bound_is_exceeded_in_about_one_calibration_draw_in_ten():
+    rng = np.random.default_rng(3)
+    for n, target in ((50, 0.005), (400, 0.01)):
+        bound = metrics.alert_rate_bound(n, target)
+        # the share of new normal users above each draw's threshold, exactly: scores uniform on [0, 1)
+        shares = np.array([1 - metrics.calibrate_threshold(rng.random(n), target) for _ in range(4000)])
+        assert 0.08 < (shares > bound).mean() < 0.12
+        assert bound > shares.mean() > 0.8 * max(np.floor(target * (n + 1)), 1) / (n + 1)
+
+
 def test_metrics_agree_with_scikit_learn():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 5000)

@@ -110,8 +110,10 @@ def test_a_tiny_cross_fitted_log_says_the_smallest_budget_its_users_support(smal
     log, d = small_logs
     res = train.train(lambda: logs_batches(log), d / "runs-line", train.TrainConfig(**TINY), show=False)
     report = json.loads((res.report_dir / "report.json").read_text())["training"]["calibration"]
-    assert not report["supported"] and report["smallest_supported_rate"] == pytest.approx(1 / 31)
-    assert res.budget is not None and "cannot support 0.50%" in res.budget and "support is about 3.2%" in res.budget
+    assert not report["supported"] and report["smallest_supported_rate_mean"] == pytest.approx(1 / 31)
+    assert report["smallest_supported_rate"] == pytest.approx(1 - 0.1 ** (1 / 30))  # 90 % confidence
+    assert res.budget is not None and "cannot support 0.50%" in res.budget
+    assert "support is 7.4% of new normal users" in res.budget and "3.2% on average" in res.budget
     assert (res.report_dir / "calibration.png").stat().st_size > 0
 
 

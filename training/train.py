@@ -358,7 +358,8 @@ def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: s
 
     With fewer normal calibration users than the budget needs (1 / budget - 1: 199 at 0.5 %), the
     quantile is simply the highest user: a new normal user passes it with probability
-    1 / (users + 1), the smallest budget they support, which ``train`` reports. With fewer than
+    1 / (users + 1) on average, and ``train`` reports the smallest budget they support as the share
+    it stays under with 90 % confidence (``metrics.alert_rate_bound``: 4.5 % at 50 users, not 2.0 %). With fewer than
     a quarter of what the budget needs (50 at 0.5 %) one odd user moves even that. A classifier
     then calibrates on every real user of the log: ``cross_fit()`` gives the training users'
     windows, each scored by a model trained without them, or None when it cannot (the held-out
@@ -383,7 +384,10 @@ def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: s
     n = len(np.unique(user))
     threshold, severity = metrics.calibrate_user_threshold(scores, user, ts, cfg.user_alert_rate)
     info = {"calibration_users": n, "held_out_users": n_cal, "cross_fit_folds": folds, "users_needed": need,
-            "user_alert_rate": cfg.user_alert_rate, "supported": n_cal >= need, "smallest_supported_rate": 1 / (n + 1),
+            "user_alert_rate": cfg.user_alert_rate, "supported": n_cal >= need,
+            "smallest_supported_rate": metrics.alert_rate_bound(n, 0.0), "smallest_supported_rate_mean": 1 / (n + 1),
+            "alert_rate_bound": metrics.alert_rate_bound(n, cfg.user_alert_rate),
+            "budget_confidence": metrics.BUDGET_CONFIDENCE,
             "rule": "quantile" if n >= need else "the highest calibration user"}
     if folds:
         # approximate: the folds' models are not the model that serves, and the earlier blocks are
@@ -391,7 +395,7 @@ def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: s
         info["rule"] += f", every real user of the log scored by a model that never trained on them ({folds} folds)"
     elif small:
         # a line above a few dozen people promises nothing about the next ones
-        info["smallest_supported_rate"] = None
+        info["smallest_supported_rate"] = info["smallest_supported_rate_mean"] = info["alert_rate_bound"] = None
         if rules.kind == "mlm":
             threshold, info["rule"] = UNSEEN_SURPRISE, "set to alert on unseen event types only"
         else:
@@ -413,8 +417,7 @@ def budget_line(info: dict) -> str | None:
         return (f"alert budget: {info['held_out_users']} held-out users cannot support {info['user_alert_rate']:.2%} "
                 f"of normal users alerted (that needs {info['users_needed']:,}); calibrated instead on all "
                 f"{info['calibration_users']} users of the log, cross-fitted, the smallest budget they support is "
-                f"about {info['smallest_supported_rate']:.1%}, and the threshold is {info['rule']}. Train on a longer "
-                f"log for a firmer budget.")
+                f"{_supported(info)}, and the threshold is {info['rule']}. Train on a longer log for a firmer budget.")
     if info["smallest_supported_rate"] is None:
         return (f"alert budget: {info['calibration_users']} calibration users cannot support "
                 f"{info['user_alert_rate']:.2%} of normal users alerted (that needs {info['users_needed']:,}), nor any "
@@ -422,8 +425,14 @@ def budget_line(info: dict) -> str | None:
                 f"check the share alerted with `seqsentry score` on a later recording, or train on a longer log.")
     return (f"alert budget: {info['calibration_users']} calibration users cannot support "
             f"{info['user_alert_rate']:.2%} of normal users alerted (that needs {info['users_needed']:,}); the smallest "
-            f"budget they support is {info['smallest_supported_rate']:.1%}, and the threshold is "
-            f"{info['rule']}. Train on a longer log for a tighter budget.")
+            f"budget they support is {_supported(info)}, and the threshold is {info['rule']}. Train on a longer log "
+            f"for a tighter budget.")
+
+
+def _supported(info: dict) -> str:
+    """The smallest supported budget in words: what it stays under 9 times in 10, and its average."""
+    return (f"{info['smallest_supported_rate']:.1%} of new normal users (it stays under that with "
+            f"{info['budget_confidence']:.0%} confidence; {info['smallest_supported_rate_mean']:.1%} on average)")
 
 
 def model_size(config) -> ModelSize:
