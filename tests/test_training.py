@@ -505,3 +505,13 @@ def test_an_alert_on_a_session_that_ended_too_soon_says_so():
     assert "no training session ended with fewer than 13" in s.findings[0]
     quiet = explain.summarise(ts, types, items, ["view"], lambda t: True, closing=True, min_ended=2)
     assert "no training session" not in " ".join(quiet.findings)
+
+
+def test_scores_carried_to_another_models_scale_keep_their_rank_among_the_reference():
+    rng = np.random.default_rng(4)
+    ref = rng.random(2000)
+    own, target = ref, (ref ** 3 * 0.975).astype(np.float32)  # the same ranking, another scale, float32
+    got = metrics.to_scale(np.array([0.5, 0.9]), own, target)
+    assert got == pytest.approx([0.975 * 0.5 ** 3, 0.975 * 0.9 ** 3], rel=0.03) and got.dtype == np.float32
+    # beyond every reference score of its own model: the top of the target's range, never past it
+    assert metrics.to_scale(np.array([7.0]), own, target)[0] == target.max()

@@ -76,6 +76,26 @@ def alert_rate_bound(n: int, target_fpr: float, confidence: float = BUDGET_CONFI
     return float(stats.beta.ppf(confidence, j, n + 1 - j))
 
 
+def to_scale(scores: np.ndarray, own_ref: np.ndarray, target_ref: np.ndarray) -> np.ndarray:
+    """``scores`` of one model carried onto another model's scale by rank: each score is placed
+    among ``own_ref`` (that model's scores of a reference set) and replaced by the score at the
+    same quantile of ``target_ref`` (the other model's scores of the same set).
+
+    Two classifiers trained on different users rank windows alike but need not agree on the
+    numbers (one saturates at 0.99, the other at 0.975); a threshold read off one model's scores
+    is meaningful for the other only on a common scale. Mid-ranks keep ties in place; a score
+    beyond every reference score of its model maps to the end of the target's range.
+    """
+    if not len(own_ref) or not len(target_ref):
+        raise ValueError("a scale transfer needs reference scores from both models")
+    own = np.sort(np.asarray(own_ref, dtype=np.float64))
+    s = np.asarray(scores, dtype=np.float64)
+    q = (np.searchsorted(own, s, "left") + np.searchsorted(own, s, "right")) / (2 * len(own))
+    target = np.asarray(target_ref)
+    # in the target scores' own precision: a threshold just above a mapped score stays above it in float32
+    return np.quantile(target.astype(np.float64), np.clip(q, 0.0, 1.0)).astype(target.dtype)
+
+
 DAY_MS = 86_400_000
 
 
