@@ -33,6 +33,12 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     return float(skm.average_precision_score(y, s)) if np.sum(y) > 0 else float("nan")
 
 
+def conformal_rank(n: int, target_fpr: float) -> int:
+    """j: the threshold for ``target_fpr`` sits just above the j-th highest of n normal scores,
+    j = floor(target_fpr * (n + 1)), at least 1 (above the highest)."""
+    return max(int(np.floor(target_fpr * (n + 1))), 1)
+
+
 def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
     """Threshold that a *new* normal score reaches with probability <= target_fpr.
 
@@ -47,7 +53,7 @@ def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
     if not len(normal_scores):
         raise ValueError("threshold calibration needs held-out normal windows")
     s = np.sort(normal_scores)[::-1]
-    k = max(int(np.floor(target_fpr * (len(s) + 1))) - 1, 0)  # calibration scores that may reach it
+    k = conformal_rank(len(s), target_fpr) - 1  # calibration scores that may reach it
     if k >= len(s):
         return float(s[-1])
     # just above the (k+1)-th highest normal score, in the scores' own precision (float32
@@ -72,7 +78,7 @@ def alert_rate_bound(n: int, target_fpr: float, confidence: float = BUDGET_CONFI
     """
     if n < 1:
         raise ValueError("an alert-rate bound needs at least one calibration user")
-    j = min(max(int(np.floor(target_fpr * (n + 1))), 1), n)
+    j = min(conformal_rank(n, target_fpr), n)
     return float(stats.beta.ppf(confidence, j, n + 1 - j))
 
 
