@@ -164,7 +164,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cross-fit-folds", type=int, default=defaults.CROSS_FIT_FOLDS,
                    help="a log with too few held-out users for the budget (under ~250 users at 0.5%%) sets the "
                         "threshold on every user, each scored by one of this many models trained without them "
-                        "(training takes this many times longer; 0: off, no budget promised)")
+                        "(each fine-tuned from the served model's pretraining: about 2-3x the training time; "
+                        "0: off, no budget promised)")
     p.add_argument("--init-from", metavar="MODEL",
                    help="continue a classifier (an artifact directory, a registry version or current): its "
                         "vocabulary, window and weights, fine-tuned on this log (with --labels: the verdicts) "
