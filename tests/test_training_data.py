@@ -107,7 +107,7 @@ def test_a_tiny_log_calibrates_on_every_user_each_scored_by_a_model_never_fine_t
 
 
 def test_cross_fitting_pretrains_once_and_fine_tunes_every_fold_from_that_pretraining(small_logs, monkeypatch):
-    # pretraining again per fold made a 2,215-event log train for 416 s where 40,853 events take 251 s
+    # pretraining again per fold made Taobao's 2,215 events train for 629 s where YOOCHOOSE's 40,853 take 311 s
     log, d = small_logs
     pretrained, inits = [], []
     real_pretrain, real_finetune = train.pretrain, train.finetune

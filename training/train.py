@@ -527,9 +527,10 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     rules = _rules(kind, sustain, min_ended)
 
     def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int] | None:
-        # a continued classifier already trained on this platform's users: no model of it has not seen them
+        # no pretraining to fine-tune folds from (mlm None): a continued classifier, already trained on
+        # this platform's users (no model of it has not seen them), or a zero-label model
         folds = [] if mlm is None else cross_fit_folds(ws, sp, cfg.cross_fit_folds, train_only=dismissed,
-                                                             trusted_until=trusted_until)
+                                                       trusted_until=trusted_until)
         if not folds:
             return None
         oof = _cross_fit(ws, sp, folds, vocab, cfg, device, rules, show, verdicts, model, mlm)
