@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.common import ensure_log, ensure_model, save
-from stream.encoding import N_SPECIAL, Encoded
+from stream.encoding import Encoded
 from stream.model import Scorer, serving_thread_count
 
 
@@ -31,16 +31,15 @@ def _windows(model_dir, n: int) -> tuple[Scorer, Encoded]:
     art = scorer.artifact
     batches = dataset.batches_from_log(ensure_log(20_000, seed=6))
     ws = dataset.build_windows(batches, art.vocab, WindowConfig(**art.meta.window))
-    ids = ws.input_ids[:n].astype(np.int64)
-    return scorer, Encoded(ids, (ids != 0).astype(np.int64), (ids >= N_SPECIAL).sum(1))
+    return scorer, _head(ws.encoded(), n)
 
 
 def _head(enc: Encoded, k: int) -> Encoded:
-    return Encoded(enc.input_ids[:k], enc.attention_mask[:k], enc.length[:k])
+    return enc.take(np.arange(min(k, len(enc))))
 
 
 def _time(scorer: Scorer, enc: Encoded, bs: int) -> tuple[float, np.ndarray]:
-    scorer.score(Encoded(enc.input_ids[:bs], enc.attention_mask[:bs], enc.length[:bs]), batch_size=bs)
+    scorer.score(_head(enc, bs), batch_size=bs)
     t0 = time.perf_counter()
     s = scorer.score(enc, batch_size=bs)
     return len(enc) / (time.perf_counter() - t0), s

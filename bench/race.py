@@ -29,7 +29,6 @@ import numpy as np
 from bench.common import RESULTS, ensure_log, ensure_model, filled_topic, ingest_ceiling, run_seqsentry, save
 from stream import progress
 from stream.broker import EmbeddedBroker
-from stream.encoding import Encoded
 from stream.model import Scorer
 
 
@@ -75,8 +74,7 @@ def model_ceiling(model_dir, log, n_windows: int = 20_000) -> dict:
     batches = dataset.batches_from_log(log)
     first = [next(batches) for _ in range(2)]
     ws = dataset.build_windows(iter(first), art.vocab, WindowConfig(**art.meta.window))
-    ids = ws.input_ids[:n_windows].astype(np.int64)
-    enc = Encoded(ids, (ids != 0).astype(np.int64), (ids > 2).sum(1))
+    enc = ws.encoded().take(np.arange(min(n_windows, len(ws))))
     # Every runtime serving could use here (ONNX Runtime is CPU-only) x thread counts x batch sizes:
     # the ceiling is the best of them, whichever the detector happens to run.
     use_onnx = scorer.device == "cpu" and art.meta.kind == "classifier" and onnx_runtime.available()
@@ -87,7 +85,7 @@ def model_ceiling(model_dir, log, n_windows: int = 20_000) -> dict:
             torch.set_num_threads(threads)
             scorer.onnx = onnx_runtime.OnnxClassifier(art.model, threads) if runtime == "onnxruntime" else None
             for bs in (32, 64, 128, 256, 512, 1024):
-                scorer.score(Encoded(enc.input_ids[:bs], enc.attention_mask[:bs], enc.length[:bs]), batch_size=bs)
+                scorer.score(enc.take(np.arange(min(bs, len(enc)))), batch_size=bs)
                 t0 = time.perf_counter()
                 scorer.score(enc, batch_size=bs)
                 sweep[f"{runtime}, {threads} thread(s), batch {bs}"] = (len(enc) / (time.perf_counter() - t0),

@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from stream.encoding import ENCODING_VERSION, Vocabulary
+from stream.encoding import ENCODING_VERSION, RUN_COUNTS, Vocabulary
 from stream.errors import SeqsentryError
 from stream.windows import WindowConfig
 
@@ -153,6 +153,9 @@ class Meta:
     #: an ended session's window holding fewer events than this scores as an event type never
     #: seen in training (Scorer.score): no normal training session ended so soon; 0 = off
     min_ended_events: int = 0
+    #: a classifier's window whose RUN_COUNTS (stream.encoding) exceed any of these scores as an
+    #: event type never seen in training (Scorer.beyond_ceiling); [] = off
+    run_ceiling: list = field(default_factory=list)
 
     def validate(self, where: Path | str) -> None:
         """Refuse a meta whose fields would break serving (wrong types, non-finite, out of order)."""
@@ -198,6 +201,14 @@ class Meta:
         ended = self.min_ended_events
         if isinstance(ended, bool) or not isinstance(ended, int) or not 0 <= ended <= most:
             raise bad(f"min_ended_events must be an integer in [0, the window's max_events ({most})], got {ended!r}")
+        ceiling = self.run_ceiling
+        if not isinstance(ceiling, list) or (ceiling and (
+                len(ceiling) != len(RUN_COUNTS)
+                or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 2**31 for c in ceiling))):
+            raise bad(f"run_ceiling must be [] or {len(RUN_COUNTS)} integers in [0, 2**31) "
+                      f"({', '.join(RUN_COUNTS)}), got {ceiling!r}")
+        if ceiling and self.kind != "classifier":
+            raise bad("run_ceiling needs a classifier's window-shape encoding; a zero-label model has none")
 
 
 def _finite(x: object) -> bool:

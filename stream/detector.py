@@ -176,9 +176,7 @@ class Detector:
                 on_swapped(nxt)
 
     def _encode(self, pendings: list[Pending], scorer: Scorer) -> Encoded:
-        parts = [encode(p.windows, p.type_names, scorer.artifact.vocab, p.closing) for p in pendings]
-        return Encoded(np.concatenate([e.input_ids for e in parts]), np.concatenate([e.attention_mask for e in parts]),
-                       np.concatenate([e.length for e in parts]))
+        return Encoded.concat([encode(p.windows, p.type_names, scorer.artifact.vocab, p.closing) for p in pendings])
 
     def _score_bucketed(self, scorer: Scorer, enc: Encoded, keep: np.ndarray) -> np.ndarray:
         """Scores for ``keep`` rows, grouped into length buckets so short windows pay no padding."""
@@ -187,7 +185,7 @@ class Detector:
         bucket = np.searchsorted(np.asarray(LENGTH_BUCKETS), enc.length[idx])
         for b in np.unique(bucket).tolist():
             sel = idx[bucket == b]
-            scores[sel] = scorer.score(Encoded(enc.input_ids[sel], enc.attention_mask[sel], enc.length[sel]))
+            scores[sel] = scorer.score(enc.take(sel))
         return scores
 
     def score(self, pendings: list[Pending]) -> list[list[dict]]:
@@ -264,7 +262,8 @@ class Detector:
                                               strict=True)]
         vocab = art.vocab
         summary = explain.summarise(ts, types, items, p.type_names, lambda t: vocab.type_index(t) != 0,
-                                    closing=p.closing, min_ended=art.meta.min_ended_events)
+                                    closing=p.closing, min_ended=art.meta.min_ended_events,
+                                    run_ceiling=art.meta.run_ceiling)
         n_enc = int(enc.length[row])
         encoded_events = events[-n_enc:] if n_enc else []
         if p.closing:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -61,9 +61,15 @@ SHAPE_FEATURES: tuple[tuple[str, tuple[float, ...]], ...] = (
     # its pace; people rarely retrace the same step more than twice within the hour
     ("repeated_transitions", (1, 2, 3, 5, 8, 12, 20, 32)),
 )
+#: The shape features that count how far a run has gone within the hour (events, events on the
+#: most repeated item, retraced steps): they only grow while an abuser goes on, so a window that
+#: counts more than nearly every user the platform has is evidence by itself
+#: (``Meta.run_ceiling``, Scorer.beyond_ceiling), whatever the classifier makes of its order.
+RUN_COUNTS: tuple[str, ...] = ("events", "top_item_count", "repeated_transitions")
 SHAPE_BINS = 10  # per feature: 0 (undefined) .. 9
 SHAPE_BASE = 4  # shape token ids follow the four specials
 N_SHAPE = len(SHAPE_FEATURES)
+_RUN_COLUMNS = [[name for name, _ in SHAPE_FEATURES].index(name) for name in RUN_COUNTS]
 #: Event tokens start here; everything below (specials, shape tokens) is not an event.
 N_SPECIAL = SHAPE_BASE + N_SHAPE * SHAPE_BINS
 UNK_TYPE = "<unk>"
@@ -224,9 +230,25 @@ class Encoded:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     length: np.ndarray  # events per sequence (CLS not counted)
+    #: int32 [B, len(RUN_COUNTS)], the window's RUN_COUNTS (0 where undefined); None when the
+    #: vocabulary has no shape tokens (zero-label models) or the ids were made without windows
+    run_counts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.length)
+
+    def take(self, idx: np.ndarray) -> Encoded:
+        """The windows at ``idx`` (indices or boolean mask)."""
+        counts = None if self.run_counts is None else self.run_counts[idx]
+        return Encoded(self.input_ids[idx], self.attention_mask[idx], self.length[idx], counts)
+
+    @staticmethod
+    def concat(parts: Sequence[Encoded]) -> Encoded:
+        """One batch of ``parts`` in order (run counts kept only when every part has them)."""
+        counts = [e.run_counts for e in parts]
+        return Encoded(np.concatenate([e.input_ids for e in parts]), np.concatenate([e.attention_mask for e in parts]),
+                       np.concatenate([e.length for e in parts]),
+                       None if any(c is None for c in counts) else np.concatenate(counts))
 
 
 def encode(windows: Windows, type_names: list[str], vocab: Vocabulary, closing: bool = False) -> Encoded:
@@ -273,12 +295,15 @@ def encode(windows: Windows, type_names: list[str], vocab: Vocabulary, closing: 
     mask = np.zeros((b, vocab.seq_len), dtype=np.int64)
     mask[:, :h] = 1
     mask[:, h : h + e] = keep
+    counts = None
     if vocab.shape:
-        ids[:, 1:h] = shape_tokens(shape_features(ts, items, valid, dt, has_prev))
+        features = shape_features(ts, items, valid, dt, has_prev)
+        ids[:, 1:h] = shape_tokens(features)
+        counts = np.nan_to_num(features[:, _RUN_COLUMNS], nan=0.0).astype(np.int32)
     if closing:
         ids[np.arange(b), length + h] = END
         mask[np.arange(b), length + h] = 1
-    return Encoded(ids, mask, length.astype(np.int64))
+    return Encoded(ids, mask, length.astype(np.int64), counts)
 
 
 

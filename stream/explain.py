@@ -131,13 +131,16 @@ def _items_sentence(stats: dict[str, Any], with_item: int) -> str | None:
 
 
 def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: Sequence[str],
-              known: Callable[[str], bool], *, closing: bool = False, min_ended: int = 0) -> Summary:
+              known: Callable[[str], bool], *, closing: bool = False, min_ended: int = 0,
+              run_ceiling: Sequence[int] = ()) -> Summary:
     """Stats and findings of one window (oldest event first).
 
     ``ts`` int64 ms, ``types`` store type ids (indices into ``type_names``), ``items``
     uint32 item hashes (0 = none); ``known(name)`` says whether the model saw the type in
     training; ``closing`` marks the window of a session that ended; ``min_ended`` is the fewest
-    events a normal training session ended with (the model's ``min_ended_events``; 0: not known).
+    events a normal training session ended with (the model's ``min_ended_events``; 0: not known);
+    ``run_ceiling`` the model's ``run_ceiling`` (events, events on one item, retraced steps that
+    all but a few normal training users stayed within; empty: not known).
     """
     n = len(ts)
     ts = np.asarray(ts, dtype=np.int64)
@@ -159,6 +162,8 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
         soon = f" - no training session ended with fewer than {min_ended}" if n < min_ended else ""
         findings.append(f"session ended after {n} event{'s' if n != 1 else ''}{over}, "
                         f"the last a {_name(type_names[int(types[-1])])}{soon}")
+
+    lead = len(findings)  # findings that explain an alert on their own come first
 
     # --- count, rate, peak ---
     rate = 60_000 * (n - 1) / span if span > 0 else None
@@ -217,4 +222,13 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
             findings.append(f"{_name(type_names[int(newest)])} {duration(int(ts[-1] - ts[0]))} after the first "
                             f"{_name(type_names[int(types[0])])}")
     stats["unseen_types"] = [name for name, _ in unseen]
+    if len(run_ceiling):
+        top = stats["top_items"][0]["events"] if stats["top_items"] else 0
+        counted = (f"{n} events in the window", f"{top} events on one item",
+                   f"{stats['retraced_steps']} retraced item-to-item steps")
+        beyond = [f"{what} (training users' ceiling {c})"
+                  for what, k, c in zip(counted, (n, top, stats["retraced_steps"]), run_ceiling, strict=True) if k > c]
+        if beyond:  # the reason the window alerted, so it leads, after any unseen type or early end
+            findings.insert(lead, "more than the platform's normal users run to: "
+                            + ", ".join(beyond))
     return Summary(stats, findings)

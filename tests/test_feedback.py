@@ -214,7 +214,8 @@ def test_dismissed_users_train_on_every_window_of_theirs_beside_the_sample():
     n = 5
     ws = dataset.WindowSet(input_ids=np.zeros((n, 4), np.int32), label=np.zeros(n, np.int8),
                            attack=np.zeros(n, np.int16), user=np.array([0, 0, 1, 1, 2], np.int32),
-                           ts=np.arange(n, dtype=np.int64), seq_no=np.ones(n, np.int32), users=["a", "b", "c"],
+                           ts=np.arange(n, dtype=np.int64), seq_no=np.ones(n, np.int32),
+                           run_counts=np.zeros((n, 3), np.int32), users=["a", "b", "c"],
                            attack_names=["none"])
     out = verdicts.with_hard_negatives(ws.subset(np.array([0, 4])), ws, {"b": 0, "a": 1})
     assert out.user.tolist() == [0, 2, 1, 1] and out.ts.tolist() == [0, 4, 2, 3]

@@ -157,7 +157,8 @@ def test_cross_fit_folds_are_blocks_of_real_training_users_by_first_event():
     label = np.r_[np.zeros(3 * n), [1, 1, 1], [0, 0, 0]].astype(np.int8)
     ws = dataset.WindowSet(input_ids=np.ones((len(user), 4), np.int32), label=label, ts=ts.astype(np.int64),
                            user=user, attack=np.zeros(len(user), np.int16),
-                           seq_no=np.ones(len(user), np.int32), users=users, attack_names=[])
+                           seq_no=np.ones(len(user), np.int32), run_counts=np.zeros((len(user), 3), np.int32),
+                           users=users, attack_names=[])
     sp = dataset.Split(train=np.arange(len(user)), val=np.zeros(0, np.int64), test=np.zeros(0, np.int64))
     folds = train.cross_fit_folds(ws, sp, 3, train_only=["dismissed"])
     held = [sorted({ws.users[u] for u in ws.user[f]}) for f in folds]
@@ -170,7 +171,8 @@ def windowset(users: list[str], user: list[int], ts: list[int], label: list[int]
     n = len(user)
     return dataset.WindowSet(input_ids=np.asarray(ids, np.int32), label=np.asarray(label, np.int8),
                              attack=np.zeros(n, np.int16), user=np.asarray(user, np.int32),
-                             ts=np.asarray(ts, np.int64), seq_no=np.ones(n, np.int32), users=users, attack_names=[])
+                             ts=np.asarray(ts, np.int64), seq_no=np.ones(n, np.int32),
+                             run_counts=np.zeros((n, 3), np.int32), users=users, attack_names=[])
 
 
 def test_a_fold_model_never_trains_on_an_injected_copy_of_a_held_users_history():
@@ -297,6 +299,7 @@ def window_set(first_ts: list[int], attackers: set[int]) -> dataset.WindowSet:
     return dataset.WindowSet(input_ids=np.zeros((len(u), 4), dtype=np.int32), label=label,
                              attack=label.astype(np.int16), user=u.astype(np.int32), ts=ts,
                              seq_no=np.tile([1, 2, 3], len(first_ts)).astype(np.int32),
+                             run_counts=np.zeros((len(u), 3), np.int32),
                              users=[f"u{i}" for i in range(len(first_ts))], attack_names=["", "injected:loop"])
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stream import log_order, logs
-from stream.encoding import N_SPECIAL, PAD, Encoded, Vocabulary, encode, fit_vocabulary
+from stream.encoding import N_SPECIAL, PAD, RUN_COUNTS, Encoded, Vocabulary, encode, fit_vocabulary
 from stream.events import Event, EventBatch, validate_records
 from stream.windows import Change, WindowConfig, Windows, WindowStore
 
@@ -42,6 +42,7 @@ class WindowSet:
     user: np.ndarray  # int32 [M]: index into users
     ts: np.ndarray  # int64 [M]: event time of the event that completed the window
     seq_no: np.ndarray  # int32 [M]: that event's position in its user's history (1-based)
+    run_counts: np.ndarray  # int32 [M, len(RUN_COUNTS)]: stream.encoding.Encoded.run_counts (0 without shape tokens)
     users: list[str]
     attack_names: list[str]
 
@@ -54,7 +55,8 @@ class WindowSet:
 
     def encoded(self) -> Encoded:
         """The windows as the scorer takes them (events counted without CLS, END or padding)."""
-        return Encoded(self.input_ids.astype(np.int64), self.attention_mask, (self.input_ids >= N_SPECIAL).sum(1))
+        return Encoded(self.input_ids.astype(np.int64), self.attention_mask, (self.input_ids >= N_SPECIAL).sum(1),
+                       self.run_counts)
 
     def subset(self, idx: np.ndarray) -> WindowSet:
         """The windows at ``idx`` (indices or boolean mask)."""
@@ -123,7 +125,10 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
     users: dict[str, int] = {}
     attack_names = ["none"]
     attack_idx = {"none": 0}
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "label", "attack", "user", "ts", "seq")}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "label", "attack", "user", "ts", "seq", "runs")}
+
+    def runs(enc: Encoded) -> np.ndarray:
+        return enc.run_counts if enc.run_counts is not None else np.zeros((len(enc), len(RUN_COUNTS)), np.int32)
     for batch in batches:
         if not len(batch):
             continue
@@ -147,6 +152,7 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
                                         dtype=np.int32))
             out["ts"].append(batch.ts[change.rows])
             out["seq"].append(change.seq.astype(np.int32))
+            out["runs"].append(runs(enc))
 
         def on_close(change: Change) -> None:  # its rows are the closing message's, another user's
             w = change.windows
@@ -157,6 +163,7 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
             out["user"].append(np.array([users.setdefault(u, len(users)) for u in w.user_id], dtype=np.int32))
             out["ts"].append(w.ts[:, -1].copy())
             out["seq"].append(change.seq.astype(np.int32))
+            out["runs"].append(runs(enc))
 
         store.add(batch, on_change=on_change, on_close=on_close)
     cat = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in out.items()}
@@ -170,6 +177,8 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
     if END_OF_LOG_USER in users:
         keep = cat["user"] != users[END_OF_LOG_USER]
         cat = {k: v[keep] if k != "ids" else v.reshape(-1, vocab.seq_len)[keep] for k, v in cat.items()}
+    if not out["runs"]:
+        cat["runs"] = np.zeros((0, len(RUN_COUNTS)), np.int32)
     return WindowSet(
         input_ids=cat["ids"].reshape(-1, vocab.seq_len).astype(np.int32),
         label=cat["label"].astype(np.int8),
@@ -177,6 +186,7 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
         user=cat["user"].astype(np.int32),
         ts=cat["ts"].astype(np.int64),
         seq_no=cat["seq"].astype(np.int32),
+        run_counts=cat["runs"].astype(np.int32),
         users=list(users),
         attack_names=attack_names,
     )

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
+from stream.encoding import RUN_COUNTS
 from training.dataset import WindowSet
 
 
@@ -338,6 +339,20 @@ def _ended_line(c: dict) -> str:
     return f"- ended too soon: off ({n:,} ended normal training sessions; the rule needs enough to be rare)"
 
 
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def run_ceiling_line(c: dict) -> str:
+    """The report's (and ``train``'s log) line about the run ceiling of calibration info ``c``."""
+    n, ceiling = c.get("run_ceiling_users", 0), c.get("run_ceiling") or []
+    if ceiling:
+        named = ", ".join(f"{name.replace('_', ' ')} {k}" for name, k in zip(RUN_COUNTS, ceiling, strict=True))
+        return (f"- run ceiling: a window counting more than {named} alerts as unseen "
+                f"(per count, the {_ordinal(c['run_ceiling_rank'])} highest of {n:,} normal training users)")
+    return f"- run ceiling: off ({n:,} normal training users; the rule needs enough to be rare)"
+
+
 def calibration_markdown(info: dict) -> str:
     """The training section of a report: how the log was read and what the calibration supports."""
     c, lg = info["calibration"], info["log"]
@@ -352,7 +367,7 @@ def calibration_markdown(info: dict) -> str:
              f"({c['rule']}); budget {c['user_alert_rate']:.2%} of normal users "
              f"{'supported' if c['supported'] else 'NOT supported'} (needs {c['users_needed']:,} users; smallest "
              f"supported {_smallest(c['smallest_supported_rate'])})" + _bound_clause(c),
-             _ended_line(c),
+             _ended_line(c), run_ceiling_line(c),
              "- plot: `calibration.png` (each calibration user's highest score against the threshold)", ""]
     if info.get("budget_line"):
         lines.insert(-1, f"- {info['budget_line']}")

@@ -39,7 +39,7 @@ from stream.artifact import (
     save_artifact,
     signing_key,
 )
-from stream.encoding import END, MASK, N_SPECIAL, Vocabulary, ended_window_events
+from stream.encoding import END, MASK, N_SPECIAL, RUN_COUNTS, Vocabulary, ended_window_events
 from stream.events import EventBatch
 from stream.model import UNSEEN_SURPRISE, ModelSize, Scorer, bert_config, pick_device
 from stream.windows import WindowConfig
@@ -138,10 +138,10 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
     return model.eval()
 
 
-def _rules(kind: str, sustain: int = 1, min_ended: int = 0) -> Meta:
-    """The scoring rules of the artifact being trained (its kind, ``sustain``, ``min_ended_events``),
-    for scoring before the artifact exists."""
-    return Meta("-", kind, 0.0, {}, sustain=sustain, min_ended_events=min_ended)
+def _rules(kind: str, sustain: int = 1, min_ended: int = 0, run_ceiling: list[int] | None = None) -> Meta:
+    """The scoring rules of the artifact being trained (its kind, ``sustain``, ``min_ended_events``,
+    ``run_ceiling``), for scoring before the artifact exists."""
+    return Meta("-", kind, 0.0, {}, sustain=sustain, min_ended_events=min_ended, run_ceiling=list(run_ceiling or []))
 
 
 def _score(model: torch.nn.Module, rules: Meta, ws: dataset.WindowSet, vocab: Vocabulary, device: str) -> np.ndarray:
@@ -360,6 +360,35 @@ def min_ended_events(train_ws: dataset.WindowSet, vocab: Vocabulary, user_alert_
     return int(events.min()), n
 
 
+#: The run-count ceilings (Scorer.beyond_ceiling) together may alert at most this share of the
+#: budget of new normal users, split evenly over the counts: at 0.5 %, each is the j-th highest
+#: training user with j / (users + 1) <= 0.042 %, so on from 2,399 normal training users.
+RUN_RULE_SHARE = 0.25
+
+
+def run_ceiling(train_ws: dataset.WindowSet, user_alert_rate: float) -> tuple[list[int], int, int]:
+    """``meta.run_ceiling``, the normal training users it comes from and its rank j among them.
+
+    Per count of ``RUN_COUNTS``, the j-th highest of the normal training users' own highest
+    counts. A new normal user and the n training users are exchangeable, so the new one's
+    highest count passes the j-th highest of theirs with probability at most j / (n + 1), and
+    j is the largest with j / (n + 1) at most RUN_RULE_SHARE * budget / len(RUN_COUNTS): the
+    counts together alert at most RUN_RULE_SHARE of the budget (calibration, which runs the
+    rule on later users, sees what they add). Users with any attack window (injected, labelled)
+    are not normal users. [] (off) when the users are too few for j >= 1.
+    """
+    attackers = np.unique(train_ws.user[train_ws.label != 0])
+    normal = ~np.isin(train_ws.user, attackers)
+    users, inv = np.unique(train_ws.user[normal], return_inverse=True)
+    n = len(users)
+    j = math.floor(RUN_RULE_SHARE * user_alert_rate / len(RUN_COUNTS) * (n + 1))
+    if j < 1:
+        return [], n, 0
+    most = np.zeros((n, len(RUN_COUNTS)), dtype=np.int64)
+    np.maximum.at(most, inv, train_ws.run_counts[normal])
+    return [int(c) for c in -np.sort(-most, axis=0)[j - 1]], n, j
+
+
 def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: str, cfg: TrainConfig,
                ws: dataset.WindowSet, cal_ws: dataset.WindowSet, show: bool,
                cross_fit: Callable[[], tuple[dataset.WindowSet, np.ndarray, int] | None] | None = None,
@@ -524,7 +553,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     sustain = cfg.sustain if kind == "classifier" else 1
     cal_ws = ws.subset(sp.calibration(ws))
     min_ended, ended_sessions = min_ended_events(train_ws, vocab, cfg.user_alert_rate)
-    rules = _rules(kind, sustain, min_ended)
+    ceiling, ceiling_users, ceiling_rank = run_ceiling(train_ws, cfg.user_alert_rate) if kind == "classifier" else ([], 0, 0)
+    rules = _rules(kind, sustain, min_ended, ceiling)
 
     def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int] | None:
         # no pretraining to fine-tune folds from (mlm None): a continued classifier, already trained on
@@ -537,7 +567,9 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
         return ws.subset(np.concatenate(folds)), oof, len(folds)
 
     threshold, severity, calibration = _calibrate(model, rules, vocab, device, cfg, ws, cal_ws, show, cross_fit)
-    calibration |= {"min_ended_events": min_ended, "ended_training_sessions": ended_sessions}
+    calibration |= {"min_ended_events": min_ended, "ended_training_sessions": ended_sessions,
+                    "run_ceiling": ceiling, "run_ceiling_users": ceiling_users, "run_ceiling_rank": ceiling_rank}
+    log.info("%s", metrics.run_ceiling_line(calibration)[2:])
     line = budget_line(calibration)
     if line:
         log.warning("%s", line)
@@ -557,7 +589,7 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
                 data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
                 metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate, sustain=sustain,
-                min_ended_events=min_ended)
+                min_ended_events=min_ended, run_ceiling=ceiling)
     meta.validate(out / version)  # what the detector will check: never publish what it would refuse
     with progress.phase(show, "writing the artifact and the report ..."):
         art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
