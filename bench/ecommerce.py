@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib
 import json
 import re
 import tempfile
@@ -61,9 +62,22 @@ from stream import progress
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DOC_START, DOC_END = "<!-- ecommerce:start -->", "<!-- ecommerce:end -->"
+BLIND_START, BLIND_END = "<!-- ecommerce-blind:start -->", "<!-- ecommerce-blind:end -->"
 DAY_MS = 86_400_000
 CUT = 0.6
 DETECTORS = ("seqsentry", "isolation_forest", "rate_rule", "unseen_type")
+#: The attack generators ``--generator`` picks from: ``attackgen`` (the benchmark's own) and
+#: ``attackgen_blind`` (a second one written without reading training's library, attackgen or the
+#: detector, from a description of the kinds alone: a held-out check that the first has not become
+#: something the detector was tuned to). Results of the blind one go to their own files and doc block.
+GENERATORS = ("attackgen", "attackgen_blind")
+
+
+def generator(name: str):
+    """The attack generator module ``name`` (one of GENERATORS)."""
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator {name!r}: one of {', '.join(GENERATORS)}")
+    return importlib.import_module(f"bench.{name}")
 
 
 # --- datasets: read, and write back in the platform's own layout ---------------------------------
@@ -350,7 +364,8 @@ def prepare(ds: Dataset, work: Path, args: argparse.Namespace) -> Prepared:
     if args.quick:  # a smoke run: a slice of the users
         keep = sorted(train_u)[:: max(1, len(train_u) // 1500)]
         train_u = {u: train_u[u] for u in keep}
-    kinds = attackgen.KINDS
+    gen = generator(getattr(args, "generator", "attackgen"))
+    kinds = gen.KINDS
     n_norm_all = len(test_u)
     per_kind = min(args.per_kind, max(1, int(args.share / (1 - args.share) * n_norm_all / len(kinds))))
     n_attackers = per_kind * len(kinds)
@@ -363,9 +378,9 @@ def prepare(ds: Dataset, work: Path, args: argparse.Namespace) -> Prepared:
         counter[i] = counter.get(i, 0) + 1
     items = sorted(counter)
     w = np.array([counter[i] for i in items], dtype=np.float64)
-    platform = attackgen.Platform(items, w / w.sum(), view=ds.view, cart=ds.cart, buy=ds.buy, fav=ds.fav)
+    platform = gen.Platform(items, w / w.sum(), view=ds.view, cart=ds.cart, buy=ds.buy, fav=ds.fav)
     end = max(cut + 3_600_000, hi - 3_600_000)  # attacks end an hour before the log does, so sessions can end
-    attack_evs, truth = attackgen.generate(normals, platform, cut, end, per_kind=per_kind, seed=args.seed,
+    attack_evs, truth = gen.generate(normals, platform, cut, end, per_kind=per_kind, seed=args.seed,
                                            sources=train_u)
 
     # the logs, as the platform would record them; the truth apart
@@ -381,7 +396,8 @@ def prepare(ds: Dataset, work: Path, args: argparse.Namespace) -> Prepared:
 
 def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace, bar, task) -> dict:
     t_start = time.monotonic()
-    kinds = attackgen.KINDS
+    gen = generator(getattr(args, "generator", "attackgen"))
+    kinds = gen.KINDS
     p = prepare(ds, work, args)
     train_u, normals, truth, train_log, test_log = p.train_u, p.normals, p.truth, p.train_log, p.test_log
     test_seqs, attack_evs, per_kind, n_norm_all, cut, hi = p.test_seqs, p.attack_evs, p.per_kind, p.n_norm_all, p.cut, p.hi
@@ -405,12 +421,13 @@ def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace, bar, task) ->
     bar.update(task, advance=1)
 
     # generated data checked against the real logs
-    real = attackgen.gap_stats([[t for t, _, _ in s] for s in normals.values()])
+    real = gen.gap_stats([[t for t, _, _ in s] for s in normals.values()])
     realism = {"real_test_users": real}
     for k in kinds:
         for tm in ("human", "machine"):
-            realism[f"{k}/{tm}"] = attackgen.gap_stats([a.attack_ts for a in truth if a.kind == k and a.timing == tm])
-    return {"dataset": ds.name, "events": len(ds.events), "cut_utc": _iso(cut), "test_end_utc": _iso(hi),
+            realism[f"{k}/{tm}"] = gen.gap_stats([a.attack_ts for a in truth if a.kind == k and a.timing == tm])
+    return {"dataset": ds.name, "generator": gen.__name__.rsplit(".", 1)[-1], "kinds": list(kinds),
+            "events": len(ds.events), "cut_utc": _iso(cut), "test_end_utc": _iso(hi),
             "train_users": len(train_u), "train_events": sum(map(len, train_u.values())),
             "test_normals_available": n_norm_all, "test_normals": n_norm, "per_kind": per_kind,
             "attackers": len(truth), "attacker_share": len(truth) / (len(truth) + n_norm - sum(a.victim for a in truth)),
@@ -510,7 +527,7 @@ def table(main: dict, small: dict) -> str:
                   f"with the stock defaults (`seqsentry train TRAIN {r['flags']}`); smallest budget it says it can "
                   f"honour: {_rate(r['model']['honourable_budget'])}.", "",
                   "| attackers caught | " + " | ".join(DETECTORS) + " |", "|---|" + "---|" * len(DETECTORS)]
-        for k in attackgen.KINDS:
+        for k in _kinds(r):
             cells = []
             for d in DETECTORS:
                 b = res[d]["kinds"][k]
@@ -536,7 +553,7 @@ def table(main: dict, small: dict) -> str:
                   f"Rate rule calibrated: {res['rate_rule']['calibration']['rule']}. "
                   f"Generated vs real gaps (median gap s, median per-user CV): real users "
                   f"{_gap(r['realism']['real_test_users'])}; human-timed "
-                  + ", ".join(f"{k} {_gap(r['realism'][f'{k}/human'])}" for k in attackgen.KINDS) + ".", ""]
+                  + ", ".join(f"{k} {_gap(r['realism'][f'{k}/human'])}" for k in _kinds(r)) + ".", ""]
     if small:
         lines += ["### Small training logs", "",
                   "| log | training sessions | model | budget it says it can honour | normal alerted: seqsentry | "
@@ -550,6 +567,11 @@ def table(main: dict, small: dict) -> str:
                              f"{_pct(lk['normal_alerted'])} | {f1[0]} | {f1[1]} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _kinds(r: dict) -> list[str]:
+    """The attack kinds of a dataset's result (runs before the generator was named: attackgen's)."""
+    return r.get("kinds") or list(attackgen.KINDS)
 
 
 def _rate(x: object) -> str:
@@ -568,12 +590,12 @@ def plot(main: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(main), figsize=(7 * len(main), 4.8), squeeze=False)
     for ax, (name, r) in zip(axes[0], main.items(), strict=True):
-        labels = [*attackgen.KINDS, "normal\nalerted ×10"]
+        labels = [*_kinds(r), "normal\nalerted ×10"]
         x = np.arange(len(labels))
         wd = 0.8 / len(DETECTORS)
         for j, d in enumerate(DETECTORS):
             res = r["results"][d]
-            vals = [res["kinds"][k]["share"] or 0 for k in attackgen.KINDS] + [10 * res["overall"]["normal_alert_share"]]
+            vals = [res["kinds"][k]["share"] or 0 for k in _kinds(r)] + [10 * res["overall"]["normal_alert_share"]]
             ax.bar(x + (j - (len(DETECTORS) - 1) / 2) * wd, vals, wd, label=d)
         ax.axhline(10 * r["budget"], color="k", ls=":", lw=1, label="budget ×10")
         ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=8)
@@ -585,10 +607,10 @@ def plot(main: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_doc(body: str) -> None:
+def write_doc(body: str, blind: bool = False) -> None:
     from bench.realdata import write_doc as _write
 
-    _write(body, DOC_START, DOC_END)
+    _write(body, *((BLIND_START, BLIND_END) if blind else (DOC_START, DOC_END)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -599,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", type=float, default=0.05, help="attackers' share of the test users")
     ap.add_argument("--budget", type=float, default=0.005, help="baselines' budget (the detector's stock default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--generator", choices=GENERATORS, default="attackgen",
+                    help="the attack generator (attackgen_blind: the held-out one; main section only, results in "
+                         "bench/results/ecommerce-blind.* and their own docs/quality.md block)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--small", action="store_true", help="only the small-data regime")
     g.add_argument("--no-small", action="store_true", help="skip the small-data regime")
@@ -616,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sizes = [20] if args.quick else [20, 50, 200]
     n_small_test = 200 if args.quick else 2000
-    run_main, run_small = not args.small, not args.no_small
+    blind = args.generator != "attackgen"
+    run_main, run_small = not args.small, not args.no_small and not blind  # small logs hold no generated attacks
     steps = (4 * len(sets) if run_main else 0) + (len(sizes) * (len(sets) + 1) if run_small else 0)
     t0 = time.monotonic()
     main_res, small = {}, {}
@@ -646,24 +672,26 @@ def main(argv: list[str] | None = None) -> int:
                       f"{g_['gap_s_median']:8.2f} {g_['gap_s_p90']:9.1f} s  sub-second {g_['sub_second_share']:5.1%}  "
                       f"per-user CV median {g_['cv_median']:.2f}  events/user {g_['events_per_user_median']:.0f}")
     print(f"ecommerce: {out['seconds']:.0f} s")
-    body = ("## Real e-commerce traffic, attacks from an independent generator\n\n"
-            f"Command: `{command}` ({out['seconds'] / 60:.0f} min on this machine). How the data is split and the "
-            "attacks are made: `bench/ecommerce.py` and `bench/attackgen.py` docstrings. Cells: attackers caught "
-            "(median events of the attacker up to the first alert; of them, human-timed).\n\n" + text
-            + ("\n![ecommerce](../bench/results/ecommerce.png)\n" if main_res else ""))
+    stem = "ecommerce-blind" if blind else "ecommerce"
+    body = (("## Held-out check: attacks from a generator written blind\n\n" if blind else
+             "## Real e-commerce traffic, attacks from an independent generator\n\n")
+            + f"Command: `{command}` ({out['seconds'] / 60:.0f} min on this machine). How the data is split and the "
+            f"attacks are made: `bench/ecommerce.py` and `bench/{args.generator}.py` docstrings. Cells: attackers "
+            "caught (median events of the attacker up to the first alert; of them, human-timed).\n\n" + text
+            + (f"\n![{stem}](../bench/results/{stem}.png)\n" if main_res else ""))
     if args.quick or args.scratch:  # a smoke run or a partial re-run: its files go to a scratch folder
         scratch = Path(tempfile.gettempdir()) / ("seqsentry-ecommerce-quick" if args.quick else "seqsentry-ecommerce")
         scratch.mkdir(exist_ok=True)
-        (scratch / "ecommerce.json").write_text(json.dumps(out, indent=2, default=float))
-        (scratch / "quality-ecommerce.md").write_text(f"{DOC_START}\n{body}\n{DOC_END}\n")
+        (scratch / f"{stem}.json").write_text(json.dumps(out, indent=2, default=float))
+        (scratch / f"quality-{stem}.md").write_text(f"{DOC_START}\n{body}\n{DOC_END}\n")
         if main_res:
-            plot(main_res, scratch / "ecommerce.png")
+            plot(main_res, scratch / f"{stem}.png")
         print(f"{'--quick' if args.quick else '--scratch'}: nothing written to bench/results or docs; output in {scratch}")
     else:
-        save("ecommerce", out)
+        save(stem, out)
         if main_res:
-            plot(main_res, RESULTS / "ecommerce.png")
-        write_doc(body)
+            plot(main_res, RESULTS / f"{stem}.png")
+        write_doc(body, blind)
     return 0
 
 
