@@ -379,6 +379,8 @@ def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
         config = BertConfig.from_json_file(str(path / "config.json"))
     except Exception as exc:
         raise ArtifactError(f"{path}: vocab.json or config.json is unreadable: {str(exc)[:300]}") from None
+    if meta.run_ceiling and not vocab.shape:  # its windows would carry no run counts: every score would fail
+        raise ArtifactError(f"{path}: meta.json: run_ceiling needs a vocabulary with window-shape tokens; this one has none")
     check_limits(path, config, vocab, meta.window)
     check_weights(path, meta.kind, config)
     try:

@@ -223,7 +223,8 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
                             f"{_name(type_names[int(types[0])])}")
     stats["unseen_types"] = [name for name, _ in unseen]
     if len(run_ceiling):
-        top = stats["top_items"][0]["events"] if stats["top_items"] else 0
+        # the encoding's count: undefined (0) below two events with an item, as Scorer.beyond_ceiling sees it
+        top = stats["top_items"][0]["events"] if stats["top_items"] and with_item >= 2 else 0
         counted = (f"{n} events in the window", f"{top} events on one item",
                    f"{stats['retraced_steps']} retraced item-to-item steps")
         beyond = [f"{what} (training users' ceiling {c})"

@@ -170,3 +170,22 @@ def test_offline_scoring_alerts_past_the_run_ceiling_and_says_so(tiny_model, tmp
     assert alerts and alerts[0]["score"] == 1.0
     assert alerts[0]["window"]["findings"][0] == ("more than the platform's normal users run to: "
                                                   "7 events on one item (training users' ceiling 6)")
+
+
+def test_a_classifier_without_shape_tokens_cannot_carry_a_run_ceiling(tiny_model, tmp_path):
+    art = load_artifact(tiny_model[0].artifact)
+    out = tmp_path / "shapeless"
+    save_artifact(out, art.model, dataclasses.replace(art.vocab, shape=False), art.meta)
+    meta = json.loads((out / "meta.json").read_text()) | {"run_ceiling": [5, 5, 5]}
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="run_ceiling needs a vocabulary with window-shape tokens"):
+        load_artifact(reseal(out))  # its windows would carry no run counts, and every score would fail
+
+
+def test_an_alert_never_names_an_item_count_the_encoding_leaves_undefined():
+    # one event with an item among three: the encoding's top-item count is undefined (0), so a ceiling of 0
+    # is not passed, and the explanation must not say it was
+    ts = np.arange(3, dtype=np.int64) * 20_000
+    s = explain.summarise(ts, np.zeros(3, np.uint16), np.array([0, 0, 7], np.uint32), ["view"], lambda t: True,
+                          run_ceiling=[100, 0, 0])
+    assert "ceiling" not in s.reasons

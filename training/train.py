@@ -553,7 +553,11 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     sustain = cfg.sustain if kind == "classifier" else 1
     cal_ws = ws.subset(sp.calibration(ws))
     min_ended, ended_sessions = min_ended_events(train_ws, vocab, cfg.user_alert_rate)
-    ceiling, ceiling_users, ceiling_rank = run_ceiling(train_ws, cfg.user_alert_rate) if kind == "classifier" else ([], 0, 0)
+    # every window of the training users, not only the training split's: a labelled log trains on their early
+    # windows only, and a new user is judged on its whole history; a vocabulary without shape tokens counts nothing
+    ceiling, ceiling_users, ceiling_rank = (
+        run_ceiling(ws.subset(np.isin(ws.user, np.unique(train_ws.user))), cfg.user_alert_rate)
+        if kind == "classifier" and vocab.shape else ([], 0, 0))
     rules = _rules(kind, sustain, min_ended, ceiling)
 
     def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int] | None:
