@@ -1,6 +1,6 @@
 """Each user's highest score on the ecommerce benchmark's test log, by attack kind and timing.
 
-    python -m bench.ecommerce_scores DATASET WORKDIR [--reuse]
+    python -m bench.ecommerce_scores DATASET WORKDIR [--reuse] [--generator attackgen_blind]
 
 A diagnostic beside ``python -m bench ecommerce``: the same split and attacks
 (``bench.ecommerce.prepare``, seed 0, 30 per kind, 5 % share), the model trained with the
@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("work", type=Path)
     ap.add_argument("--reuse", action="store_true", help="score the model WORKDIR already holds")
     ap.add_argument("--data", type=Path, default=ecommerce.DEFAULT_DATA)
+    ap.add_argument("--generator", choices=ecommerce.GENERATORS, default="attackgen")
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
-    args = argparse.Namespace(seed=0, per_kind=30, share=0.05, budget=0.005, quick=False)
+    args = argparse.Namespace(seed=0, per_kind=30, share=0.05, budget=0.005, quick=False, generator=a.generator)
     ds = ecommerce.load(a.dataset, a.data)
     if ds is None:
         print(f"no {a.dataset} log under {a.data}", file=sys.stderr)
