@@ -690,7 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tempfile.gettempdir()) / ("seqsentry-ecommerce-quick" if args.quick else "seqsentry-ecommerce")
         scratch.mkdir(exist_ok=True)
         (scratch / f"{stem}.json").write_text(json.dumps(out, indent=2, default=float))
-        (scratch / f"quality-{stem}.md").write_text(f"{DOC_START}\n{body}\n{DOC_END}\n")
+        start, end = (BLIND_START, BLIND_END) if blind else (DOC_START, DOC_END)
+        (scratch / f"quality-{stem}.md").write_text(f"{start}\n{body}\n{end}\n")
         if main_res:
             plot(main_res, scratch / f"{stem}.png")
         print(f"{'--quick' if args.quick else '--scratch'}: nothing written to bench/results or docs; output in {scratch}")
