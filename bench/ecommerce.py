@@ -614,10 +614,15 @@ def plot(main: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _markers(blind: bool) -> tuple[str, str]:
+    """The docs/quality.md block markers of a run (the blind generator's results have their own block)."""
+    return (BLIND_START, BLIND_END) if blind else (DOC_START, DOC_END)
+
+
 def write_doc(body: str, blind: bool = False) -> None:
     from bench.realdata import write_doc as _write
 
-    _write(body, *((BLIND_START, BLIND_END) if blind else (DOC_START, DOC_END)))
+    _write(body, *_markers(blind))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -690,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tempfile.gettempdir()) / ("seqsentry-ecommerce-quick" if args.quick else "seqsentry-ecommerce")
         scratch.mkdir(exist_ok=True)
         (scratch / f"{stem}.json").write_text(json.dumps(out, indent=2, default=float))
-        start, end = (BLIND_START, BLIND_END) if blind else (DOC_START, DOC_END)
+        start, end = _markers(blind)
         (scratch / f"quality-{stem}.md").write_text(f"{start}\n{body}\n{end}\n")
         if main_res:
             plot(main_res, scratch / f"{stem}.png")

@@ -263,7 +263,8 @@ class Detector:
         vocab = art.vocab
         summary = explain.summarise(ts, types, items, p.type_names, lambda t: vocab.type_index(t) != 0,
                                     closing=p.closing, min_ended=art.meta.min_ended_events,
-                                    run_ceiling=art.meta.run_ceiling)
+                                    run_ceiling=art.meta.run_ceiling,
+                                    run_counts=() if enc.run_counts is None else enc.run_counts[row])
         n_enc = int(enc.length[row])
         encoded_events = events[-n_enc:] if n_enc else []
         if p.closing:

@@ -132,7 +132,7 @@ def _items_sentence(stats: dict[str, Any], with_item: int) -> str | None:
 
 def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: Sequence[str],
               known: Callable[[str], bool], *, closing: bool = False, min_ended: int = 0,
-              run_ceiling: Sequence[int] = ()) -> Summary:
+              run_ceiling: Sequence[int] = (), run_counts: Sequence[int] = ()) -> Summary:
     """Stats and findings of one window (oldest event first).
 
     ``ts`` int64 ms, ``types`` store type ids (indices into ``type_names``), ``items``
@@ -140,7 +140,9 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
     training; ``closing`` marks the window of a session that ended; ``min_ended`` is the fewest
     events a normal training session ended with (the model's ``min_ended_events``; 0: not known);
     ``run_ceiling`` the model's ``run_ceiling`` (events, events on one item, retraced steps that
-    all but a few normal training users stayed within; empty: not known).
+    all but a few normal training users stayed within; empty: not known) and ``run_counts`` the
+    window's own counts as the scorer saw them (``Encoded.run_counts``), so that the finding names
+    exactly what ``Scorer.beyond_ceiling`` acted on.
     """
     n = len(ts)
     ts = np.asarray(ts, dtype=np.int64)
@@ -222,13 +224,10 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
             findings.append(f"{_name(type_names[int(newest)])} {duration(int(ts[-1] - ts[0]))} after the first "
                             f"{_name(type_names[int(types[0])])}")
     stats["unseen_types"] = [name for name, _ in unseen]
-    if len(run_ceiling):
-        # the encoding's count: undefined (0) below two events with an item, as Scorer.beyond_ceiling sees it
-        top = stats["top_items"][0]["events"] if stats["top_items"] and with_item >= 2 else 0
-        counted = (f"{n} events in the window", f"{top} events on one item",
-                   f"{stats['retraced_steps']} retraced item-to-item steps")
-        beyond = [f"{what} (training users' ceiling {c})"
-                  for what, k, c in zip(counted, (n, top, stats["retraced_steps"]), run_ceiling, strict=True) if k > c]
+    if len(run_ceiling) and len(run_counts):
+        beyond = [f"{k} {what} (training users' ceiling {c})"
+                  for what, k, c in zip(("events in the window", "events on one item", "retraced item-to-item steps"),
+                                        (int(x) for x in run_counts), run_ceiling, strict=True) if k > c]
         if beyond:  # the reason the window alerted, so it leads, after any unseen type or early end
             findings.insert(lead, "more than the platform's normal users run to: "
                             + ", ".join(beyond))

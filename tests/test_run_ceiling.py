@@ -142,10 +142,13 @@ def test_a_zero_label_model_cannot_carry_a_run_ceiling():
 def test_an_alert_past_the_run_ceiling_says_which_count_and_the_ceiling_first():
     ts = np.arange(10, dtype=np.int64) * 20_000
     items = np.array([7, 7, 7, 7, 7, 7, 7, 1, 2, 3], dtype=np.uint32)
-    s = explain.summarise(ts, np.zeros(10, np.uint16), items, ["view"], lambda t: True, run_ceiling=[64, 5, 64])
+    counts = _windows(_walk("u", "AAAAAAABCD")).run_counts[-1]  # the same window, as the scorer counts it
+    s = explain.summarise(ts, np.zeros(10, np.uint16), items, ["view"], lambda t: True, run_ceiling=[64, 5, 64],
+                          run_counts=counts)
     assert s.findings[0] == ("more than the platform's normal users run to: 7 events on one item "
                              "(training users' ceiling 5)")
-    quiet = explain.summarise(ts, np.zeros(10, np.uint16), items, ["view"], lambda t: True, run_ceiling=[64, 7, 64])
+    quiet = explain.summarise(ts, np.zeros(10, np.uint16), items, ["view"], lambda t: True, run_ceiling=[64, 7, 64],
+                              run_counts=counts)
     assert "ceiling" not in quiet.reasons
 
 
@@ -186,6 +189,20 @@ def test_an_alert_never_names_an_item_count_the_encoding_leaves_undefined():
     # one event with an item among three: the encoding's top-item count is undefined (0), so a ceiling of 0
     # is not passed, and the explanation must not say it was
     ts = np.arange(3, dtype=np.int64) * 20_000
+    counts = _windows([Event("u", T0 + k * 20_000, "view", item_id=it) for k, it in enumerate([None, None, "A"])]
+                      ).run_counts[-1]
+    assert counts.tolist() == [3, 0, 0]
     s = explain.summarise(ts, np.zeros(3, np.uint16), np.array([0, 0, 7], np.uint32), ["view"], lambda t: True,
-                          run_ceiling=[100, 0, 0])
+                          run_ceiling=[100, 0, 0], run_counts=counts)
     assert "ceiling" not in s.reasons
+
+
+def test_the_run_ceiling_counts_the_training_users_whole_histories_and_no_one_else():
+    # a labelled log's training split holds its users' early windows only; the ceiling reads all of theirs
+    counts = {f"u{i:04d}": [[1 + i % 5, 1, 0]] for i in range(6_000)}
+    counts["u0007"] = [[2, 1, 0], [41, 30, 9]]  # late windows, outside the training split
+    counts["u0008"] = [[35, 20, 7]]
+    counts["u0009"] = [[64, 64, 60]]  # not a training user (validation, test)
+    ws = _counted(counts)
+    training = np.array([i for i, u in enumerate(ws.users) if u != "u0009"])
+    assert train.run_ceiling(ws, 0.005, training) == ([35, 20, 7], 5_999, 2)

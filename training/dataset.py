@@ -177,8 +177,6 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
     if END_OF_LOG_USER in users:
         keep = cat["user"] != users[END_OF_LOG_USER]
         cat = {k: v[keep] if k != "ids" else v.reshape(-1, vocab.seq_len)[keep] for k, v in cat.items()}
-    if not out["runs"]:
-        cat["runs"] = np.zeros((0, len(RUN_COUNTS)), np.int32)
     return WindowSet(
         input_ids=cat["ids"].reshape(-1, vocab.seq_len).astype(np.int32),
         label=cat["label"].astype(np.int8),
@@ -186,7 +184,7 @@ def build_windows(batches: Iterable[EventBatch], vocab: Vocabulary, window: Wind
         user=cat["user"].astype(np.int32),
         ts=cat["ts"].astype(np.int64),
         seq_no=cat["seq"].astype(np.int32),
-        run_counts=cat["runs"].astype(np.int32),
+        run_counts=cat["runs"].reshape(-1, len(RUN_COUNTS)).astype(np.int32),
         users=list(users),
         attack_names=attack_names,
     )

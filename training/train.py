@@ -366,8 +366,13 @@ def min_ended_events(train_ws: dataset.WindowSet, vocab: Vocabulary, user_alert_
 RUN_RULE_SHARE = 0.25
 
 
-def run_ceiling(train_ws: dataset.WindowSet, user_alert_rate: float) -> tuple[list[int], int, int]:
+def run_ceiling(ws: dataset.WindowSet, user_alert_rate: float,
+                users: np.ndarray | None = None) -> tuple[list[int], int, int]:
     """``meta.run_ceiling``, the normal training users it comes from and its rank j among them.
+
+    ``users``: the training users (indices into ``ws.users``; None: every user of ``ws``), each
+    counted over all of its windows in ``ws`` - a new user is judged on its whole history, while a
+    labelled log's training split holds only its users' early windows.
 
     Per count of ``RUN_COUNTS``, the j-th highest of the normal training users' own highest
     counts. A new normal user and the n training users are exchangeable, so the new one's
@@ -377,15 +382,17 @@ def run_ceiling(train_ws: dataset.WindowSet, user_alert_rate: float) -> tuple[li
     rule on later users, sees what they add). Users with any attack window (injected, labelled)
     are not normal users. [] (off) when the users are too few for j >= 1.
     """
-    attackers = np.unique(train_ws.user[train_ws.label != 0])
-    normal = ~np.isin(train_ws.user, attackers)
-    users, inv = np.unique(train_ws.user[normal], return_inverse=True)
-    n = len(users)
+    attackers = np.unique(ws.user[ws.label != 0])
+    normal = ~np.isin(ws.user, attackers)
+    if users is not None:
+        normal &= np.isin(ws.user, users)
+    normal_users, inv = np.unique(ws.user[normal], return_inverse=True)
+    n = len(normal_users)
     j = math.floor(RUN_RULE_SHARE * user_alert_rate / len(RUN_COUNTS) * (n + 1))
     if j < 1:
         return [], n, 0
     most = np.zeros((n, len(RUN_COUNTS)), dtype=np.int64)
-    np.maximum.at(most, inv, train_ws.run_counts[normal])
+    np.maximum.at(most, inv, ws.run_counts[normal])
     return [int(c) for c in -np.sort(-most, axis=0)[j - 1]], n, j
 
 
@@ -553,11 +560,9 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     sustain = cfg.sustain if kind == "classifier" else 1
     cal_ws = ws.subset(sp.calibration(ws))
     min_ended, ended_sessions = min_ended_events(train_ws, vocab, cfg.user_alert_rate)
-    # every window of the training users, not only the training split's: a labelled log trains on their early
-    # windows only, and a new user is judged on its whole history; a vocabulary without shape tokens counts nothing
-    ceiling, ceiling_users, ceiling_rank = (
-        run_ceiling(ws.subset(np.isin(ws.user, np.unique(train_ws.user))), cfg.user_alert_rate)
-        if kind == "classifier" and vocab.shape else ([], 0, 0))
+    # a vocabulary without shape tokens counts nothing
+    ceiling, ceiling_users, ceiling_rank = (run_ceiling(ws, cfg.user_alert_rate, np.unique(train_ws.user))
+                                            if kind == "classifier" and vocab.shape else ([], 0, 0))
     rules = _rules(kind, sustain, min_ended, ceiling)
 
     def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int] | None:
