@@ -69,22 +69,44 @@ def session_closes(config: WindowConfig, arrays: StoreArrays, max_ts: int, batch
 def capture_closes(closes: Closes, on_change: Callable[[Change], None] | None,
                    on_close: Callable[[Change], None] | None) -> Callable[[Change], None] | None:
     """Wrap ``on_change`` so that the windows of session-closing events also reach ``on_close``
-    (in-order batches, where every event's window is its user's newest)."""
+    (in-order batches, where every event's window is its user's newest).
+
+    Per user, a session's end reaches ``on_close`` after the session's last event and before the
+    user's next event, as it would with the stream cut anywhere between them: the alert cooldown
+    is applied in this order, so an end handed over after the next session's windows was held back
+    by their alert in one batching and alerted in another (kill -9 parity). A batch where users
+    come back after a session ended is handed over in phases - phase k holds each user's events
+    after its k-th session end in the batch, then those sessions' ends.
+    """
     if on_close is None or not len(closes.rows):
         return on_change
 
     def both(change: Change) -> None:
-        if on_change is not None:
-            on_change(change)
-        pick = np.flatnonzero(np.isin(change.rows, closes.rows))
-        if len(pick):
-            w = change.windows
-            sub = Windows([w.user_id[i] for i in pick.tolist()], w.ts[pick], w.type[pick], w.item[pick],
-                          w.price[pick], w.label[pick], w.length[pick])
-            by = closes.rows_by[np.searchsorted(closes.rows, change.rows[pick])]
-            on_close(Change(change.slots[pick], by, sub, change.seq[pick]))
+        ends = np.isin(change.rows, closes.rows)
+        # change rows are grouped by user (slot), each user's in arrival order: a row's phase is the
+        # number of its user's ends before it
+        first = np.r_[True, change.slots[1:] != change.slots[:-1]]
+        before = np.cumsum(ends) - ends
+        phase = before - before[first][np.cumsum(first) - 1]
+        for k in range(int(phase.max(initial=0)) + 1):
+            in_phase = phase == k
+            if on_change is not None:
+                on_change(change if k == 0 and in_phase.all() else _take(change, np.flatnonzero(in_phase)))
+            pick = np.flatnonzero(in_phase & ends)
+            if len(pick):
+                closing = _take(change, pick)
+                by = closes.rows_by[np.searchsorted(closes.rows, closing.rows)]
+                on_close(Change(closing.slots, by, closing.windows, closing.seq))
 
     return both
+
+
+def _take(change: Change, pick: np.ndarray) -> Change:
+    """The events of ``change`` at positions ``pick``."""
+    w = change.windows
+    sub = Windows([w.user_id[i] for i in pick.tolist()], w.ts[pick], w.type[pick], w.item[pick], w.price[pick],
+                  w.label[pick], w.length[pick])
+    return Change(change.slots[pick], change.rows[pick], sub, change.seq[pick])
 
 
 def mark_sessions(open_: np.ndarray, closes: Closes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jsonschema
+import numpy as np
 import pytest
 
 from stream import alerts
@@ -67,6 +68,39 @@ def test_windows_scored_are_every_event_plus_every_ended_session(eager_detector)
     assert not len(too_late)
     assert sum(len(p) for p in pending if not p.closing) == 4
     assert sum(len(p) for p in pending if p.closing) == 2  # a's and b's sessions; c's is still open
+
+
+class _TwoEventScorer:
+    """Alerts on every window holding two events or more (an ended session's END counts as one)."""
+
+    def __init__(self, real: Scorer) -> None:
+        self.artifact = dataclasses.replace(real.artifact, meta=dataclasses.replace(
+            real.artifact.meta, threshold=0.5, severity=[0.5, 0.6, 0.7, 0.8]))
+
+    def score(self, enc) -> np.ndarray:  # noqa: ANN001
+        return (enc.attention_mask.sum(1) >= 1 + self.artifact.vocab.n_shape + 2).astype(np.float32)
+
+    def explain_many(self, enc, rows, top=5):  # noqa: ANN001, ANN201
+        return [[] for _ in rows]
+
+
+def test_alerts_and_the_cooldown_do_not_depend_on_where_the_stream_is_cut(eager_scorer):
+    # a's first session (one view) alerts only when it ends; its next view, past the session gap, alerts
+    # too, and one cooldown covers both: the earlier in event time must win however the batches fall
+    det = Detector(_TwoEventScorer(eager_scorer), cooldown_ms=10 * eager_scorer.artifact.window_config.session_gap_ms)
+    gap = det.window_config.session_gap_ms
+    spec = [("a", 0, "view"), ("b", gap + 1, "view"), ("a", gap + 2, "view")]
+
+    def alert_ids(cuts: list[int]) -> list[str]:
+        det.cooldown = alerts.Cooldown(det.cooldown_ms)
+        store, ids = det.new_store(), []
+        for lo, hi in zip([0, *cuts], [*cuts, len(spec)], strict=True):
+            pending, _ = det.ingest(store, _events(*spec[lo:hi]))
+            ids += [a["alert_id"] for found in det.score(pending) for a in found]
+        return ids
+
+    one_batch = alert_ids([])
+    assert len(one_batch) == 1 and one_batch == alert_ids([1]) == alert_ids([1, 2]) == alert_ids([2])
 
 
 # ---- the cooldown goes with the window (issue 20, items 5 and 6) ---------------------------------------------

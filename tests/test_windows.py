@@ -257,21 +257,66 @@ def test_a_session_closes_once_and_a_new_event_opens_the_next():
                                        ("c", (T0 + 30_000,))]
 
 
-@pytest.mark.parametrize("late", [False, True], ids=["in-order", "with-late-events"])
-def test_session_closes_do_not_depend_on_how_the_stream_is_batched(late):
-    rng = np.random.default_rng(11)
-    n = 500
-    ts = np.cumsum(rng.exponential(4_000, n).astype(np.int64))  # gaps around the 10 s session gap
+RANDOM_STREAM_CONFIG = WindowConfig(max_events=4, session_gap_ms=10_000, allowed_lateness_ms=10**9)
+
+
+def random_stream(seed: int, late: bool, n: int = 500) -> list[Event]:
+    """n events of 8 users, gaps around RANDOM_STREAM_CONFIG's 10 s session gap; ``late``: 40
+    neighbours swapped."""
+    rng = np.random.default_rng(seed)
+    ts = np.cumsum(rng.exponential(4_000, n).astype(np.int64))
     if late:
         for i in rng.integers(1, n - 1, 40):
             ts[i], ts[i + 1] = ts[i + 1], ts[i]
-    events = [Event(f"u{rng.integers(8)}", T0 + int(t), "view") for t in ts]
-    cfg = WindowConfig(max_events=4, session_gap_ms=10_000, allowed_lateness_ms=10**9)
-    one_by_one = closes_of(WindowStore(cfg), [EventBatch.from_events([e]) for e in events])
+    return [Event(f"u{rng.integers(8)}", T0 + int(t), "view") for t in ts]
+
+
+def batchings(events: list[Event]) -> list[list[EventBatch]]:
+    """The stream cut into batches of 3, 64 and 500 events."""
+    return [[EventBatch.from_events(events[i : i + size]) for i in range(0, len(events), size)] for size in (3, 64, 500)]
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "with-late-events"])
+def test_session_closes_do_not_depend_on_how_the_stream_is_batched(late):
+    events = random_stream(11, late)
+    one_by_one = closes_of(WindowStore(RANDOM_STREAM_CONFIG), [EventBatch.from_events([e]) for e in events])
     assert len(one_by_one) > 20
-    for size in (3, 64, 500):
-        chunks = [EventBatch.from_events(events[i : i + size]) for i in range(0, n, size)]
-        assert closes_of(WindowStore(cfg), chunks) == one_by_one, size
+    for chunks in batchings(events):
+        assert closes_of(WindowStore(RANDOM_STREAM_CONFIG), chunks) == one_by_one, len(chunks)
+
+
+def timelines_of(store: WindowStore, batches) -> dict[str, list[tuple]]:
+    """Per user, what the store handed over in order: ("event", ts) for each event's window and
+    ("end", ts of the session's last event) for each session end."""
+    out: dict[str, list[tuple]] = {}
+
+    def record(kind):
+        def on(change):
+            for j, user in enumerate(change.windows.user_id):
+                out.setdefault(user, []).append((kind, int(change.windows.ts[j, -1]) - T0))
+        return on
+
+    for b in batches:
+        store.add(b, on_change=record("event"), on_close=record("end"))
+    return out
+
+
+def test_a_sessions_end_is_handed_over_before_its_users_next_session_in_the_same_batch():
+    # a's first session ends when its next event comes past the gap; b's event in between closes nothing of b's
+    got = timelines_of(WindowStore(GAP), [batch(("a", 0, "x"), ("b", 5_000, "x"), ("a", 20_000, "x"),
+                                                ("a", 21_000, "x"), ("a", 40_000, "x"))])
+    assert got["a"] == [("event", 0), ("end", 0), ("event", 20_000), ("event", 21_000), ("end", 21_000),
+                        ("event", 40_000)]
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "with-late-events"])
+def test_each_users_events_and_session_ends_come_in_the_same_order_however_the_stream_is_batched(late):
+    # the alert cooldown is applied in this order: a different order is a different set of alerts
+    events = random_stream(12, late)
+    one_by_one = timelines_of(WindowStore(RANDOM_STREAM_CONFIG), [EventBatch.from_events([e]) for e in events])
+    assert sum(k == "end" for t in one_by_one.values() for k, _ in t) > 20
+    for chunks in batchings(events):
+        assert timelines_of(WindowStore(RANDOM_STREAM_CONFIG), chunks) == one_by_one, len(chunks)
 
 
 def test_a_non_positive_session_gap_is_refused():
