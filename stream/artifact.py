@@ -156,6 +156,10 @@ class Meta:
     #: a classifier's window whose RUN_COUNTS (stream.encoding) exceed any of these scores as an
     #: event type never seen in training (Scorer.beyond_ceiling); [] = off
     run_ceiling: list = field(default_factory=list)
+    #: per type of the vocabulary after the unknown one (``types[1:]``), the most events of it
+    #: a normal training user's window held; a window holding more scores as an event type
+    #: never seen in training, for either kind (Scorer.beyond_type_ceiling); [] = off
+    type_ceiling: list = field(default_factory=list)
 
     def validate(self, where: Path | str) -> None:
         """Refuse a meta whose fields would break serving (wrong types, non-finite, out of order)."""
@@ -209,6 +213,11 @@ class Meta:
                       f"({', '.join(RUN_COUNTS)}), got {ceiling!r}")
         if ceiling and self.kind != "classifier":
             raise bad("run_ceiling needs a classifier's window-shape encoding; a zero-label model has none")
+        types = self.type_ceiling
+        if not isinstance(types, list) or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= most
+                                              for c in types):
+            raise bad(f"type_ceiling must be a list of integers in [0, the window's max_events ({most})], "
+                      f"got {str(types)[:200]}")
 
 
 def _finite(x: object) -> bool:
@@ -381,6 +390,9 @@ def load_artifact(path: Path | str, device: str = "cpu") -> Artifact:
         raise ArtifactError(f"{path}: vocab.json or config.json is unreadable: {str(exc)[:300]}") from None
     if meta.run_ceiling and not vocab.shape:  # its windows would carry no run counts: every score would fail
         raise ArtifactError(f"{path}: meta.json: run_ceiling needs a vocabulary with window-shape tokens; this one has none")
+    if meta.type_ceiling and len(meta.type_ceiling) != len(vocab.types) - 1:
+        raise ArtifactError(f"{path}: meta.json: type_ceiling has {len(meta.type_ceiling)} entries; the vocabulary "
+                            f"has {len(vocab.types) - 1} event types")
     check_limits(path, config, vocab, meta.window)
     check_weights(path, meta.kind, config)
     try:

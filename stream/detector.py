@@ -23,7 +23,7 @@ from stream.artifact import Artifact
 from stream.encoding import Encoded, encode
 from stream.events import EventBatch
 from stream.metrics import Metrics
-from stream.model import Scorer
+from stream.model import Scorer, types_beyond_ceiling
 from stream.windows import Change, Windows, WindowStore
 
 log = logging.getLogger(__name__)
@@ -231,9 +231,10 @@ class Detector:
         rows = [row for _, _, row in fire]
         why = (scorer.explain_many(enc, rows, self.explain_top) if art.meta.kind == "classifier"
                else [None] * len(rows))
+        over = types_beyond_ceiling(art, enc.take(np.asarray(rows, dtype=np.int64)))
         out: list[list[dict]] = [[] for _ in pendings]
-        for (i, j, row), pairs in zip(fire, why, strict=True):
-            out[i].append(self._alert(pendings[i], j, enc, row, float(scores[row]), float(thr), art, pairs))
+        for (i, j, row), pairs, types in zip(fire, why, over, strict=True):
+            out[i].append(self._alert(pendings[i], j, enc, row, float(scores[row]), float(thr), art, pairs, types))
         return out
 
     def _shadow(self, pendings: list[Pending], keep: np.ndarray, scores: np.ndarray) -> None:
@@ -247,8 +248,9 @@ class Detector:
             self.metrics.shadow_agree.inc(int((a == b).sum()))
 
     def _alert(self, p: Pending, j: int, enc: Encoded, row: int, score: float, thr: float, art: Artifact,
-               why: list[tuple[int, float]] | None) -> dict:
-        """The alert for window ``j`` of ``p`` (batch row ``row``). ``why``: the classifier's occlusion
+               why: list[tuple[int, float]] | None, over_types: list[tuple[str, int, int]]) -> dict:
+        """The alert for window ``j`` of ``p`` (batch row ``row``). ``over_types``: the types whose
+        count passed the model's type ceiling (model.types_beyond_ceiling). ``why``: the classifier's occlusion
         weights (position, weight), positions counting events oldest first; None for zero-label models,
         whose explanation is the one event they scored."""
         w = p.windows
@@ -264,7 +266,8 @@ class Detector:
         summary = explain.summarise(ts, types, items, p.type_names, lambda t: vocab.type_index(t) != 0,
                                     closing=p.closing, min_ended=art.meta.min_ended_events,
                                     run_ceiling=art.meta.run_ceiling,
-                                    run_counts=() if enc.run_counts is None else enc.run_counts[row])
+                                    run_counts=() if enc.run_counts is None else enc.run_counts[row],
+                                    over_types=over_types)
         n_enc = int(enc.length[row])
         encoded_events = events[-n_enc:] if n_enc else []
         if p.closing:

@@ -307,6 +307,19 @@ def encode(windows: Windows, type_names: list[str], vocab: Vocabulary, closing: 
 
 
 
+def type_counts(input_ids: np.ndarray, vocab: Vocabulary) -> np.ndarray:
+    """int32 [B, len(vocab.types)]: how many events of each vocabulary type each window holds
+    (column 0: types the vocabulary does not know; CLS, shape tokens, END and padding count
+    nothing). Read from the token ids, so it is the same for both model kinds and for every
+    window the scorer sees (``Meta.type_ceiling``, Scorer.beyond_type_ceiling)."""
+    ids = np.asarray(input_ids)
+    parts = vocab.parts(ids)
+    b, k = len(ids), len(vocab.types)
+    rows = np.broadcast_to(np.arange(b)[:, None], ids.shape)
+    flat = (rows * k + parts.type)[parts.is_event]
+    return np.bincount(flat, minlength=b * k).reshape(b, k).astype(np.int32)
+
+
 def ended_window_events(input_ids: np.ndarray, attention_mask: np.ndarray, vocab: Vocabulary) -> np.ndarray:
     """Events each window of an ended session holds (CLS, shape tokens and END not counted);
     -1 for the windows of sessions still open."""

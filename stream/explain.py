@@ -132,7 +132,8 @@ def _items_sentence(stats: dict[str, Any], with_item: int) -> str | None:
 
 def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: Sequence[str],
               known: Callable[[str], bool], *, closing: bool = False, min_ended: int = 0,
-              run_ceiling: Sequence[int] = (), run_counts: Sequence[int] = ()) -> Summary:
+              run_ceiling: Sequence[int] = (), run_counts: Sequence[int] = (),
+              over_types: Sequence[tuple[str, int, int]] = ()) -> Summary:
     """Stats and findings of one window (oldest event first).
 
     ``ts`` int64 ms, ``types`` store type ids (indices into ``type_names``), ``items``
@@ -142,7 +143,8 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
     ``run_ceiling`` the model's ``run_ceiling`` (events, events on one item, retraced steps that
     all but a few normal training users stayed within; empty: not known) and ``run_counts`` the
     window's own counts as the scorer saw them (``Encoded.run_counts``), so that the finding names
-    exactly what ``Scorer.beyond_ceiling`` acted on.
+    exactly what ``Scorer.beyond_ceiling`` acted on; ``over_types`` the (type, events, ceiling) of
+    each type the window holds more of than any normal training user (model.types_beyond_ceiling).
     """
     n = len(ts)
     ts = np.asarray(ts, dtype=np.int64)
@@ -231,4 +233,7 @@ def summarise(ts: np.ndarray, types: np.ndarray, items: np.ndarray, type_names: 
         if beyond:  # the reason the window alerted, so it leads, after any unseen type or early end
             findings.insert(lead, "more than the platform's normal users run to: "
                             + ", ".join(beyond))
+    if over_types:  # as above: the reason on its own
+        findings.insert(lead, "more events of one type than any normal training user's window held: " + ", ".join(
+            f"{k} {_name(name)} events (training users' most {c})" for name, k, c in over_types))
     return Summary(stats, findings)

@@ -18,7 +18,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from stream.artifact import Artifact, load_artifact
-from stream.encoding import END, MASK, N_SPECIAL, PAD, Encoded, Vocabulary, ended_window_events
+from stream.encoding import END, MASK, N_SPECIAL, PAD, Encoded, Vocabulary, ended_window_events, type_counts
 from stream.errors import SeqsentryError
 
 
@@ -158,7 +158,8 @@ class Scorer:
         and offline scoring of the same events agree. A classifier's window whose newest event
         has a type training never saw scores :data:`UNSEEN_CLASSIFIER_SCORE` (one such event is
         the evidence, as for zero-label models), and so does - for either kind - a window that
-        :meth:`ended_too_soon`, and a classifier's window :meth:`beyond_ceiling`.
+        :meth:`ended_too_soon` or is :meth:`beyond_type_ceiling`, and a classifier's window
+        :meth:`beyond_ceiling`.
         """
         s = self.score_windows(enc, batch_size)
         meta = self.artifact.meta
@@ -166,7 +167,7 @@ class Scorer:
         k = meta.sustain
         if k > 1:
             s = self._sustain(enc, s, k, meta.threshold if floor is None else floor, batch_size)
-        unseen |= self.ended_too_soon(enc) | self.beyond_ceiling(enc)
+        unseen |= self.ended_too_soon(enc) | self.beyond_ceiling(enc) | self.beyond_type_ceiling(enc)
         if unseen.any():
             s[unseen] = UNSEEN_CLASSIFIER_SCORE if meta.kind == "classifier" else UNSEEN_SURPRISE
         return s
@@ -199,6 +200,21 @@ class Scorer:
         if enc.run_counts is None:
             raise SeqsentryError("this model's run-count rule (meta.run_ceiling) needs windows encoded from events")
         return (enc.run_counts > np.asarray(ceiling, dtype=np.int64)).any(1)
+
+    def beyond_type_ceiling(self, enc: Encoded) -> np.ndarray:
+        """Windows holding more events of some type than any normal training user's window did
+        (``meta.type_ceiling``; :func:`stream.encoding.type_counts`): a block that logged a step
+        four times where every normal block logged it at most three, a fifth purchase within the
+        hour where no shopper made more than four. Like an unseen event type it is evidence on
+        its own, for either model kind: a zero-label model scores one event's surprise, and a
+        step that repeats what the block just did is not surprising (HDFS: 469 abnormal blocks
+        at most 6.8 nats under an 8.04 line, 887 of their pattern's 1,035 with a count no normal
+        block reached). Training turns the rule on only when such a count is rare among its own
+        users (training.train.type_ceiling)."""
+        if not self.artifact.meta.type_ceiling or not len(enc):
+            return np.zeros(len(enc), dtype=bool)
+        counts, limit = _type_counts_and_limit(self.artifact, enc)
+        return (counts > limit).any(1)
 
     def _newest_is_unseen(self, enc: Encoded) -> np.ndarray:
         """Windows whose newest event (the one before END for an ended session) has a type the
@@ -305,3 +321,21 @@ def serving_threads(device: str) -> int:
     if device == "cpu":
         torch.set_num_threads(threads)
     return threads
+
+
+def types_beyond_ceiling(artifact: Artifact, enc: Encoded) -> list[list[tuple[str, int, int]]]:
+    """Per window, each type it holds more events of than the artifact's ``meta.type_ceiling``
+    allows, as (type, events, ceiling): what :meth:`Scorer.beyond_type_ceiling` acted on, for the
+    alert to name."""
+    if not artifact.meta.type_ceiling or not len(enc):
+        return [[] for _ in range(len(enc))]
+    counts, limit = _type_counts_and_limit(artifact, enc)
+    names = artifact.vocab.types
+    return [[(names[t], int(counts[r, t]), int(limit[t])) for t in np.flatnonzero(counts[r] > limit).tolist()]
+            for r in range(len(enc))]
+
+
+def _type_counts_and_limit(artifact: Artifact, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
+    # column 0 holds types the vocabulary never saw: the unseen-type rules judge those
+    limit = np.asarray([np.iinfo(np.int64).max, *artifact.meta.type_ceiling], dtype=np.int64)
+    return type_counts(enc.input_ids, artifact.vocab), limit

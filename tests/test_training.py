@@ -497,6 +497,27 @@ def test_an_ended_session_shorter_than_any_in_training_scores_as_unseen_for_both
         assert np.array_equal(after[~short], before[~short])  # every other window keeps its own score
 
 
+def test_a_window_past_the_type_ceiling_scores_as_unseen_for_both_model_kinds(trained, zero_label):
+    import dataclasses
+
+    from stream.encoding import type_counts
+    from stream.model import UNSEEN_CLASSIFIER_SCORE, UNSEEN_SURPRISE
+
+    for res, unseen in ((trained[0], UNSEEN_CLASSIFIER_SCORE), (zero_label[0], UNSEEN_SURPRISE)):
+        scorer = Scorer.load(res.artifact, "cpu")
+        art = scorer.artifact
+        ws = _ended_windows(_sessions([2, 4]), art.vocab, art.window_config)
+        before = scorer.score(encoded(ws), floor=-np.inf)
+        views = type_counts(ws.input_ids, art.vocab)[:, art.vocab.types.index("view")]
+        ceiling = [art.window_config.max_events] * (len(art.vocab.types) - 1)
+        ceiling[art.vocab.types.index("view") - 1] = 3
+        art.meta = dataclasses.replace(art.meta, type_ceiling=ceiling)
+        after = scorer.score(encoded(ws), floor=-np.inf)
+        past = views > 3
+        assert past.sum() == 2 and (after[past] == np.float32(unseen)).all()  # s1's 4th view, and its end
+        assert np.array_equal(after[~past], before[~past])  # every other window keeps its own score
+
+
 def test_an_alert_on_a_session_that_ended_too_soon_says_so():
     from stream import explain
 

@@ -353,6 +353,18 @@ def run_ceiling_line(c: dict) -> str:
     return f"- run ceiling: off ({n:,} normal training users; the rule needs enough to be rare)"
 
 
+def type_ceiling_line(c: dict) -> str:
+    """The report's (and ``train``'s log) line about the type ceiling of calibration info ``c``."""
+    n, alone, ceiling = c.get("type_ceiling_users", 0), c.get("type_ceiling_alone", 0), c.get("type_ceiling") or {}
+    held = f"{alone:,} of them hold a type's highest count alone"
+    if ceiling:
+        named = ", ".join(f"{name} {k}" for name, k in list(ceiling.items())[:8])
+        more = f" and {len(ceiling) - 8} more types" if len(ceiling) > 8 else ""
+        return (f"- type ceiling: a window with more events of one type than any of {n:,} normal training users' "
+                f"alerts as unseen ({named}{more}; {held})")
+    return f"- type ceiling: off ({n:,} normal training users, {held}; the rule needs the highest counts shared)"
+
+
 def calibration_markdown(info: dict) -> str:
     """The training section of a report: how the log was read and what the calibration supports."""
     c, lg = info["calibration"], info["log"]
@@ -367,7 +379,7 @@ def calibration_markdown(info: dict) -> str:
              f"({c['rule']}); budget {c['user_alert_rate']:.2%} of normal users "
              f"{'supported' if c['supported'] else 'NOT supported'} (needs {c['users_needed']:,} users; smallest "
              f"supported {_smallest(c['smallest_supported_rate'])})" + _bound_clause(c),
-             _ended_line(c), run_ceiling_line(c),
+             _ended_line(c), run_ceiling_line(c), type_ceiling_line(c),
              "- plot: `calibration.png` (each calibration user's highest score against the threshold)", ""]
     if info.get("budget_line"):
         lines.insert(-1, f"- {info['budget_line']}")

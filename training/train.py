@@ -39,7 +39,7 @@ from stream.artifact import (
     save_artifact,
     signing_key,
 )
-from stream.encoding import END, MASK, N_SPECIAL, RUN_COUNTS, Vocabulary, ended_window_events
+from stream.encoding import END, MASK, N_SPECIAL, RUN_COUNTS, Vocabulary, ended_window_events, type_counts
 from stream.events import EventBatch
 from stream.model import UNSEEN_SURPRISE, ModelSize, Scorer, bert_config, pick_device
 from stream.windows import WindowConfig
@@ -138,10 +138,12 @@ def pretrain(train: dataset.WindowSet, vocab: Vocabulary, cfg: TrainConfig, devi
     return model.eval()
 
 
-def _rules(kind: str, sustain: int = 1, min_ended: int = 0, run_ceiling: list[int] | None = None) -> Meta:
+def _rules(kind: str, sustain: int = 1, min_ended: int = 0, run_ceiling: list[int] | None = None,
+           type_ceiling: list[int] | None = None) -> Meta:
     """The scoring rules of the artifact being trained (its kind, ``sustain``, ``min_ended_events``,
-    ``run_ceiling``), for scoring before the artifact exists."""
-    return Meta("-", kind, 0.0, {}, sustain=sustain, min_ended_events=min_ended, run_ceiling=list(run_ceiling or []))
+    ``run_ceiling``, ``type_ceiling``), for scoring before the artifact exists."""
+    return Meta("-", kind, 0.0, {}, sustain=sustain, min_ended_events=min_ended, run_ceiling=list(run_ceiling or []),
+                type_ceiling=list(type_ceiling or []))
 
 
 def _score(model: torch.nn.Module, rules: Meta, ws: dataset.WindowSet, vocab: Vocabulary, device: str) -> np.ndarray:
@@ -382,18 +384,64 @@ def run_ceiling(ws: dataset.WindowSet, user_alert_rate: float,
     rule on later users, sees what they add). Users with any attack window (injected, labelled)
     are not normal users. [] (off) when the users are too few for j >= 1.
     """
-    attackers = np.unique(ws.user[ws.label != 0])
-    normal = ~np.isin(ws.user, attackers)
-    if users is not None:
-        normal &= np.isin(ws.user, users)
-    normal_users, inv = np.unique(ws.user[normal], return_inverse=True)
+    rows, normal_users, inv = _normal_users(ws, users)
     n = len(normal_users)
     j = math.floor(RUN_RULE_SHARE * user_alert_rate / len(RUN_COUNTS) * (n + 1))
     if j < 1:
         return [], n, 0
     most = np.zeros((n, len(RUN_COUNTS)), dtype=np.int64)
-    np.maximum.at(most, inv, ws.run_counts[normal])
+    np.maximum.at(most, inv, ws.run_counts[rows])
     return [int(c) for c in -np.sort(-most, axis=0)[j - 1]], n, j
+
+
+#: The type ceiling (Scorer.beyond_type_ceiling) may alert at most about this share of the
+#: budget of new normal users: at 0.5 %, (users holding a type's highest count alone + 1) /
+#: (users + 1) <= 0.125 % - on from 799 users when no one holds a highest count alone.
+TYPE_RULE_SHARE = 0.25
+_TYPE_COUNT_CHUNK = 65_536  # windows counted at a time: [chunk, types] int32 stays small for any vocabulary
+
+
+def _normal_users(ws: dataset.WindowSet, users: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of normal users (no attack window; among ``users`` if given), those users and
+    each window's index among them."""
+    attackers = np.unique(ws.user[ws.label != 0])
+    normal = ~np.isin(ws.user, attackers)
+    if users is not None:
+        normal &= np.isin(ws.user, users)
+    normal_users, inv = np.unique(ws.user[normal], return_inverse=True)
+    return np.flatnonzero(normal), normal_users, inv
+
+
+def type_ceiling(ws: dataset.WindowSet, vocab: Vocabulary, user_alert_rate: float,
+                 users: np.ndarray | None = None) -> tuple[list[int], int, int]:
+    """``meta.type_ceiling``, the normal training users it comes from and how many of them hold
+    some type's highest count alone.
+
+    Per known event type, the most events of it any normal training user's window held (each
+    user over its whole history in ``ws``; ``users`` as in :func:`run_ceiling`). A new normal
+    user passes all n users' highest in some type with probability E[M] / (n + 1), M being how
+    many of the n + 1 users hold some type's highest count alone; adding one user adds at most
+    one such user, so M <= m + 1 with m counted among the n: the rule is on only when
+    (m + 1) / (n + 1) is at most TYPE_RULE_SHARE of the budget. Counts tie at the top in a
+    closed grammar (HDFS: every normal block logs a step at most three times, thousands of them
+    exactly three), and do not where one heavy user sets the line - then the rule stays off
+    unless the users are many. [] (off) otherwise.
+    """
+    rows, normal_users, inv = _normal_users(ws, users)
+    n, k = len(normal_users), len(vocab.types)
+    if n < 2:
+        return [], n, n
+    most = np.zeros((n, k), dtype=np.int32)
+    for start in range(0, len(rows), _TYPE_COUNT_CHUNK):
+        part = slice(start, start + _TYPE_COUNT_CHUNK)
+        np.maximum.at(most, inv[part], type_counts(ws.input_ids[rows[part]], vocab))
+    top2 = np.sort(most, axis=0)[-2:]
+    alone = len(np.unique(most.argmax(0)[1:][top2[1, 1:] > top2[0, 1:]]))
+    if (alone + 1) / (n + 1) > TYPE_RULE_SHARE * user_alert_rate:
+        return [], n, alone
+    # a type no normal training user had (vocabularies are learnt from the whole log) is left to the
+    # calibration users it came from: here it is not rare evidence, only unmeasured
+    return [int(c) if c else vocab.max_events for c in top2[1, 1:]], n, alone
 
 
 def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: str, cfg: TrainConfig,
@@ -563,7 +611,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     # a vocabulary without shape tokens counts nothing
     ceiling, ceiling_users, ceiling_rank = (run_ceiling(ws, cfg.user_alert_rate, np.unique(train_ws.user))
                                             if kind == "classifier" and vocab.shape else ([], 0, 0))
-    rules = _rules(kind, sustain, min_ended, ceiling)
+    types, type_users, types_alone = type_ceiling(ws, vocab, cfg.user_alert_rate, np.unique(train_ws.user))
+    rules = _rules(kind, sustain, min_ended, ceiling, types)
 
     def cross_fit() -> tuple[dataset.WindowSet, np.ndarray, int] | None:
         # no pretraining to fine-tune folds from (mlm None): a continued classifier, already trained on
@@ -577,8 +626,11 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
 
     threshold, severity, calibration = _calibrate(model, rules, vocab, device, cfg, ws, cal_ws, show, cross_fit)
     calibration |= {"min_ended_events": min_ended, "ended_training_sessions": ended_sessions,
-                    "run_ceiling": ceiling, "run_ceiling_users": ceiling_users, "run_ceiling_rank": ceiling_rank}
+                    "run_ceiling": ceiling, "run_ceiling_users": ceiling_users, "run_ceiling_rank": ceiling_rank,
+                    "type_ceiling": dict(zip(vocab.types[1:], types, strict=True)) if types else {},
+                    "type_ceiling_users": type_users, "type_ceiling_alone": types_alone}
     log.info("%s", metrics.run_ceiling_line(calibration)[2:])
+    log.info("%s", metrics.type_ceiling_line(calibration)[2:])
     line = budget_line(calibration)
     if line:
         log.warning("%s", line)
@@ -598,7 +650,7 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     meta = Meta(version=version, kind=kind, threshold=threshold, window=asdict(cfg.window),
                 data_fingerprint=fingerprint, created_at=datetime.now(UTC).isoformat(),
                 metrics=report.get("transformer", {}), severity=severity, user_alert_rate=cfg.user_alert_rate, sustain=sustain,
-                min_ended_events=min_ended, run_ceiling=ceiling)
+                min_ended_events=min_ended, run_ceiling=ceiling, type_ceiling=types)
     meta.validate(out / version)  # what the detector will check: never publish what it would refuse
     with progress.phase(show, "writing the artifact and the report ..."):
         art_dir = save_artifact(out / version, model.cpu(), vocab, meta)
