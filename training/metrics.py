@@ -356,7 +356,7 @@ def run_ceiling_line(c: dict) -> str:
 def type_ceiling_line(c: dict) -> str:
     """The report's (and ``train``'s log) line about the type ceiling of calibration info ``c``."""
     n, alone, ceiling = c.get("type_ceiling_users", 0), c.get("type_ceiling_alone", 0), c.get("type_ceiling") or {}
-    held = f"{alone:,} of them hold a type's highest count alone"
+    held = f"{alone:,} of them hold{'s' if alone == 1 else ''} a type's highest count alone"
     if ceiling:
         named = ", ".join(f"{name} {k}" for name, k in list(ceiling.items())[:8])
         more = f" and {len(ceiling) - 8} more types" if len(ceiling) > 8 else ""
