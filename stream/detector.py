@@ -63,6 +63,9 @@ def _trigger_identity(e) -> str:  # noqa: ANN001 - an events.Event
     return e.event_id if e.event_id is not None else f"{e.ts}|{e.type}|{e.item_id or ''}|{e.session_id or ''}"
 
 
+_WINDOW_ARRAYS = ("ts", "type", "item", "price", "label", "length")  # Windows' fields after user_id, in order
+
+
 @dataclass
 class Detector:
     """Model + cooldown + the two pipeline steps. ``score`` is called from one thread only."""
@@ -176,7 +179,26 @@ class Detector:
                 on_swapped(nxt)
 
     def _encode(self, pendings: list[Pending], scorer: Scorer) -> Encoded:
-        return Encoded.concat([encode(p.windows, p.type_names, scorer.artifact.vocab, p.closing) for p in pendings])
+        """The pendings' windows encoded, in order: one ``encode`` call per store type table and
+        kind (event windows, session ends), not per pending - a batch that users came back within
+        arrives as two pendings per session they ended (window_sessions.capture_closes)."""
+        vocab = scorer.artifact.vocab
+        groups: dict[tuple[int, bool, int], list[int]] = {}
+        for i, p in enumerate(pendings):
+            groups.setdefault((id(p.type_names), p.closing, p.windows.ts.shape[1]), []).append(i)
+        if len(groups) == len(pendings):
+            return Encoded.concat([encode(p.windows, p.type_names, vocab, p.closing) for p in pendings])
+        starts = np.cumsum([0, *(len(p) for p in pendings)])
+        parts, rows = [], []
+        for (_, closing, _), members in groups.items():
+            ws = [pendings[i].windows for i in members]
+            joined = Windows([u for w in ws for u in w.user_id],
+                             *(np.concatenate([getattr(w, f) for w in ws]) for f in _WINDOW_ARRAYS))
+            parts.append(encode(joined, pendings[members[0]].type_names, vocab, closing))
+            rows.append(np.concatenate([np.arange(starts[i], starts[i + 1]) for i in members]))
+        order = np.empty(starts[-1], dtype=np.int64)
+        order[np.concatenate(rows)] = np.arange(starts[-1])
+        return Encoded.concat(parts).take(order)
 
     def _score_bucketed(self, scorer: Scorer, enc: Encoded, keep: np.ndarray) -> np.ndarray:
         """Scores for ``keep`` rows, grouped into length buckets so short windows pay no padding."""

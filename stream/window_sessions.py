@@ -48,7 +48,7 @@ def session_closes(config: WindowConfig, arrays: StoreArrays, max_ts: int, batch
     watermark = np.maximum.accumulate(np.r_[max_ts, clock])[1:]  # the partition's clock after each arrival
     us, first_at = s_sorted[first], order[first]  # each batch user's slot and first arrival row
     # sessions stored before this batch: closed if the watermark passes them before their user's next event
-    cand = np.flatnonzero(open_ & (last_ts + gap < watermark[-1]))
+    cand = np.flatnonzero(open_ & (count > 0) & (last_ts + gap < watermark[-1]))
     at = np.minimum(np.searchsorted(us, cand), len(us) - 1)
     nxt = np.where(us[at] == cand, first_at[at], n)
     by = np.searchsorted(watermark, last_ts[cand] + gap, side="right")

@@ -234,8 +234,10 @@ class WindowStore:
         prev = np.where(first, stored_last, np.r_[stored_last[:1], ts_sorted[:-1]])
         if not (ts_sorted < prev).any():
             res = add_in_order(arrays, self.config, batch, g, types, capture_closes(closes, on_change, on_close))
-            self._after_add(batch)
+            # before _after_add: its expiry may evict a user of this batch, whose freed slot must not
+            # stay marked open (the next user given that slot would have a session of 0 events end)
             mark_sessions(self.open, closes)
+            self._after_add(batch)
             return res
         return self._add_in_rounds(batch, slots, types, g, closes, on_change, on_close)
 
@@ -265,8 +267,8 @@ class WindowStore:
                 es = slots[ending]
                 by = closes.rows_by[np.searchsorted(closes.rows, ending)]
                 on_close(Change(es, by, self.read(es), self.count[es].copy()))
+        mark_sessions(self.open, closes)  # before _after_add, as in add
         self._after_add(batch)
-        mark_sessions(self.open, closes)
         all_slots = np.concatenate(changed_slots) if changed_slots else np.empty(0, dtype=np.int64)
         all_rows = np.concatenate(changed_rows) if changed_rows else np.empty(0, dtype=np.int64)
         # later rounds hold later events, so the last occurrence of a slot is its trigger

@@ -103,6 +103,25 @@ def test_alerts_and_the_cooldown_do_not_depend_on_where_the_stream_is_cut(eager_
     assert len(one_batch) == 1 and one_batch == alert_ids([1]) == alert_ids([1, 2]) == alert_ids([2])
 
 
+def test_a_batch_handed_over_in_phases_scores_as_its_pendings_would_one_by_one(eager_scorer):
+    det = Detector(eager_scorer, cooldown_ms=0)
+    gap = det.window_config.session_gap_ms
+    spec = [("a", 0, "view"), ("b", 10, "cart"), ("a", gap + 100, "view"), ("a", gap + 200, "cart"),
+            ("b", gap + 300, "view"), ("a", 2 * gap + 400, "view"), ("c", 2 * gap + 500, "view")]
+    pending, _ = det.ingest(det.new_store(), _events(*spec))
+    assert len(pending) >= 4  # a ended two sessions within the batch: events and ends come in phases
+
+    def seen(found: list[dict]) -> list[tuple]:
+        return [(a["alert_id"], a["user_id"], a["window"]["stats"]["events"]) for a in found]
+
+    together = det.score(pending)  # encoded in one call per kind
+    det.cooldown = alerts.Cooldown(0)  # a fresh one: it remembers each user's newest alert
+    one_by_one = [det.score([p])[0] for p in pending]
+    assert [seen(f) for f in together] == [seen(f) for f in one_by_one]
+    assert [a["score"] for f in together for a in f] == pytest.approx([a["score"] for f in one_by_one for a in f],
+                                                                      abs=1e-5)
+
+
 # ---- the cooldown goes with the window (issue 20, items 5 and 6) ---------------------------------------------
 def test_the_cooldown_holds_no_more_users_than_the_window_store(eager_scorer):
     det = Detector(eager_scorer, max_users=50)

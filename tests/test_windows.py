@@ -319,6 +319,15 @@ def test_each_users_events_and_session_ends_come_in_the_same_order_however_the_s
         assert timelines_of(WindowStore(RANDOM_STREAM_CONFIG), chunks) == one_by_one, len(chunks)
 
 
+def test_a_user_evicted_in_the_batch_that_added_it_leaves_no_open_session_to_its_slots_next_user():
+    hour = 3_600_000
+    store = WindowStore(WindowConfig(max_events=8))
+    store.add(batch(("x", 100 * hour, "v")))
+    store.add(batch(("x", 200 * hour, "v"), ("stale", 1 * hour, "v")))  # stale expires at once
+    closed = closes_of(store, [batch(("victim", 200 * hour + 1, "v"))])
+    assert closed == []  # was: victim's "session" of 0 events ended, and could alert
+
+
 def test_a_non_positive_session_gap_is_refused():
     with pytest.raises(ValueError, match="session_gap_ms"):
         WindowConfig(session_gap_ms=0)
