@@ -158,7 +158,7 @@ class Meta:
     run_ceiling: list = field(default_factory=list)
     #: per type of the vocabulary after the unknown one (``types[1:]``), the most events of it
     #: a normal training user's window held; a window holding more scores as an event type
-    #: never seen in training, for either kind (Scorer.beyond_type_ceiling); [] = off
+    #: never seen in training (Scorer.beyond_type_ceiling; training sets it for zero-label models); [] = off
     type_ceiling: list = field(default_factory=list)
 
     def validate(self, where: Path | str) -> None:

@@ -206,11 +206,11 @@ class Scorer:
         (``meta.type_ceiling``; :func:`stream.encoding.type_counts`): a block that logged a step
         four times where every normal block logged it at most three, a fifth purchase within the
         hour where no shopper made more than four. Like an unseen event type it is evidence on
-        its own, for either model kind: a zero-label model scores one event's surprise, and a
-        step that repeats what the block just did is not surprising (HDFS: 469 abnormal blocks
-        at most 6.8 nats under an 8.04 line, 887 of their pattern's 1,035 with a count no normal
-        block reached). Training turns the rule on only when such a count is rare among its own
-        users (training.train.type_ceiling)."""
+        its own: a zero-label model scores one event's surprise, and a step that repeats what
+        the block just did is not surprising (HDFS: 469 abnormal blocks at most 6.8 nats under
+        an 8.04 line, 887 of their pattern's 1,035 with a count no normal block reached).
+        Training sets it for zero-label models, and only when such a count is rare among its own
+        users (training.train.type_ceiling); applied here to whichever kind carries one."""
         if not self.artifact.meta.type_ceiling or not len(enc):
             return np.zeros(len(enc), dtype=bool)
         counts, limit = _type_counts_and_limit(self.artifact, enc)

@@ -1,6 +1,6 @@
 """The type ceiling: a window holding more events of one type than any normal training user's
-window did alerts on its own, for either model kind (a block that logs a step four times where
-normal blocks log it at most three; a fifth purchase within the hour)."""
+window did alerts on its own (a block that logs a step four times where normal blocks log it at
+most three). Training sets it for zero-label models; the scorer applies it to either kind."""
 
 from __future__ import annotations
 
@@ -170,8 +170,12 @@ def test_the_report_states_the_type_ceiling_or_why_it_is_off():
     assert metrics.type_ceiling_line(on) == (
         "- type ceiling: a window with more events of one type than any of 4,855 normal training users' alerts as "
         "unseen (cart 4, view 60; 3 of them hold a type's highest count alone)")
-    assert "off (900 normal training users, 1 of them" in metrics.type_ceiling_line(
+    assert "off (900 normal training users, 1 of them holds" in metrics.type_ceiling_line(
         {"type_ceiling": {}, "type_ceiling_users": 900, "type_ceiling_alone": 1})
+    unmeasured = {"type_ceiling": {"cart": 4, "refund": 64}, "type_ceiling_users": 900, "type_ceiling_alone": 0,
+                  "type_ceiling_unmeasured": 64}
+    assert "(cart 4; 0 of them" in metrics.type_ceiling_line(unmeasured)  # refund: no training user had one
+    assert "zero-label models only" in metrics.type_ceiling_line({"type_ceiling_kind": "classifier"})
 
 
 def test_offline_scoring_alerts_past_the_type_ceiling_and_says_so(tiny_model, tmp_path):
@@ -189,3 +193,10 @@ def test_offline_scoring_alerts_past_the_type_ceiling_and_says_so(tiny_model, tm
     assert alerts and alerts[0]["score"] == 1.0
     assert alerts[0]["window"]["findings"][0] == ("more events of one type than any normal training user's window "
                                                   "held: 6 'view' events (training users' most 5)")
+
+
+def test_a_classifier_is_trained_without_a_type_ceiling_and_its_report_says_why(tiny_model):
+    art = Path(tiny_model[0].artifact)
+    assert load_artifact(art).meta.type_ceiling == []
+    assert ("- type ceiling: off (zero-label models only: a classifier reads each type's count from its window)"
+            in (art / "report" / "report.md").read_text())

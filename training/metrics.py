@@ -355,11 +355,15 @@ def run_ceiling_line(c: dict) -> str:
 
 def type_ceiling_line(c: dict) -> str:
     """The report's (and ``train``'s log) line about the type ceiling of calibration info ``c``."""
+    if c.get("type_ceiling_kind") == "classifier":
+        return "- type ceiling: off (zero-label models only: a classifier reads each type's count from its window)"
     n, alone, ceiling = c.get("type_ceiling_users", 0), c.get("type_ceiling_alone", 0), c.get("type_ceiling") or {}
     held = f"{alone:,} of them hold{'s' if alone == 1 else ''} a type's highest count alone"
     if ceiling:
-        named = ", ".join(f"{name} {k}" for name, k in list(ceiling.items())[:8])
-        more = f" and {len(ceiling) - 8} more types" if len(ceiling) > 8 else ""
+        # types no training user had carry max_events, which no window passes: not worth naming
+        measured = {name: k for name, k in ceiling.items() if k < c.get("type_ceiling_unmeasured", 2**31)}
+        named = ", ".join(f"{name} {k}" for name, k in list(measured.items())[:8])
+        more = f" and {len(measured) - 8} more types" if len(measured) > 8 else ""
         return (f"- type ceiling: a window with more events of one type than any of {n:,} normal training users' "
                 f"alerts as unseen ({named}{more}; {held})")
     return f"- type ceiling: off ({n:,} normal training users, {held}; the rule needs the highest counts shared)"
