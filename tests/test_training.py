@@ -536,3 +536,26 @@ def test_scores_carried_to_another_models_scale_keep_their_rank_among_the_refere
     assert got == pytest.approx([0.975 * 0.5 ** 3, 0.975 * 0.9 ** 3], rel=0.03) and got.dtype == np.float32
     # beyond every reference score of its own model: the top of the target's range, never past it
     assert metrics.to_scale(np.array([7.0]), own, target)[0] == target.max()
+
+
+def test_a_classifiers_scores_never_pass_its_score_cap(trained, records):
+    scorer = Scorer.load(trained[0].artifact, "cpu")
+    art = scorer.artifact
+    cap = train.score_cap(art.model)
+    head = art.model.classifier
+    logit = float(head.weight.detach().abs().sum() + head.bias.detach().sum())
+    assert cap == pytest.approx(1 / (1 + np.exp(-logit)))
+    ws = dataset.build_windows(dataset.batches_from_records(records[:3000]), art.vocab, art.window_config)
+    assert scorer.score_windows(encoded(ws), 256).max() <= cap + 1e-6  # float32 scores, a float64 cap
+
+
+def test_a_zero_label_model_has_no_score_cap(zero_label):
+    assert train.score_cap(load_artifact(zero_label[0].artifact).model) is None
+
+
+def test_train_warns_when_the_threshold_sits_at_the_classifiers_score_cap():
+    # the 2026-12-07 demo model: threshold 0.992892 under a cap of 0.993249 (0.05 in logit)
+    line = train.cap_line({"threshold": 0.992892, "score_cap": 0.993249})
+    assert line.startswith("score cap: the threshold 0.992892 lies within 0.05 (in logit)")
+    assert train.cap_line({"threshold": 0.976747, "score_cap": 0.993193}) is None  # HDFS supervised: 1.25
+    assert train.cap_line({"threshold": 8.04, "score_cap": None}) is None  # zero-label

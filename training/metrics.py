@@ -385,8 +385,9 @@ def calibration_markdown(info: dict) -> str:
              f"supported {_smallest(c['smallest_supported_rate'])})" + _bound_clause(c),
              _ended_line(c), run_ceiling_line(c), type_ceiling_line(c),
              "- plot: `calibration.png` (each calibration user's highest score against the threshold)", ""]
-    if info.get("budget_line"):
-        lines.insert(-1, f"- {info['budget_line']}")
+    for key in ("budget_line", "cap_line"):
+        if info.get(key):
+            lines.insert(-1, f"- {info[key]}")
     return "\n".join(lines)
 
 

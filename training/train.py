@@ -509,6 +509,39 @@ def _calibrate(model: torch.nn.Module, rules: Meta, vocab: Vocabulary, device: s
     return threshold, severity, info
 
 
+#: Logit distance below which a classifier's threshold counts as sitting at its score cap.
+CAP_HEADROOM_LOGIT = 0.25
+
+
+def score_cap(model: torch.nn.Module) -> float | None:
+    """The highest score a classifier can give, or None for a model without that bound.
+
+    BERT's pooled output is a tanh, so the one-logit head adds at most the sum of its absolute
+    weights to its bias: every window the model finds clearly abusive scores just under this cap,
+    and among them it cannot rank (the demo's starter model: cap 0.99325, nine attackers and the
+    calibration's highest normal user all at 0.99291)."""
+    if not isinstance(model, BertForSequenceClassification) or not isinstance(
+            getattr(model.bert.pooler, "activation", None), torch.nn.Tanh):
+        return None
+    head = model.classifier
+    logit = float(head.weight.detach().abs().sum() + head.bias.detach().sum())
+    return float(1.0 / (1.0 + math.exp(-logit)))
+
+
+def cap_line(info: dict) -> str | None:
+    """The one line ``train`` prints when its threshold sits at the classifier's score cap."""
+    cap, thr = info.get("score_cap"), info.get("threshold")
+    if cap is None or thr is None or not 0.0 < thr < 1.0:
+        return None
+    headroom = math.log(cap / (1 - cap)) - math.log(thr / (1 - thr))
+    if headroom >= CAP_HEADROOM_LOGIT:
+        return None
+    return (f"score cap: the threshold {thr:.6g} lies within {max(headroom, 0.0):.2f} (in logit) of the highest score "
+            f"this classifier can give ({cap:.6g}; its pooled output is a tanh). The windows it finds most suspicious "
+            "all score about alike there, so an attacker who looks like its most suspicious calibration user is caught "
+            "or missed by a hair. More normal users in the log lower the line.")
+
+
 def budget_line(info: dict) -> str | None:
     """The one line ``train`` prints when its calibration users cannot support the budget."""
     if info["supported"]:
@@ -642,9 +675,11 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
                     "type_ceiling_kind": kind, "type_ceiling_unmeasured": vocab.max_events}
     log.info("%s", metrics.run_ceiling_line(calibration)[2:])
     log.info("%s", metrics.type_ceiling_line(calibration)[2:])
-    line = budget_line(calibration)
-    if line:
-        log.warning("%s", line)
+    calibration["score_cap"] = score_cap(model)
+    line, capped = budget_line(calibration), cap_line(calibration)
+    for warning in (line, capped):
+        if warning:
+            log.warning("%s", warning)
     log.info("threshold %.4g for %.2f%% of %d calibration users", threshold, 100 * cfg.user_alert_rate,
              calibration["calibration_users"])
 
@@ -670,7 +705,7 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
                         "injected_attackers": len({e.user_id for e in events}) - order.users},
                 "calibration": {k: v for k, v in calibration.items() if k != "calibration_user_maxima"},
                 "calibration_maxima": calibration["calibration_user_maxima"],
-                "budget_line": line, **({"verdicts": verdict_info} if verdict_info else {}),
+                "budget_line": line, "cap_line": capped, **({"verdicts": verdict_info} if verdict_info else {}),
                 **({"continued_from": start.version} if start is not None else {})}
         metrics.write_report(report_dir, report, scores, test_ws, title=f"seqsentry {version}", info=info,
                              calibration_maxima=np.asarray(calibration["calibration_user_maxima"]))
