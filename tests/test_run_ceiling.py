@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream import explain, logs
+from stream import explain
 from stream.artifact import ArtifactError, load_artifact, save_artifact
-from stream.cli import main
 from stream.encoding import RUN_COUNTS, Encoded
 from stream.errors import SeqsentryError
 from stream.events import Event, EventBatch
 from stream.model import UNSEEN_CLASSIFIER_SCORE, Scorer
 from stream.windows import WindowConfig
-from tests.artifacts import reseal
+from tests.artifacts import offline_alerts, reseal, with_meta
 from training import dataset, metrics, train
 
 T0 = 1_700_000_000_000
@@ -120,15 +119,8 @@ def test_a_run_ceiling_that_would_break_serving_is_refused_in_one_line(tiny_mode
 
 
 def _saved(trained, tmp_path, ceiling, **fields) -> Path:
-    """The trained artifact saved again with ``meta.run_ceiling = ceiling`` and ``fields``
-    (consistent checksums)."""
-    art = load_artifact(trained[0].artifact)
-    out = tmp_path / "edited"
-    save_artifact(out, art.model, art.vocab, art.meta)
-    meta = json.loads((out / "meta.json").read_text())
-    meta |= {"run_ceiling": ceiling, **fields}
-    (out / "meta.json").write_text(json.dumps(meta))
-    return reseal(out)
+    """The trained artifact saved again with ``meta.run_ceiling = ceiling`` and ``fields``."""
+    return with_meta(trained[0].artifact, tmp_path / "edited", run_ceiling=ceiling, **fields)
 
 
 def test_a_zero_label_model_cannot_carry_a_run_ceiling():
@@ -163,13 +155,9 @@ def test_the_report_states_the_run_ceiling_or_why_it_is_off():
 def test_offline_scoring_alerts_past_the_run_ceiling_and_says_so(tiny_model, tmp_path, capsys):
     # a threshold only the rule's score reaches: the tiny model's own alert would come first
     model = _saved(tiny_model, tmp_path, [64, 6, 64], threshold=1.0, severity=[1.0] * 4)
-    log = tmp_path / "t.jsonl"
     farm = [{"user_id": "farm", "ts": T0 + k * 30_000, "type": "view", "item_id": "X" if k % 4 else f"c{k}"}
             for k in range(12)]  # 9 of 12 views on X: the 10th is X's 7th
-    logs.write_log(log, [farm])
-    assert main(["score", str(log), "--model", str(model), "--out", str(tmp_path / "a.jsonl"), "-q",
-                 "--device", "cpu"]) == 0
-    alerts = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    alerts = offline_alerts(model, farm, tmp_path)
     assert alerts and alerts[0]["score"] == 1.0
     assert alerts[0]["window"]["findings"][0] == ("more than the platform's normal users run to: "
                                                   "7 events on one item (training users' ceiling 6)")

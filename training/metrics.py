@@ -360,8 +360,7 @@ def type_ceiling_line(c: dict) -> str:
     n, alone, ceiling = c.get("type_ceiling_users", 0), c.get("type_ceiling_alone", 0), c.get("type_ceiling") or {}
     held = f"{alone:,} of them hold{'s' if alone == 1 else ''} a type's highest count alone"
     if ceiling:
-        # types no training user had carry max_events, which no window passes: not worth naming
-        measured = {name: k for name, k in ceiling.items() if k < c.get("type_ceiling_unmeasured", 2**31)}
+        measured = {name: k for name, k in ceiling.items() if k is not None}  # None: no training user had it
         named = ", ".join(f"{name} {k}" for name, k in list(measured.items())[:8])
         more = f" and {len(measured) - 8} more types" if len(measured) > 8 else ""
         return (f"- type ceiling: a window with more events of one type than any of {n:,} normal training users' "

@@ -425,11 +425,11 @@ def type_ceiling(ws: dataset.WindowSet, vocab: Vocabulary, user_alert_rate: floa
     (m + 1) / (n + 1) is at most TYPE_RULE_SHARE of the budget. That is an estimate (m stands in
     for its expectation, the leave-one-out rate), not a bound like :func:`run_ceiling`'s
     j / (n + 1), and the rule is rarely the budget's only draw: held-out calibration users, scored
-    with it, show what it adds (HDFS: estimated 0.10 %; 0.06 % of test normal sessions log some step more often than every
-    training session did). Counts tie at the top in a
-    closed grammar (HDFS: every normal block logs a step at most three times, thousands of them
-    exactly three), and do not where one heavy user sets the line - then the rule stays off
-    unless the users are many. [] (off) otherwise.
+    with it, show what it adds (HDFS: estimated 0.10 %; 0.06 % of test normal sessions log some
+    step more often than every training session did). Counts tie at the top in a closed grammar
+    (HDFS: every normal block logs a step at most three times, thousands of them exactly three),
+    and do not where one heavy user sets the line - then the rule stays off unless the users are
+    many. [] (off) otherwise.
     """
     rows, normal_users, inv = _normal_users(ws, users)
     n, k = len(normal_users), len(vocab.types)
@@ -651,8 +651,8 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     ceiling, ceiling_users, ceiling_rank = (run_ceiling(ws, cfg.user_alert_rate, np.unique(train_ws.user))
                                             if kind == "classifier" and vocab.shape else ([], 0, 0))
     # zero-label only: a classifier reads each type's count from its window's tokens and learnt from the
-    # injected attacks what a count means; on HDFS with labels the rule added 3 of 1,000 normal sessions
-    # to its alerts and no abnormal one (recall was 1.000 without it)
+    # injected attacks what a count means; on HDFS with labels 3 of 1,000 normal test sessions passed a
+    # ceiling (1 alerted by nothing else) and it caught no abnormal one the classifier missed
     types, type_users, types_alone = (type_ceiling(ws, vocab, cfg.user_alert_rate, np.unique(train_ws.user))
                                       if kind == "mlm" else ([], 0, 0))
     rules = _rules(kind, sustain, min_ended, ceiling, types)
@@ -670,9 +670,10 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
     threshold, severity, calibration = _calibrate(model, rules, vocab, device, cfg, ws, cal_ws, show, cross_fit)
     calibration |= {"min_ended_events": min_ended, "ended_training_sessions": ended_sessions,
                     "run_ceiling": ceiling, "run_ceiling_users": ceiling_users, "run_ceiling_rank": ceiling_rank,
-                    "type_ceiling": dict(zip(vocab.types[1:], types, strict=True)) if types else {},
-                    "type_ceiling_users": type_users, "type_ceiling_alone": types_alone,
-                    "type_ceiling_kind": kind, "type_ceiling_unmeasured": vocab.max_events}
+                    # None: no normal training user had the type, so its ceiling (max_events) is no measure
+                    "type_ceiling": {name: c if c < vocab.max_events else None
+                                     for name, c in zip(vocab.types[1:], types, strict=True)} if types else {},
+                    "type_ceiling_users": type_users, "type_ceiling_alone": types_alone, "type_ceiling_kind": kind}
     log.info("%s", metrics.run_ceiling_line(calibration)[2:])
     log.info("%s", metrics.type_ceiling_line(calibration)[2:])
     calibration["score_cap"] = score_cap(model)
