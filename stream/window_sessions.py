@@ -88,11 +88,15 @@ def capture_closes(closes: Closes, on_change: Callable[[Change], None] | None,
         first = np.r_[True, change.slots[1:] != change.slots[:-1]]
         before = np.cumsum(ends) - ends
         phase = before - before[first][np.cumsum(first) - 1]
-        for k in range(int(phase.max(initial=0)) + 1):
-            in_phase = phase == k
+        if not phase.any():  # nobody came back within the batch: one phase, the batch as it is
+            parts = [np.arange(len(phase))]
+        else:  # a stable sort keeps each phase in batch order, and costs one pass however many phases
+            order = np.argsort(phase, kind="stable")
+            parts = np.split(order, np.flatnonzero(np.diff(phase[order])) + 1)
+        for k, rows in enumerate(parts):
             if on_change is not None:
-                on_change(change if k == 0 and in_phase.all() else _take(change, np.flatnonzero(in_phase)))
-            pick = np.flatnonzero(in_phase & ends)
+                on_change(change if k == 0 and len(parts) == 1 else _take(change, rows))
+            pick = rows[ends[rows]]
             if len(pick):
                 closing = _take(change, pick)
                 by = closes.rows_by[np.searchsorted(closes.rows, closing.rows)]

@@ -372,3 +372,63 @@ def test_the_first_confirmed_abuse_is_the_earliest_event_of_a_user_labelled_abus
     ws = window_set([T0, T0 + 60_000, T0 + 120_000], set())
     assert dataset.first_confirmed_abuse(ws, {"u2": 1, "u1": 0}) == T0 + 120_000
     assert dataset.first_confirmed_abuse(ws, {"u1": 0, "ghost": 1}) is None
+
+
+def attack_log() -> list[Event]:
+    """Two normal users and an attacker whose six-event run starts after one normal event."""
+    evs = [e for e in sessions(2)]
+    t = T0 + 100_000
+    evs.append(Event("bot", t, "click", item_id="i1", label=0))
+    evs += [Event("bot", t + 2_000 * (k + 1), "click", item_id="i1", label=1, attack="loop") for k in range(6)]
+    for e in evs:
+        e.label = 0 if e.label is None else e.label
+    return sorted(evs, key=lambda e: e.ts)
+
+
+def test_every_window_counts_the_attack_events_it_holds():
+    evs = attack_log()
+    vocab = dataset.learn_vocabulary([dataset.EventBatch.from_events(evs)], WindowConfig())
+    ws = dataset.build_windows(dataset.batches_from_events(evs, WindowConfig()), vocab, WindowConfig())
+    bot = ws.users.index("bot")
+    open_ = (ws.user == bot) & ~(ws.input_ids == END).any(1)
+    assert ws.evidence[open_][np.argsort(ws.ts[open_])].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert (ws.evidence[ws.user != bot] == 0).all()
+
+
+def test_an_attack_window_too_early_to_tell_does_not_teach_the_classifier():
+    evs = attack_log()
+    vocab = dataset.learn_vocabulary([dataset.EventBatch.from_events(evs)], WindowConfig())
+    ws = dataset.build_windows(dataset.batches_from_events(evs, WindowConfig()), vocab, WindowConfig())
+    kept = dataset.fine_tuning(ws, min_events=4)
+    bot = kept.users.index("bot")
+    ended = (kept.input_ids == END).any(1)
+    # open windows with 1-3 attack events go; the normal start, 4+ attack events and the session end stay
+    assert sorted(kept.evidence[(kept.user == bot) & ~ended].tolist()) == [0, 4, 5, 6]
+    assert kept.label[(kept.user == bot) & ended].tolist() == [1]
+    assert (kept.user != bot).sum() == (ws.user != bot).sum()  # every normal window stays
+
+
+def test_a_short_attack_session_that_ended_still_teaches_the_classifier():
+    ws = windowset(["u0", "bot"], [0, 1, 1], [T0, T0, T0 + 1], [0, 1, 1], [[5, 6, 0], [5, 6, 0], [5, 6, END]])
+    ws.evidence = np.array([0, 2, 2], np.int16)
+    kept = dataset.fine_tuning(ws, min_events=4)
+    assert kept.ts.tolist() == [T0, T0 + 1] and kept.label.tolist() == [0, 1]
+
+
+def test_neither_the_classifier_nor_its_folds_fine_tune_on_attack_windows_too_early_to_tell(small_logs, monkeypatch):
+    log, d = small_logs
+    seen = []
+    real_finetune = train.finetune
+
+    def recording_finetune(init, train_ws, val_ws, *a, **k):
+        seen.append((train_ws, val_ws))
+        return real_finetune(init, train_ws, val_ws, *a, **k)
+
+    monkeypatch.setattr(train, "finetune", recording_finetune)
+    train.train(lambda: logs_batches(log), d / "runs-evidence", train.TrainConfig(**TINY), show=False)
+    assert len(seen) == 1 + defaults.CROSS_FIT_FOLDS
+    for sets in seen:
+        for ws in sets:
+            ended = (ws.input_ids == END).any(1)
+            assert (ws.label == 1).any()
+            assert not ((ws.label == 1) & (ws.evidence < dataset.MIN_ATTACK_EVENTS) & ~ended).any()

@@ -52,7 +52,9 @@ def with_hard_negatives(sample: WindowSet, train: WindowSet, verdicts: Mapping[s
     if not len(hard):
         return sample
     kw = {f.name: np.concatenate([getattr(sample, f.name), getattr(hard, f.name)])
-          for f in fields(WindowSet) if f.name not in ("users", "attack_names")}
+          for f in fields(WindowSet)
+          if f.name not in ("users", "attack_names") and getattr(sample, f.name) is not None
+          and getattr(hard, f.name) is not None}
     return WindowSet(**kw, users=sample.users, attack_names=sample.attack_names)
 
 
