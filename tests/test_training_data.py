@@ -395,27 +395,28 @@ def test_every_window_counts_the_attack_events_it_holds():
     assert (ws.evidence[ws.user != bot] == 0).all()
 
 
-def test_an_attack_window_too_early_to_tell_does_not_teach_the_classifier():
+def test_an_attack_window_too_early_to_tell_counts_as_part_of_a_positive():
     evs = attack_log()
     vocab = dataset.learn_vocabulary([dataset.EventBatch.from_events(evs)], WindowConfig())
     ws = dataset.build_windows(dataset.batches_from_events(evs, WindowConfig()), vocab, WindowConfig())
-    kept = dataset.fine_tuning(ws, min_events=4)
-    bot = kept.users.index("bot")
-    ended = (kept.input_ids == END).any(1)
-    # open windows with 1-3 attack events go; the normal start, 4+ attack events and the session end stay
-    assert sorted(kept.evidence[(kept.user == bot) & ~ended].tolist()) == [0, 4, 5, 6]
-    assert kept.label[(kept.user == bot) & ended].tolist() == [1]
-    assert (kept.user != bot).sum() == (ws.user != bot).sum()  # every normal window stays
+    y = dataset.fine_tuning_targets(ws, min_events=4)
+    bot = (ws.user == ws.users.index("bot"))
+    ended = (ws.input_ids == END).any(1)
+    by_evidence = dict(zip(ws.evidence[bot & ~ended].tolist(), y[bot & ~ended].tolist(), strict=True))
+    assert by_evidence == {0: 0.0, 1: 0.25, 2: 0.5, 3: 0.75, 4: 1.0, 5: 1.0, 6: 1.0}
+    assert y[bot & ended].tolist() == [1.0]  # the whole session is in an ended window
+    assert (y[~bot] == 0).all()
 
 
-def test_a_short_attack_session_that_ended_still_teaches_the_classifier():
-    ws = windowset(["u0", "bot"], [0, 1, 1], [T0, T0, T0 + 1], [0, 1, 1], [[5, 6, 0], [5, 6, 0], [5, 6, END]])
-    ws.evidence = np.array([0, 2, 2], np.int16)
-    kept = dataset.fine_tuning(ws, min_events=4)
-    assert kept.ts.tolist() == [T0, T0 + 1] and kept.label.tolist() == [0, 1]
+def test_validation_ranks_only_attack_windows_that_hold_evidence():
+    ws = windowset(["u0", "bot"], [0, 1, 1, 1], [T0, T0, T0 + 1, T0 + 2], [0, 1, 1, 1],
+                   [[5, 6, 0], [5, 6, 0], [5, 6, 7], [5, 6, END]])
+    ws.evidence = np.array([0, 2, 4, 2], np.int16)
+    kept = dataset.with_evidence(ws, min_events=4)
+    assert kept.ts.tolist() == [T0, T0 + 1, T0 + 2] and kept.label.tolist() == [0, 1, 1]
 
 
-def test_neither_the_classifier_nor_its_folds_fine_tune_on_attack_windows_too_early_to_tell(small_logs, monkeypatch):
+def test_the_classifier_and_its_folds_fine_tune_with_partial_credit_and_validate_on_evidence(small_logs, monkeypatch):
     log, d = small_logs
     seen = []
     real_finetune = train.finetune
@@ -427,8 +428,7 @@ def test_neither_the_classifier_nor_its_folds_fine_tune_on_attack_windows_too_ea
     monkeypatch.setattr(train, "finetune", recording_finetune)
     train.train(lambda: logs_batches(log), d / "runs-evidence", train.TrainConfig(**TINY), show=False)
     assert len(seen) == 1 + defaults.CROSS_FIT_FOLDS
-    for sets in seen:
-        for ws in sets:
-            ended = (ws.input_ids == END).any(1)
-            assert (ws.label == 1).any()
-            assert not ((ws.label == 1) & (ws.evidence < dataset.MIN_ATTACK_EVENTS) & ~ended).any()
+    for train_ws, val_ws in seen:
+        early = dataset.too_early_to_tell(train_ws)
+        assert early.any() and (dataset.fine_tuning_targets(train_ws)[early] < 1).all()
+        assert (val_ws.label == 1).any() and not dataset.too_early_to_tell(val_ws).any()

@@ -172,6 +172,7 @@ def finetune(init: BertForMaskedLM | BertForSequenceClassification, train: datas
     neg = max(int((train.label == 0).sum()), 1)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(min(neg / pos, 50.0), device=device))
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    targets = dataset.fine_tuning_targets(train)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _schedule(opt, steps_per_epoch * cfg.finetune_epochs, cfg.warmup)
     with progress.bar(show) as bar:
@@ -180,7 +181,7 @@ def finetune(init: BertForMaskedLM | BertForSequenceClassification, train: datas
             model.train()
             for idx in np.array_split(rng.permutation(len(train)), steps_per_epoch):
                 ids, mask = _tensors(train.input_ids[idx], device)
-                y = torch.from_numpy(train.label[idx].astype(np.float32)).to(device)
+                y = torch.from_numpy(targets[idx]).to(device)
                 loss = loss_fn(model(input_ids=ids, attention_mask=mask).logits[:, 0], y)
                 _step(loss, model, opt, sched)
                 bar.update(task, advance=1, rate=f"epoch {epoch + 1} loss {loss.item():.3f} best val AP {max(best, 0):.3f}")
@@ -275,14 +276,14 @@ def _cross_fit(ws: dataset.WindowSet, sp: dataset.Split, folds: list[np.ndarray]
     users). Raw fold scores are not on the served model's scale: on a 43-user log the folds' highest
     normal user scored 0.991, above every window the served model scores (0.975), and nothing alerted."""
     rng = np.random.default_rng(cfg.seed + 7)
-    val_ws = dataset.fine_tuning(ws.subset(sp.val))
+    val_ws = dataset.with_evidence(ws.subset(sp.val))
     ref_ws = ws.subset(np.union1d(sp.val, sp.test))  # one set on a platform log
     served_ref = _score(served, rules, ref_ws, vocab, device)
     parts = []
     for k, held in enumerate(folds):
         with progress.phase(show, f"cross-fitting the threshold: model {k + 1} of {len(folds)} without "
                                   f"{len(np.unique(ws.user[held])):,} of the log's users ..."):
-            tr = dataset.fine_tuning(ws.subset(fold_training(ws, sp, held)))
+            tr = ws.subset(fold_training(ws, sp, held))
             sample = _cap(tr, cfg.max_train_windows, rng)
             if verdicts:
                 sample = verdict_report.with_hard_negatives(sample, tr, verdicts)
@@ -634,14 +635,11 @@ def train(batches_factory, out: Path, cfg: TrainConfig, registry_dir: Path | Non
         ws, train_only=dismissed, trusted_until=trusted_until, min_cal=math.ceil(1 / cfg.user_alert_rate) - 1)
     train_ws, val_ws, test_ws = ws.subset(sp.train), ws.subset(sp.val), ws.subset(sp.test)
     log.info("windows: %d train, %d val, %d test (kind=%s)", len(train_ws), len(val_ws), len(test_ws), kind)
-    # a classifier learns from windows that hold evidence (dataset.fine_tuning); a zero-label model,
-    # from normal windows only (below)
-    learn_ws = dataset.fine_tuning(train_ws) if kind == "classifier" else train_ws
-    train_capped = _cap(learn_ws, cfg.max_train_windows, rng)
+    train_capped = _cap(train_ws, cfg.max_train_windows, rng)
     if verdicts:  # dismissed users (hard negatives) train on every window of theirs, beside the sample
         train_capped = verdict_report.with_hard_negatives(train_capped, train_ws, verdicts)
     if kind == "classifier":  # its pretraining may see everything; the zero-label model learns normal traffic only
-        model, mlm = _fit(train_capped, dataset.fine_tuning(val_ws), vocab, cfg, device, show, start)
+        model, mlm = _fit(train_capped, dataset.with_evidence(val_ws), vocab, cfg, device, show, start)
     else:
         mlm = None  # zero-label models are not cross-fitted: the pretrained model is the detector
         pre_ws = train_ws.subset(train_ws.label != 1)
