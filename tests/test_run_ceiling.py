@@ -72,9 +72,7 @@ def test_the_run_ceiling_is_the_jth_highest_count_among_normal_training_users():
     counts["u0008"] = [[35, 20, 7]]  # the second highest
     normal = _counted(counts)
     attackers = _counted({"inj1": [[64, 64, 60]]}, label=1)
-    both = dataclasses.replace(normal, **{f.name: np.concatenate([getattr(normal, f.name), getattr(attackers, f.name)])
-                                          for f in dataclasses.fields(normal) if f.name not in ("users", "attack_names")},
-                               users=normal.users + ["inj1"])
+    both = dataclasses.replace(normal.joined(attackers), users=normal.users + ["inj1"])
     both.user[len(normal):] = len(normal.users)
     assert train.run_ceiling(both, 0.005) == ([35, 20, 7], 6_000, 2)  # the injected attacker is no normal user
 

@@ -9,7 +9,9 @@ would score for that event or session end.
 **Window label.** A window is positive (1) when it holds at least one event labelled 1 -
 i.e. its user is an attacker *and* the window covers attack behaviour. An account-
 takeover victim's windows before the takeover are therefore negative. Windows of logs
-without labels are -1 (unknown).
+without labels are -1 (unknown). A classifier is fine-tuned towards
+:func:`fine_tuning_targets`, which count a positive window of an open session with fewer than
+:data:`MIN_ATTACK_EVENTS` attack events as part of one.
 
 **Splits** are by user *and* by time, never by random window (neighbouring windows of a
 user overlap almost entirely, so a random split leaks): users are hashed into
@@ -58,6 +60,14 @@ class WindowSet:
         """The windows as the scorer takes them (events counted without CLS, END or padding)."""
         return Encoded(self.input_ids.astype(np.int64), self.attention_mask, (self.input_ids >= N_SPECIAL).sum(1),
                        self.run_counts)
+
+    def joined(self, other: WindowSet) -> WindowSet:
+        """These windows, then ``other``'s, indexed into this set's users and attack names (``other``
+        must share them); a field either side did not count (None) is left out."""
+        kw = {f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)
+              if f.name not in ("users", "attack_names")
+              and getattr(self, f.name) is not None and getattr(other, f.name) is not None}
+        return WindowSet(**kw, users=self.users, attack_names=self.attack_names)
 
     def subset(self, idx: np.ndarray) -> WindowSet:
         """The windows at ``idx`` (indices or boolean mask)."""

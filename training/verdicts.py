@@ -11,7 +11,6 @@ both groups are scored: how many of each the new model alerts among the held-out
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 
 import numpy as np
 
@@ -51,11 +50,7 @@ def with_hard_negatives(sample: WindowSet, train: WindowSet, verdicts: Mapping[s
     hard = train.subset(np.flatnonzero(np.isin(train.user, dismissed)))
     if not len(hard):
         return sample
-    kw = {f.name: np.concatenate([getattr(sample, f.name), getattr(hard, f.name)])
-          for f in fields(WindowSet)
-          if f.name not in ("users", "attack_names") and getattr(sample, f.name) is not None
-          and getattr(hard, f.name) is not None}
-    return WindowSet(**kw, users=sample.users, attack_names=sample.attack_names)
+    return sample.joined(hard)
 
 
 def line(info: dict) -> str:
